@@ -1,0 +1,40 @@
+//! modhost's wire format: the [`Message`] that travels on the bus and between host and guest,
+//! and the [`HttpRequest`] / [`HttpResponse`] envelopes that cross the host/guest boundary.
+//!
+//! Every type is encoded with bincode 2.0.1 in one fixed configuration ([`CONFIG`]):
+//! little-endian, fixed-width integers, `u64` length prefixes, `u32` enum tags. The byte layout
+//! is specified field by field in `docs/wire-format.md` so a module written in Go or C can
+//! implement it; golden vectors under `crates/binary/test_data/` hold the spec and this code
+//! to the same bytes.
+//!
+//! Decoding is hardened for untrusted input (bytes that came from a guest or a socket): it
+//! never panics, never allocates more than the input can justify (a length prefix is checked
+//! against the bytes that are actually there before anything is allocated), refuses inputs
+//! above a configurable maximum size, and reports a typed [`DecodeError`] naming the field and
+//! the byte offset.
+//!
+//! This crate does no I/O and knows nothing about tokio, wasmer or hyper; it builds for
+//! `wasm32-wasip1`, where guests use it.
+//!
+//! ```
+//! use binary::{Envelope, Message, MessageKind};
+//!
+//! let message = Message::event("users.created", b"{\"id\":7}".to_vec());
+//! let bytes = message.encode();
+//! assert_eq!(Message::decode(&bytes)?, message);
+//! assert_eq!(message.kind, MessageKind::Event);
+//! # Ok::<(), binary::DecodeError>(())
+//! ```
+
+mod codec;
+mod error;
+mod http;
+mod message;
+
+pub use codec::{CONFIG, Config, DEFAULT_MAX_SIZE, DecodeOptions, Envelope};
+pub use error::{DecodeError, DecodeErrorKind};
+pub use http::{Header, HttpRequest, HttpResponse};
+pub use message::{Message, MessageKind};
+
+#[cfg(test)]
+mod tests;

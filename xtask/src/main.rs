@@ -1,0 +1,45 @@
+//! `cargo xtask`: modhost's project automation, in Rust so it runs wherever cargo does.
+//!
+//! Commands:
+//! - `cargo xtask verify`: everything CI checks (formatting, lints, the dependency-direction
+//!   rules, the wasm32-wasip1 builds, every test), with a summary table.
+//! - `cargo xtask deps`: the dependency-direction check alone.
+
+mod deps;
+mod step;
+mod verify;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  verify    run everything CI checks: fmt, clippy, dependency direction,
+            wasm32-wasip1 builds, all tests
+  deps      check the dependency-direction rules (cargo tree)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("verify") => verify::run(&args[1..]),
+        Some("deps") => deps::run(),
+        Some("help" | "-h" | "--help") | None => {
+            eprint!("{USAGE}");
+            return if args.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! `cargo xtask verify`: every check CI runs, in order, failing fast, with a summary table.
+
+use std::time::{Duration, Instant};
+
+use crate::{deps, step};
+
+/// One step of the plan.
+struct Step {
+    name: &'static str,
+    run: fn() -> Result<(), String>,
+}
+
+const STEPS: &[Step] = &[
+    Step {
+        name: "fmt",
+        run: fmt,
+    },
+    Step {
+        name: "clippy",
+        run: clippy,
+    },
+    Step {
+        name: "dependency direction",
+        run: dependency_direction,
+    },
+    Step {
+        name: "wasm32-wasip1 build",
+        run: wasm_build,
+    },
+    Step {
+        name: "tests",
+        run: tests,
+    },
+];
+
+fn fmt() -> Result<(), String> {
+    step::run(step::cargo(&["fmt", "--all", "--", "--check"]))
+}
+
+fn clippy() -> Result<(), String> {
+    step::run(step::cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--locked",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+}
+
+fn dependency_direction() -> Result<(), String> {
+    let summary = deps::check()?;
+    eprintln!("{summary}");
+    Ok(())
+}
+
+fn wasm_build() -> Result<(), String> {
+    step::run(step::cargo(&[
+        "build",
+        "--locked",
+        "--package",
+        "binary",
+        "--package",
+        "guest",
+        "--target",
+        "wasm32-wasip1",
+    ]))
+}
+
+fn tests() -> Result<(), String> {
+    step::run(step::cargo(&["test", "--workspace", "--locked"]))
+}
+
+enum Outcome {
+    Passed(Duration),
+    Failed(Duration),
+    Skipped,
+}
+
+/// `cargo xtask verify [STEP...]`: with names, only those steps run.
+pub fn run(args: &[String]) -> Result<(), String> {
+    if let Some(unknown) = args
+        .iter()
+        .find(|arg| !STEPS.iter().any(|step| step.name == arg.as_str()))
+    {
+        let names: Vec<&str> = STEPS.iter().map(|step| step.name).collect();
+        return Err(format!(
+            "unknown step {unknown:?}; steps: {}",
+            names.join(", ")
+        ));
+    }
+    let selected: Vec<&Step> = STEPS
+        .iter()
+        .filter(|step| args.is_empty() || args.iter().any(|arg| arg == step.name))
+        .collect();
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut failure = None;
+    for (index, current) in selected.iter().enumerate() {
+        if failure.is_some() {
+            outcomes.push((current.name, Outcome::Skipped));
+            continue;
+        }
+        eprintln!(
+            "\n==> verify [{}/{}] {}",
+            index + 1,
+            selected.len(),
+            current.name
+        );
+        let step_started = Instant::now();
+        match (current.run)() {
+            Ok(()) => outcomes.push((current.name, Outcome::Passed(step_started.elapsed()))),
+            Err(message) => {
+                outcomes.push((current.name, Outcome::Failed(step_started.elapsed())));
+                failure = Some(format!("step \"{}\" failed: {message}", current.name));
+            }
+        }
+    }
+    eprintln!("\nverify summary");
+    eprintln!("  {:<24} {:<8} {:>9}", "step", "result", "time");
+    let mut passed = 0;
+    let mut failed = 0;
+    for (name, outcome) in &outcomes {
+        let (result, time) = match outcome {
+            Outcome::Passed(time) => {
+                passed += 1;
+                ("passed", format!("{:.1}s", time.as_secs_f64()))
+            }
+            Outcome::Failed(time) => {
+                failed += 1;
+                ("FAILED", format!("{:.1}s", time.as_secs_f64()))
+            }
+            Outcome::Skipped => ("skipped", "-".to_owned()),
+        };
+        eprintln!("  {name:<24} {result:<8} {time:>9}");
+    }
+    eprintln!("  total {:.1}s", started.elapsed().as_secs_f64());
+    // The plain closing line CI reads: steps, not tests (cargo test prints its own counts).
+    println!("verify: {passed} passed, {failed} failed");
+    match failure {
+        Some(message) => Err(message),
+        None => Ok(()),
+    }
+}
