@@ -85,11 +85,13 @@ const RULES: &[Rule] = &[
 
 /// Package names in `krate`'s normal + build dependency tree, for every target platform.
 fn tree(krate: &str, depth: Option<u32>) -> Result<BTreeSet<String>, String> {
+    // A crates.io crate is also called `bus` (wasmer-wasix pulls it in): name ours exactly.
+    let spec = format!("{krate}@0.0.0");
     let mut args = vec![
         "tree",
         "--quiet",
         "--package",
-        krate,
+        &spec,
         "--edges",
         "normal,build",
         "--target",

@@ -1,5 +1,54 @@
-//! Module lifecycle on wasmer + wasmer-wasix: load (with a compiled-module cache), init, drain
-//! and close; the host imports; limits and trap containment.
+//! Runs modhost modules on wasmer + wasmer-wasix: load (validate, compile with an in-memory
+//! and an on-disk compiled-module cache, check the ABI), instantiate, `init`, serve calls,
+//! drain and close; the host imports; limits; trap containment.
 //!
-//! Not yet built: this crate is filled by the wasi-host issue. It is the only crate that names
-//! wasmer types.
+//! Each instance is owned by one worker thread that takes jobs from its module's bounded
+//! inbox, so an instance never runs two calls at once, and async callers await a reply
+//! without blocking a tokio worker. A guest failure — trap, deadline, bad pointer — is a
+//! [`CallError`] value, after which the instance is replaced by a fresh one; a failure to load
+//! is a [`LoadError`]. Both name the module.
+//!
+//! This is the only crate that names wasmer types; it knows nothing of HTTP servers. The
+//! contract with guests is `docs/ABI.md`.
+//!
+//! ```no_run
+//! use wasi_host::{Host, ModuleConfig};
+//!
+//! let host = Host::standalone()?;
+//! let bytes = std::fs::read("modules/dist/users.wasm")?;
+//! let users = host.load("users", &bytes, &ModuleConfig::default())?;
+//! users.go_live()?;
+//! let response = users.handle_blocking(binary::HttpRequest::new("GET", ""))?;
+//! println!("{} {}", response.status, String::from_utf8_lossy(&response.body));
+//! users.close();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod abi;
+mod cache;
+mod config;
+mod error;
+mod host;
+mod imports;
+mod instance;
+mod logs;
+mod module;
+mod shared;
+mod tunables;
+mod watchdog;
+mod worker;
+
+pub use abi::{ABI_VERSION_EXPORT, AbiVersion};
+pub use config::{Grants, HostConfig, Limits, ModuleConfig};
+pub use error::{CallError, LoadError};
+pub use host::{CompileSource, Compiled, Host};
+pub use logs::{LogLevel, LogLine, LogSource};
+pub use module::{DrainReport, LoadedModule};
+pub use shared::{BroadcastSink, ModuleStats, NoBroadcast};
+pub use worker::DrainOutcome;
+
+/// SHA-256 of `bytes` as lowercase hex: a module's content hash. A [`LoadedModule`]'s version
+/// is its first 16 digits.
+pub fn content_hash(bytes: &[u8]) -> String {
+    cache::sha256_hex(bytes)
+}

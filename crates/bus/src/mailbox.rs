@@ -1,0 +1,99 @@
+//! [`Mailbox`]: where the bus puts a subscriber's messages, and what [`Offer`] it got back.
+
+use std::sync::Arc;
+
+use binary::Message;
+use crossbeam_channel::{Sender, TrySendError};
+
+/// What happened to a message offered to a [`Mailbox`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Offer {
+    /// The mailbox took the message.
+    Accepted,
+    /// The mailbox is full; the message is dropped and counted
+    /// ([`crate::PublishReport::full`], [`crate::SubscriptionStats::dropped_full`],
+    /// [`crate::BusStats::dropped_full`]).
+    Full,
+    /// The mailbox's owner is gone for good; the message is dropped, counted in
+    /// [`crate::PublishReport::closed`], and the subscription is removed from the bus.
+    Closed,
+}
+
+/// A subscriber's inbox as the bus sees it.
+///
+/// [`Mailbox::offer`] runs on the publisher's thread while the bus holds its subscriber table
+/// for reading, so it must return at once: never block, never call back into the bus
+/// (subscribing or cancelling from inside `offer` deadlocks), and never panic (the panic
+/// unwinds into the publisher). The usual implementation is a `try_send` into a bounded
+/// channel that the owner drains on its own thread; [`crossbeam_channel::Sender<Message>`]
+/// implements this trait that way.
+///
+/// One mailbox may back many subscriptions (a worker that owns a single inbox fed by several
+/// topics): share it as a cloned `Sender` or as an `Arc<M>`.
+pub trait Mailbox: Send + Sync + 'static {
+    /// Takes the message, or says why not. Must not block.
+    fn offer(&self, message: Message) -> Offer;
+}
+
+impl Mailbox for Sender<Message> {
+    fn offer(&self, message: Message) -> Offer {
+        match self.try_send(message) {
+            Ok(()) => Offer::Accepted,
+            Err(TrySendError::Full(_)) => Offer::Full,
+            Err(TrySendError::Disconnected(_)) => Offer::Closed,
+        }
+    }
+}
+
+impl<M: Mailbox + ?Sized> Mailbox for Arc<M> {
+    fn offer(&self, message: Message) -> Offer {
+        (**self).offer(message)
+    }
+}
+
+impl<M: Mailbox + ?Sized> Mailbox for Box<M> {
+    fn offer(&self, message: Message) -> Offer {
+        (**self).offer(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bounded_sender_reports_accepted_full_and_closed() {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        assert_eq!(
+            sender.offer(Message::event("a", b"1".to_vec())),
+            Offer::Accepted
+        );
+        assert_eq!(
+            sender.offer(Message::event("a", b"2".to_vec())),
+            Offer::Full
+        );
+        assert_eq!(receiver.recv().unwrap().payload, b"1");
+        drop(receiver);
+        assert_eq!(
+            sender.offer(Message::event("a", b"3".to_vec())),
+            Offer::Closed
+        );
+    }
+
+    #[test]
+    fn shared_mailboxes_forward_offers() {
+        let (sender, receiver) = crossbeam_channel::bounded(2);
+        let shared: Arc<dyn Mailbox> = Arc::new(sender);
+        let boxed: Box<dyn Mailbox> = Box::new(Arc::clone(&shared));
+        assert_eq!(
+            shared.offer(Message::event("a", b"1".to_vec())),
+            Offer::Accepted
+        );
+        assert_eq!(
+            boxed.offer(Message::event("a", b"2".to_vec())),
+            Offer::Accepted
+        );
+        assert_eq!(boxed.offer(Message::event("a", b"3".to_vec())), Offer::Full);
+        assert_eq!(receiver.len(), 2);
+    }
+}

@@ -1,0 +1,204 @@
+//! The subscriber table: exact topics in a map, patterns in a short list, dormant entries aside.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use binary::Message;
+
+use crate::bus::PublishReport;
+use crate::mailbox::{Mailbox, Offer};
+use crate::subscription::{DORMANT, GONE, LIVE, REMOVED, Shared};
+use crate::topic::Filter;
+
+/// One subscription as the table holds it. Dropping it drops the mailbox, which for a channel
+/// disconnects the receiving side once it is drained.
+pub(crate) struct Entry {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) filter: Filter,
+    pub(crate) mailbox: Box<dyn Mailbox>,
+}
+
+impl Entry {
+    /// Offers the message and counts the outcome on the subscription.
+    #[inline]
+    fn offer(&self, message: Message, report: &mut PublishReport) {
+        match self.mailbox.offer(message) {
+            Offer::Accepted => {
+                self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+                report.delivered += 1;
+            }
+            Offer::Full => {
+                self.shared.dropped_full.fetch_add(1, Ordering::Relaxed);
+                report.full += 1;
+            }
+            Offer::Closed => {
+                self.shared.mark_gone();
+                report.closed += 1;
+            }
+        }
+    }
+}
+
+/// Every subscription of one bus. Guarded by the bus's `RwLock`: publishers read, everything
+/// that changes membership writes.
+#[derive(Default)]
+pub(crate) struct Registry {
+    pub(crate) closed: bool,
+    exact: HashMap<String, Vec<Entry>>,
+    patterns: Vec<Entry>,
+    dormant: Vec<Entry>,
+}
+
+impl Registry {
+    /// Offers `message` to every live entry that matches its topic: a clone to each but the
+    /// last, the original to the last. No allocation besides those clones.
+    pub(crate) fn deliver(&self, message: Message) -> PublishReport {
+        let mut report = PublishReport::default();
+        let exact = match self.exact.get(message.topic.as_str()) {
+            Some(entries) => entries.as_slice(),
+            None => &[],
+        };
+        let mut previous: Option<&Entry> = None;
+        {
+            let topic = message.topic.as_str();
+            let targets = exact.iter().chain(
+                self.patterns
+                    .iter()
+                    .filter(|entry| entry.filter.matches(topic)),
+            );
+            for entry in targets {
+                if let Some(earlier) = previous {
+                    earlier.offer(message.clone(), &mut report);
+                }
+                previous = Some(entry);
+            }
+        }
+        if let Some(last) = previous {
+            last.offer(message, &mut report);
+        }
+        report
+    }
+
+    /// Adds an entry, live or dormant as its state says.
+    pub(crate) fn insert(&mut self, entry: Entry) {
+        if entry.shared.state() == DORMANT {
+            self.dormant.push(entry);
+        } else {
+            self.insert_live(entry);
+        }
+    }
+
+    fn insert_live(&mut self, entry: Entry) {
+        entry.shared.set_state(LIVE);
+        match entry.filter {
+            Filter::Exact => self
+                .exact
+                .entry(entry.shared.topic.clone())
+                .or_default()
+                .push(entry),
+            Filter::Prefix(_) | Filter::All => self.patterns.push(entry),
+        }
+    }
+
+    /// Takes a subscription out of the table, wherever it is, and marks it removed. `None` if
+    /// it was not in the table (already cancelled, retired or closed).
+    pub(crate) fn take(&mut self, shared: &Shared) -> Option<Entry> {
+        let entry = match shared.state() {
+            DORMANT => take_by_id(&mut self.dormant, shared.id),
+            // Exact topics contain no `*`; patterns always do.
+            LIVE | GONE if shared.topic.contains('*') => take_by_id(&mut self.patterns, shared.id),
+            LIVE | GONE => {
+                let entries = self.exact.get_mut(&shared.topic)?;
+                let entry = take_by_id(entries, shared.id);
+                if entries.is_empty() {
+                    self.exact.remove(&shared.topic);
+                }
+                entry
+            }
+            _ => None,
+        }?;
+        entry.shared.set_state(REMOVED);
+        Some(entry)
+    }
+
+    /// Moves a dormant entry into the live table. `false` if it was not dormant.
+    pub(crate) fn activate(&mut self, shared: &Shared) -> bool {
+        if shared.state() != DORMANT {
+            return false;
+        }
+        match take_by_id(&mut self.dormant, shared.id) {
+            Some(entry) => {
+                self.insert_live(entry);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes out every entry whose mailbox said it is closed.
+    pub(crate) fn take_gone(&mut self) -> Vec<Entry> {
+        let mut gone = Vec::new();
+        self.exact.retain(|_, entries| {
+            drain_gone(entries, &mut gone);
+            !entries.is_empty()
+        });
+        drain_gone(&mut self.patterns, &mut gone);
+        gone
+    }
+
+    /// Takes out every entry, live and dormant, and marks them removed.
+    pub(crate) fn take_all(&mut self) -> Vec<Entry> {
+        let mut all: Vec<Entry> = self
+            .exact
+            .drain()
+            .flat_map(|(_, entries)| entries)
+            .collect();
+        all.append(&mut self.patterns);
+        all.append(&mut self.dormant);
+        for entry in &all {
+            entry.shared.set_state(REMOVED);
+        }
+        all
+    }
+
+    /// Topics and patterns with at least one live subscription, sorted, without duplicates.
+    pub(crate) fn topics(&self) -> Vec<String> {
+        let live = |entry: &&Entry| entry.shared.state() == LIVE;
+        let mut topics: Vec<String> = self
+            .exact
+            .iter()
+            .filter(|(_, entries)| entries.iter().any(|entry| live(&entry)))
+            .map(|(topic, _)| topic.clone())
+            .chain(
+                self.patterns
+                    .iter()
+                    .filter(live)
+                    .map(|entry| entry.shared.topic.clone()),
+            )
+            .collect();
+        topics.sort_unstable();
+        topics.dedup();
+        topics
+    }
+}
+
+fn take_by_id(entries: &mut Vec<Entry>, id: u64) -> Option<Entry> {
+    let index = entries.iter().position(|entry| entry.shared.id == id)?;
+    // `remove`, not `swap_remove`: the order of the others does not matter for correctness,
+    // but keeping it makes delivery order across subscribers stable and predictable.
+    Some(entries.remove(index))
+}
+
+fn drain_gone(entries: &mut Vec<Entry>, gone: &mut Vec<Entry>) {
+    let mut index = 0;
+    while index < entries.len() {
+        if entries[index].shared.state() == GONE {
+            let entry = entries.remove(index);
+            entry.shared.set_state(REMOVED);
+            gone.push(entry);
+        } else {
+            index += 1;
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! The ABI contract checked before instantiation: which ABI a module speaks, the exports we
+//! call and their types, and the imports we provide. `docs/ABI.md` is the prose version.
+
+use wasmer::{ExternType, FunctionType, Type};
+
+use crate::error::LoadError;
+
+/// Which ABI a module speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AbiVersion {
+    /// The original design's ABI: `handle(ptr, len) -> ptr` to NUL-terminated bytes, taking
+    /// `"METHOD\nPATH\n"`; `on_message(ptr, len)` with the payload only. A module that exports
+    /// no `modhost_abi_version` speaks this.
+    V0,
+    /// modhost ABI 1: full `binary` envelopes (`HttpRequest`/`HttpResponse`/`Message`),
+    /// `handle(ptr, len) -> i64` returning `(ptr << 32) | len`, `alloc`/`dealloc`.
+    V1,
+}
+
+impl AbiVersion {
+    /// The number a module's `modhost_abi_version` export returns (0 for the original ABI).
+    pub fn number(self) -> i32 {
+        match self {
+            AbiVersion::V0 => 0,
+            AbiVersion::V1 => 1,
+        }
+    }
+}
+
+/// Name of the export that marks a module as speaking ABI 1 or later.
+pub const ABI_VERSION_EXPORT: &str = "modhost_abi_version";
+
+/// Renders a function type like `(i32, i32) -> i64`.
+pub(crate) fn render(ty: &FunctionType) -> String {
+    let list = |types: &[Type]| {
+        types
+            .iter()
+            .map(|ty| format!("{ty:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let results = match ty.results() {
+        [] => "()".to_owned(),
+        [single] => format!("{single:?}").to_lowercase(),
+        many => format!("({})", list(many)),
+    };
+    format!("({}) -> {results}", list(ty.params()))
+}
+
+fn ty(params: &[Type], results: &[Type]) -> FunctionType {
+    FunctionType::new(params.to_vec(), results.to_vec())
+}
+
+use Type::{I32, I64};
+
+/// The exports the host calls, with the types each ABI requires.
+fn expected_export(name: &str, abi: AbiVersion) -> Option<FunctionType> {
+    Some(match (name, abi) {
+        ("_initialize" | "init", _) => ty(&[], &[]),
+        ("drain", _) => ty(&[], &[I32]),
+        ("on_message", _) => ty(&[I32, I32], &[]),
+        ("handle", AbiVersion::V0) => ty(&[I32, I32], &[I32]),
+        ("handle", AbiVersion::V1) => ty(&[I32, I32], &[I64]),
+        ("malloc" | "alloc", _) => ty(&[I32], &[I32]),
+        ("dealloc", AbiVersion::V1) => ty(&[I32, I32], &[]),
+        (ABI_VERSION_EXPORT, _) => ty(&[], &[I32]),
+        _ => return None,
+    })
+}
+
+/// The host imports in namespace `env`, with their types. The first four are the original
+/// design's; the rest are ABI 1 additions (available to every module).
+pub(crate) const IMPORTS: &[(&str, &[Type], &[Type])] = &[
+    ("publish", &[I32, I32, I32, I32], &[]),
+    ("subscribe", &[I32, I32, I32], &[]),
+    ("ws_broadcast", &[I32, I32, I32, I32], &[]),
+    ("log", &[I32, I32], &[]),
+    ("unsubscribe", &[I32, I32], &[I32]),
+    ("publish_message", &[I32, I32], &[I32]),
+    ("subscribe_topic", &[I32, I32, I32], &[I32]),
+    ("request", &[I32, I32, I32], &[I64]),
+    ("log_at", &[I32, I32, I32], &[]),
+];
+
+/// What the static checks learned about a module.
+#[derive(Debug, Clone)]
+pub(crate) struct Shape {
+    pub abi: AbiVersion,
+    pub has_init: bool,
+    pub has_initialize: bool,
+    pub has_drain: bool,
+    pub has_on_message: bool,
+    pub has_handle: bool,
+    pub has_dealloc: bool,
+    /// `alloc` or `malloc`, whichever is exported (`alloc` preferred).
+    pub allocator: Option<&'static str>,
+    pub uses_wasi: bool,
+}
+
+/// Checks exports and imports against the ABI before anything runs.
+pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape, LoadError> {
+    let exports: Vec<(String, ExternType)> = module
+        .exports()
+        .map(|export| (export.name().to_owned(), export.ty().clone()))
+        .collect();
+    let has = |name: &str| exports.iter().any(|(export, _)| export == name);
+    let abi = if has(ABI_VERSION_EXPORT) {
+        AbiVersion::V1
+    } else {
+        AbiVersion::V0
+    };
+
+    for (name, extern_type) in &exports {
+        let Some(expected) = expected_export(name, abi) else {
+            continue;
+        };
+        let found = match extern_type {
+            ExternType::Function(found) => found.clone(),
+            other => {
+                return Err(LoadError::ExportSignature {
+                    module: module_name.to_owned(),
+                    export: name.clone(),
+                    found: format!("{other:?}").to_lowercase(),
+                    expected: render(&expected),
+                });
+            }
+        };
+        if found != expected {
+            return Err(LoadError::ExportSignature {
+                module: module_name.to_owned(),
+                export: name.clone(),
+                found: render(&found),
+                expected: render(&expected),
+            });
+        }
+    }
+    if !exports
+        .iter()
+        .any(|(name, ty)| name == "memory" && matches!(ty, ExternType::Memory(_)))
+    {
+        return Err(LoadError::MissingExport {
+            module: module_name.to_owned(),
+            export: "memory".into(),
+            why: "the host reads and writes guest memory through it",
+        });
+    }
+    let allocator = if has("alloc") {
+        Some("alloc")
+    } else if has("malloc") {
+        Some("malloc")
+    } else {
+        None
+    };
+    let needs_allocator = has("handle") || has("on_message");
+    if needs_allocator && allocator.is_none() {
+        return Err(LoadError::MissingExport {
+            module: module_name.to_owned(),
+            export: "alloc".into(),
+            why: "`handle` and `on_message` need an allocator export (`alloc` or `malloc`)",
+        });
+    }
+
+    let mut uses_wasi = false;
+    for import in module.imports() {
+        let namespace = import.module();
+        if namespace.starts_with("wasi") {
+            uses_wasi = true;
+            continue;
+        }
+        let known = IMPORTS.iter().find(|(name, _, _)| *name == import.name());
+        let matches = match (namespace, known, import.ty()) {
+            ("env", Some((_, params, results)), ExternType::Function(found)) => {
+                found.params() == *params && found.results() == *results
+            }
+            _ => false,
+        };
+        if !matches {
+            let ty = match import.ty() {
+                ExternType::Function(found) => render(found),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            let ty = match known {
+                Some((_, params, results)) if namespace == "env" => {
+                    format!(
+                        "{ty}, expected {}",
+                        render(&FunctionType::new(params.to_vec(), results.to_vec()))
+                    )
+                }
+                _ => ty,
+            };
+            return Err(LoadError::UnknownImport {
+                module: module_name.to_owned(),
+                namespace: namespace.to_owned(),
+                name: import.name().to_owned(),
+                ty,
+            });
+        }
+    }
+
+    Ok(Shape {
+        abi,
+        has_init: has("init"),
+        has_initialize: has("_initialize"),
+        has_drain: has("drain"),
+        has_on_message: has("on_message"),
+        has_handle: has("handle"),
+        has_dealloc: abi == AbiVersion::V1 && has("dealloc"),
+        allocator,
+        uses_wasi,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_render_like_the_docs() {
+        assert_eq!(render(&ty(&[I32, I32], &[I64])), "(i32, i32) -> i64");
+        assert_eq!(render(&ty(&[], &[])), "() -> ()");
+        assert_eq!(render(&ty(&[I32], &[I32, I32])), "(i32) -> (i32, i32)");
+    }
+}

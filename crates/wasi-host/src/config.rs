@@ -1,0 +1,101 @@
+//! Configuration: the host's, and each module's limits, pool size and capability grants.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a [`crate::Host`] is set up.
+#[derive(Debug, Clone, Default)]
+pub struct HostConfig {
+    /// Directory of the on-disk compiled-module cache; `None` disables it (every load
+    /// compiles).
+    pub cache_dir: Option<PathBuf>,
+    /// The tokio runtime wasmer-wasix runs its tasks on. `None` makes the host start a small
+    /// runtime of its own. Guests are never called on a tokio worker thread either way.
+    pub tokio: Option<tokio::runtime::Handle>,
+}
+
+/// Per-module settings: limits, instance count and capability grants.
+#[derive(Debug, Clone)]
+pub struct ModuleConfig {
+    /// Resource limits.
+    pub limits: Limits,
+    /// Instances in the module's pool (default 1). Each runs on its own thread and takes jobs
+    /// from one shared inbox; use more than one only for modules whose HTTP handler keeps no
+    /// state between requests.
+    pub instances: usize,
+    /// Jobs that may wait in the inbox (default 1024). A full inbox makes calls fail at once
+    /// with [`crate::CallError::Overloaded`].
+    pub inbox_capacity: usize,
+    /// What the sandbox lets the module reach.
+    pub grants: Grants,
+}
+
+impl Default for ModuleConfig {
+    fn default() -> ModuleConfig {
+        ModuleConfig {
+            limits: Limits::default(),
+            instances: 1,
+            inbox_capacity: 1024,
+            grants: Grants::default(),
+        }
+    }
+}
+
+/// Resource limits for one module. The defaults suit a small backend feature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum linear memory in bytes (default 64 MiB). `memory.grow` beyond it returns -1;
+    /// a module whose declared minimum exceeds it fails to load.
+    pub max_memory_bytes: u64,
+    /// Deadline of one `handle` call, allocation and copying included (default 5 s).
+    pub handle_deadline: Duration,
+    /// Deadline of one `on_message` call (default 5 s).
+    pub message_deadline: Duration,
+    /// Deadline of `_initialize` + `init` (default 5 s).
+    pub init_deadline: Duration,
+    /// Deadline of one `drain` call (default 1 s); the drain timeout as a whole is the
+    /// caller's.
+    pub drain_call_deadline: Duration,
+    /// Largest encoded request passed to `handle` (default 16 MiB).
+    pub max_request_bytes: usize,
+    /// Largest response read back from `handle` (default 16 MiB).
+    pub max_response_bytes: usize,
+    /// Largest message a module may publish or receive (default 1 MiB).
+    pub max_message_bytes: usize,
+    /// Most bus subscriptions a module may hold at once (default 1024).
+    pub max_subscriptions: usize,
+    /// Longest log line kept; longer lines are cut (default 4 KiB).
+    pub max_log_line_bytes: usize,
+    /// Log lines per second a module may emit before lines are dropped and counted
+    /// (default 1000).
+    pub log_lines_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_memory_bytes: 64 * 1024 * 1024,
+            handle_deadline: Duration::from_secs(5),
+            message_deadline: Duration::from_secs(5),
+            init_deadline: Duration::from_secs(5),
+            drain_call_deadline: Duration::from_secs(1),
+            max_request_bytes: 16 * 1024 * 1024,
+            max_response_bytes: 16 * 1024 * 1024,
+            max_message_bytes: 1024 * 1024,
+            max_subscriptions: 1024,
+            max_log_line_bytes: 4096,
+            log_lines_per_second: 1000,
+        }
+    }
+}
+
+/// Capabilities granted to a module's WASI sandbox. The default grants nothing: no
+/// environment variables, no directories, no network. Clocks, random numbers and sleeping
+/// always work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Environment variables the module sees, as `(name, value)`.
+    pub env: Vec<(String, String)>,
+    /// Arguments after the program name (`argv[1..]`).
+    pub args: Vec<String>,
+}

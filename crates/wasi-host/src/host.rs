@@ -1,0 +1,364 @@
+//! [`Host`]: the engine, the compiled-module caches, the WASI runtime and the watchdog that
+//! every loaded module shares; `compile` and `load` live here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use wasmer::sys::BaseTunables;
+use wasmer::sys::NativeEngineExt;
+use wasmer::{Engine, Pages};
+use wasmer_wasix::PluggableRuntime;
+use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
+
+use crate::abi::{self, Shape};
+use crate::cache::{DiskCache, Lookup, sha256_hex};
+use crate::config::{HostConfig, ModuleConfig};
+use crate::error::LoadError;
+use crate::instance::Blueprint;
+use crate::logs::GuestLog;
+use crate::module::LoadedModule;
+use crate::shared::{BroadcastSink, NoBroadcast, Shared, SubscriptionTable};
+use crate::watchdog::Watchdog;
+use crate::worker;
+
+/// Where a module's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompileSource {
+    /// Compiled with Cranelift now.
+    Compiled,
+    /// Found in this process's memory (same bytes loaded before).
+    MemoryCache,
+    /// Loaded from the on-disk cache.
+    DiskCache,
+}
+
+/// A validated, compiled module, ready to instantiate any number of times.
+#[derive(Clone)]
+pub struct Compiled {
+    name: String,
+    hash: String,
+    module: wasmer::Module,
+    shape: Shape,
+    source: CompileSource,
+    time: Duration,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .field("source", &self.source)
+            .field("time", &self.time)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compiled {
+    /// SHA-256 of the `.wasm` bytes, lowercase hex.
+    pub fn content_hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Where the code came from.
+    pub fn source(&self) -> CompileSource {
+        self.source
+    }
+
+    /// How long compiling or loading it took.
+    pub fn time(&self) -> Duration {
+        self.time
+    }
+
+    /// The ABI it speaks.
+    pub fn abi(&self) -> abi::AbiVersion {
+        self.shape.abi
+    }
+}
+
+struct Inner {
+    engine: Engine,
+    disk: Option<DiskCache>,
+    memory_cache: Mutex<HashMap<String, wasmer::Module>>,
+    runtime: Arc<dyn wasmer_wasix::Runtime + Send + Sync>,
+    tokio: tokio::runtime::Handle,
+    own_tokio: Mutex<Option<tokio::runtime::Runtime>>,
+    watchdog: Watchdog,
+    bus: bus::Bus,
+    broadcast: Arc<dyn BroadcastSink>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(runtime) = self
+            .own_tokio
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Runs modules: compiles (with caches), instantiates, and hands out [`LoadedModule`]s.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// A host whose modules publish and subscribe on `bus` and whose `ws_broadcast` calls go
+    /// to `broadcast` (pass `Arc::new(wasi_host::NoBroadcast)` to drop them).
+    pub fn new(
+        config: HostConfig,
+        bus: bus::Bus,
+        broadcast: Arc<dyn BroadcastSink>,
+    ) -> std::io::Result<Host> {
+        let (tokio, own_tokio) = match config.tokio {
+            Some(handle) => (handle, None),
+            None => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("modhost-wasi")
+                    .enable_all()
+                    .build()?;
+                (runtime.handle().clone(), Some(runtime))
+            }
+        };
+        let engine = Engine::default();
+        let mut runtime = PluggableRuntime::new(Arc::new(TokioTaskManager::new(tokio.clone())));
+        runtime.set_engine(engine.clone());
+        let disk = config.cache_dir.map(|dir| DiskCache::new(dir, &engine));
+        Ok(Host {
+            inner: Arc::new(Inner {
+                engine,
+                disk,
+                memory_cache: Mutex::new(HashMap::new()),
+                runtime: Arc::new(runtime),
+                tokio,
+                own_tokio: Mutex::new(own_tokio),
+                watchdog: Watchdog::start()?,
+                bus,
+                broadcast,
+            }),
+        })
+    }
+
+    /// A host with default settings, a new bus and no broadcast sink (for tests and tools).
+    pub fn standalone() -> std::io::Result<Host> {
+        Host::new(
+            HostConfig::default(),
+            bus::Bus::new(),
+            Arc::new(NoBroadcast),
+        )
+    }
+
+    /// The bus modules talk on.
+    pub fn bus(&self) -> &bus::Bus {
+        &self.inner.bus
+    }
+
+    /// Validates and compiles `bytes`, using the in-memory and on-disk caches, and checks the
+    /// ABI. Runs no guest code.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        let started = Instant::now();
+        let invalid = |reason: String| LoadError::InvalidWasm {
+            module: name.to_owned(),
+            reason,
+        };
+        if !wasmer::is_wasm(bytes) {
+            let reason = if bytes.len() < 8 {
+                format!("{} bytes is too short for a wasm binary", bytes.len())
+            } else {
+                "bad magic number: not a wasm binary (expected \\0asm, version 1)".to_owned()
+            };
+            return Err(invalid(reason));
+        }
+        let hash = sha256_hex(bytes);
+        let cached = self
+            .inner
+            .memory_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&hash)
+            .cloned();
+        let (module, source) = match cached {
+            Some(module) => (module, CompileSource::MemoryCache),
+            None => {
+                let (module, source) = self.compile_uncached(name, &hash, bytes)?;
+                self.inner
+                    .memory_cache
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(hash.clone(), module.clone());
+                (module, source)
+            }
+        };
+        let shape = abi::check(name, &module)?;
+        Ok(Compiled {
+            name: name.to_owned(),
+            hash,
+            module,
+            shape,
+            source,
+            time: started.elapsed(),
+        })
+    }
+
+    fn compile_uncached(
+        &self,
+        name: &str,
+        hash: &str,
+        bytes: &[u8],
+    ) -> Result<(wasmer::Module, CompileSource), LoadError> {
+        let engine = &self.inner.engine;
+        if let Some(disk) = &self.inner.disk {
+            match disk.get(hash) {
+                Lookup::Hit(artifact) => {
+                    // SAFETY: the artifact was written by `Module::serialize` in a process with
+                    // the same engine identity (the file name carries it) and its SHA-256,
+                    // checked just now, matches what was written; a damaged or foreign file
+                    // never gets here.
+                    match unsafe { wasmer::Module::deserialize(engine, artifact) } {
+                        Ok(module) => return Ok((module, CompileSource::DiskCache)),
+                        Err(error) => {
+                            tracing::warn!(module = %name, "compiled-module cache entry unusable, recompiling: {error}")
+                        }
+                    }
+                }
+                Lookup::Invalid(reason) => {
+                    tracing::warn!(module = %name, "compiled-module cache entry invalid, recompiling: {reason}")
+                }
+                Lookup::Miss => {}
+            }
+        }
+        let invalid = |reason: String| LoadError::InvalidWasm {
+            module: name.to_owned(),
+            reason,
+        };
+        wasmer::Module::validate(engine, bytes).map_err(|error| invalid(error.to_string()))?;
+        let module =
+            wasmer::Module::new(engine, bytes).map_err(|error| invalid(error.to_string()))?;
+        if let Some(disk) = &self.inner.disk {
+            match module.serialize() {
+                Ok(artifact) => {
+                    if let Err(error) = disk.put(hash, &artifact) {
+                        tracing::warn!(module = %name, "cannot write the compiled-module cache: {error}");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(module = %name, "cannot serialize the compiled module: {error}")
+                }
+            }
+        }
+        Ok((module, CompileSource::Compiled))
+    }
+
+    /// Compiles and instantiates `bytes` as module `name`: see [`Host::instantiate`].
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: &ModuleConfig,
+    ) -> Result<LoadedModule, LoadError> {
+        let started = Instant::now();
+        let compiled = self.compile(name, bytes)?;
+        self.instantiate_timed(&compiled, config, started)
+    }
+
+    /// Starts the module's pool: each instance is created on its own worker thread, runs
+    /// `_initialize` and `init`; subscriptions made in `init` are recorded dormant until
+    /// [`LoadedModule::go_live`] or [`LoadedModule::take_over_from`].
+    pub fn instantiate(
+        &self,
+        compiled: &Compiled,
+        config: &ModuleConfig,
+    ) -> Result<LoadedModule, LoadError> {
+        self.instantiate_timed(compiled, config, Instant::now())
+    }
+
+    fn instantiate_timed(
+        &self,
+        compiled: &Compiled,
+        config: &ModuleConfig,
+        started: Instant,
+    ) -> Result<LoadedModule, LoadError> {
+        let name = &compiled.name;
+        let limits = config.limits.clone();
+        let pages = limits.max_memory_bytes.div_ceil(65536).min(65536) as u32;
+        let mut engine = self.inner.engine.clone();
+        engine.set_tunables(crate::tunables::LimitingTunables::new(
+            BaseTunables::new(),
+            Pages(pages),
+        ));
+
+        let version = compiled.hash[..16].to_owned();
+        let capacity = config.inbox_capacity.max(1);
+        let (jobs, inbox) = crossbeam_channel::bounded(capacity);
+        let shared = Arc::new(Shared {
+            name: name.clone(),
+            log: Arc::new(GuestLog::new(
+                name,
+                &version,
+                limits.max_log_line_bytes,
+                limits.log_lines_per_second,
+            )),
+            version,
+            limits,
+            bus: self.inner.bus.clone(),
+            broadcast: self.inner.broadcast.clone(),
+            counters: Default::default(),
+            subscriptions: Mutex::new(SubscriptionTable::default()),
+            jobs: jobs.clone(),
+        });
+        let blueprint = Arc::new(Blueprint {
+            module: compiled.module.clone(),
+            engine,
+            shape: compiled.shape.clone(),
+            shared,
+            runtime: self.inner.runtime.clone(),
+            tokio: self.inner.tokio.clone(),
+            watchdog: self.inner.watchdog.clone(),
+            grants: config.grants.clone(),
+        });
+        let mut workers = Vec::new();
+        for index in 0..config.instances.max(1) {
+            let (control, orders) = crossbeam_channel::unbounded();
+            match worker::spawn(blueprint.clone(), index, inbox.clone(), orders) {
+                Ok(thread) => workers.push((control, thread)),
+                Err(error) => {
+                    for (control, thread) in workers {
+                        let _ = control.send(worker::Control::Stop);
+                        let _ = thread.join();
+                    }
+                    // Subscriptions the failed init made must not linger.
+                    blueprint
+                        .shared
+                        .subscriptions
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .by_topic
+                        .clear();
+                    return Err(error);
+                }
+            }
+        }
+        Ok(LoadedModule::new(
+            blueprint,
+            jobs,
+            capacity,
+            workers,
+            started.elapsed(),
+            compiled.source,
+        ))
+    }
+}

@@ -1,0 +1,491 @@
+//! The host imports (namespace `env`): reading and writing guest memory with every pointer
+//! and length checked, and turning guest mistakes into errors that name the module and the
+//! import. See `docs/ABI.md` for signatures and return codes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use binary::{DecodeOptions, Envelope, Message};
+use wasmer::{
+    AsStoreMut, Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store,
+    TypedFunction,
+};
+
+use crate::error::CallError;
+use crate::logs::{LogLevel, LogSource};
+use crate::shared::{Shared, SubscribeRefusal};
+
+/// Longest topic accepted from a guest.
+const MAX_TOPIC: usize = 1024;
+
+/// Return codes of the ABI 1 imports.
+pub(crate) mod code {
+    /// Input refused: a bad topic, an oversized or undecodable message.
+    pub const INVALID: i32 = -1;
+    /// A limit was hit (subscriptions).
+    pub const LIMIT: i32 = -2;
+    /// The bus is closed.
+    pub const CLOSED: i32 = -3;
+    /// `request`: no reply within the timeout.
+    pub const TIMEOUT: i64 = -4;
+    /// `request`: nobody is subscribed to the topic.
+    pub const NO_RESPONDERS: i64 = -5;
+    /// `request`: every responder's mailbox was full.
+    pub const BUSY: i64 = -6;
+}
+
+/// Per-instance data the imports see.
+pub(crate) struct GuestEnv {
+    pub shared: Arc<Shared>,
+    pub memory: Option<Memory>,
+    pub alloc: Option<TypedFunction<i32, i32>>,
+    /// Set by an import that fails the running call; read by the caller to classify it.
+    pub failure: Option<CallError>,
+    /// The running call's deadline; bounds how long `request` may wait.
+    pub deadline: Option<Instant>,
+}
+
+fn fail(ctx: &mut FunctionEnvMut<'_, GuestEnv>, error: CallError) -> RuntimeError {
+    let message = error.to_string();
+    ctx.data_mut().failure = Some(error);
+    RuntimeError::new(message)
+}
+
+/// Copies `len` bytes at `ptr` out of guest memory, or fails the call with a bad pointer.
+fn read(
+    ctx: &mut FunctionEnvMut<'_, GuestEnv>,
+    import: &str,
+    what: &str,
+    ptr: i32,
+    len: i32,
+) -> Result<Vec<u8>, RuntimeError> {
+    let (env, store) = ctx.data_and_store_mut();
+    let offset = u64::from(ptr as u32);
+    let length = len as u32 as usize;
+    let outcome = match &env.memory {
+        None => Err("the module exports no memory".to_owned()),
+        Some(memory) => {
+            let view = memory.view(&store);
+            let size = view.data_size();
+            if offset + length as u64 > size {
+                Err(format!(
+                    "{what} at {offset}..{} is outside memory of {size} bytes",
+                    offset + length as u64
+                ))
+            } else {
+                let mut buffer = vec![0u8; length];
+                view.read(offset, &mut buffer)
+                    .map(|()| buffer)
+                    .map_err(|error| error.to_string())
+            }
+        }
+    };
+    outcome.map_err(|detail| {
+        let module = ctx.data().shared.name.clone();
+        fail(
+            ctx,
+            CallError::BadPointer {
+                module,
+                place: format!("import \"{import}\""),
+                detail,
+            },
+        )
+    })
+}
+
+/// Reads a topic: length-checked before reading, UTF-8 required.
+fn read_topic(
+    ctx: &mut FunctionEnvMut<'_, GuestEnv>,
+    import: &str,
+    ptr: i32,
+    len: i32,
+) -> Result<Option<String>, RuntimeError> {
+    if len as u32 as usize > MAX_TOPIC {
+        refuse(
+            ctx,
+            import,
+            &format!("topic of {} bytes is longer than {MAX_TOPIC}", len as u32),
+        );
+        return Ok(None);
+    }
+    let bytes = read(ctx, import, "topic", ptr, len)?;
+    match String::from_utf8(bytes) {
+        Ok(topic) => Ok(Some(topic)),
+        Err(_) => {
+            refuse(ctx, import, "topic is not UTF-8");
+            Ok(None)
+        }
+    }
+}
+
+/// Reads a payload or message, refusing (not failing) one over the message limit.
+fn read_sized(
+    ctx: &mut FunctionEnvMut<'_, GuestEnv>,
+    import: &str,
+    what: &str,
+    ptr: i32,
+    len: i32,
+) -> Result<Option<Vec<u8>>, RuntimeError> {
+    let limit = ctx.data().shared.limits.max_message_bytes;
+    if len as u32 as usize > limit {
+        refuse(
+            ctx,
+            import,
+            &format!(
+                "{what} of {} bytes exceeds the limit of {limit} bytes",
+                len as u32
+            ),
+        );
+        return Ok(None);
+    }
+    read(ctx, import, what, ptr, len).map(Some)
+}
+
+/// Counts and logs a refused import call; the guest sees a return code (or nothing, for the
+/// original ABI's void imports).
+fn refuse(ctx: &FunctionEnvMut<'_, GuestEnv>, import: &str, reason: &str) {
+    let shared = &ctx.data().shared;
+    Shared::bump(&shared.counters.import_errors);
+    tracing::warn!(module = %shared.name, version = %shared.version, "import \"{import}\" refused: {reason}");
+}
+
+fn publish(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    topic_ptr: i32,
+    topic_len: i32,
+    payload_ptr: i32,
+    payload_len: i32,
+) -> Result<(), RuntimeError> {
+    let Some(topic) = read_topic(&mut ctx, "publish", topic_ptr, topic_len)? else {
+        return Ok(());
+    };
+    let Some(payload) = read_sized(&mut ctx, "publish", "payload", payload_ptr, payload_len)?
+    else {
+        return Ok(());
+    };
+    publish_checked(&ctx, "publish", Message::event(topic, payload));
+    Ok(())
+}
+
+/// Publishes (or routes a reply); returns the number of mailboxes reached or a code.
+fn publish_checked(ctx: &FunctionEnvMut<'_, GuestEnv>, import: &str, message: Message) -> i32 {
+    let shared = &ctx.data().shared;
+    let is_reply = message.kind.is_reply();
+    let result = if is_reply {
+        shared.bus.reply(message).map(i32::from)
+    } else {
+        shared
+            .bus
+            .publish(message)
+            .map(|report| report.delivered.min(i32::MAX as usize) as i32)
+    };
+    match result {
+        Ok(delivered) => {
+            Shared::bump(&shared.counters.published);
+            delivered
+        }
+        Err(bus::BusError::Closed) => code::CLOSED,
+        Err(error) => {
+            refuse(ctx, import, &error.to_string());
+            code::INVALID
+        }
+    }
+}
+
+fn publish_message(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    ptr: i32,
+    len: i32,
+) -> Result<i32, RuntimeError> {
+    let Some(bytes) = read_sized(&mut ctx, "publish_message", "message", ptr, len)? else {
+        return Ok(code::INVALID);
+    };
+    let message = match Message::decode_with(
+        &bytes,
+        &DecodeOptions {
+            max_size: bytes.len(),
+        },
+    ) {
+        Ok(message) => message,
+        Err(error) => {
+            refuse(&ctx, "publish_message", &error.to_string());
+            return Ok(code::INVALID);
+        }
+    };
+    Ok(publish_checked(&ctx, "publish_message", message))
+}
+
+fn subscribe_code(ctx: &FunctionEnvMut<'_, GuestEnv>, import: &str, topic: &str) -> i32 {
+    match ctx.data().shared.subscribe(topic) {
+        Ok(()) => 0,
+        Err(SubscribeRefusal::TooMany(limit)) => {
+            refuse(
+                ctx,
+                import,
+                &format!("subscription to {topic:?}: the module already holds {limit} (its limit)"),
+            );
+            code::LIMIT
+        }
+        Err(SubscribeRefusal::Bus(bus::BusError::Closed)) => code::CLOSED,
+        Err(SubscribeRefusal::Bus(error)) => {
+            refuse(ctx, import, &error.to_string());
+            code::INVALID
+        }
+    }
+}
+
+fn subscribe(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    topic_ptr: i32,
+    topic_len: i32,
+    _handler: i32,
+) -> Result<(), RuntimeError> {
+    if let Some(topic) = read_topic(&mut ctx, "subscribe", topic_ptr, topic_len)? {
+        subscribe_code(&ctx, "subscribe", &topic);
+    }
+    Ok(())
+}
+
+fn subscribe_topic(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    topic_ptr: i32,
+    topic_len: i32,
+    _handler: i32,
+) -> Result<i32, RuntimeError> {
+    Ok(
+        match read_topic(&mut ctx, "subscribe_topic", topic_ptr, topic_len)? {
+            Some(topic) => subscribe_code(&ctx, "subscribe_topic", &topic),
+            None => code::INVALID,
+        },
+    )
+}
+
+fn unsubscribe(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    topic_ptr: i32,
+    topic_len: i32,
+) -> Result<i32, RuntimeError> {
+    Ok(
+        match read_topic(&mut ctx, "unsubscribe", topic_ptr, topic_len)? {
+            Some(topic) => i32::from(ctx.data().shared.unsubscribe(&topic)),
+            None => code::INVALID,
+        },
+    )
+}
+
+fn ws_broadcast(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    topic_ptr: i32,
+    topic_len: i32,
+    payload_ptr: i32,
+    payload_len: i32,
+) -> Result<(), RuntimeError> {
+    let Some(topic) = read_topic(&mut ctx, "ws_broadcast", topic_ptr, topic_len)? else {
+        return Ok(());
+    };
+    let Some(payload) = read_sized(
+        &mut ctx,
+        "ws_broadcast",
+        "payload",
+        payload_ptr,
+        payload_len,
+    )?
+    else {
+        return Ok(());
+    };
+    let shared = &ctx.data().shared;
+    Shared::bump(&shared.counters.broadcasts);
+    shared.broadcast.broadcast(&shared.name, &topic, &payload);
+    Ok(())
+}
+
+fn log_line(
+    ctx: &mut FunctionEnvMut<'_, GuestEnv>,
+    import: &str,
+    level: LogLevel,
+    ptr: i32,
+    len: i32,
+) -> Result<(), RuntimeError> {
+    // Read no more than the line limit: a log call can't make the host copy a huge buffer.
+    let limit = ctx.data().shared.limits.max_log_line_bytes;
+    let shown = (len as u32 as usize).min(limit) as i32;
+    let bytes = read(ctx, import, "message", ptr, shown)?;
+    // The rest must still be inside memory: a bad length is a bad pointer even if unread.
+    if shown != len {
+        let (env, store) = ctx.data_and_store_mut();
+        let size = env
+            .memory
+            .as_ref()
+            .map_or(0, |memory| memory.view(&store).data_size());
+        let end = u64::from(ptr as u32) + u64::from(len as u32);
+        if end > size {
+            let module = ctx.data().shared.name.clone();
+            let detail = format!(
+                "message at {}..{end} is outside memory of {size} bytes",
+                ptr as u32
+            );
+            return Err(fail(
+                ctx,
+                CallError::BadPointer {
+                    module,
+                    place: format!("import \"{import}\""),
+                    detail,
+                },
+            ));
+        }
+    }
+    ctx.data().shared.log.line(level, LogSource::Import, &bytes);
+    Ok(())
+}
+
+fn log(mut ctx: FunctionEnvMut<'_, GuestEnv>, ptr: i32, len: i32) -> Result<(), RuntimeError> {
+    log_line(&mut ctx, "log", LogLevel::Info, ptr, len)
+}
+
+fn log_at(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    level: i32,
+    ptr: i32,
+    len: i32,
+) -> Result<(), RuntimeError> {
+    log_line(&mut ctx, "log_at", LogLevel::from_abi(level), ptr, len)
+}
+
+fn request(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    ptr: i32,
+    len: i32,
+    timeout_ms: i32,
+) -> Result<i64, RuntimeError> {
+    let Some(bytes) = read_sized(&mut ctx, "request", "message", ptr, len)? else {
+        return Ok(i64::from(code::INVALID));
+    };
+    let message = match Message::decode_with(
+        &bytes,
+        &DecodeOptions {
+            max_size: bytes.len(),
+        },
+    ) {
+        Ok(message) => message,
+        Err(error) => {
+            refuse(&ctx, "request", &error.to_string());
+            return Ok(i64::from(code::INVALID));
+        }
+    };
+    // Wait no longer than asked, and never past the running call's deadline.
+    let mut timeout = Duration::from_millis(u64::from(timeout_ms.max(0) as u32));
+    if let Some(deadline) = ctx.data().deadline {
+        timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
+    }
+    let reply = match ctx.data().shared.bus.request(message, timeout) {
+        Ok(reply) => reply,
+        Err(bus::RequestError::Timeout { .. }) => return Ok(code::TIMEOUT),
+        Err(bus::RequestError::NoResponders { .. }) => return Ok(code::NO_RESPONDERS),
+        Err(bus::RequestError::Closed { .. }) => return Ok(i64::from(code::CLOSED)),
+        Err(bus::RequestError::MailboxesFull { .. }) => return Ok(code::BUSY),
+        Err(bus::RequestError::Remote { topic, id, reason }) => {
+            // An Error reply reaches the guest as the Error message it was.
+            Message::new(topic, binary::MessageKind::Error, id, reason.into_bytes())
+        }
+        Err(error) => {
+            refuse(&ctx, "request", &error.to_string());
+            return Ok(i64::from(code::INVALID));
+        }
+    };
+    let encoded = reply.encode();
+    let limit = ctx.data().shared.limits.max_message_bytes;
+    if encoded.len() > limit {
+        refuse(
+            &ctx,
+            "request",
+            &format!(
+                "reply of {} bytes exceeds the limit of {limit} bytes",
+                encoded.len()
+            ),
+        );
+        return Ok(i64::from(code::INVALID));
+    }
+    let Some(alloc) = ctx.data().alloc.clone() else {
+        refuse(
+            &ctx,
+            "request",
+            "the module exports no allocator to receive the reply",
+        );
+        return Ok(i64::from(code::INVALID));
+    };
+    let guest_ptr = alloc.call(&mut ctx.as_store_mut(), encoded.len() as i32)?;
+    write(&mut ctx, "request", guest_ptr, &encoded)?;
+    Ok((i64::from(guest_ptr as u32) << 32) | encoded.len() as i64)
+}
+
+fn write(
+    ctx: &mut FunctionEnvMut<'_, GuestEnv>,
+    import: &str,
+    ptr: i32,
+    bytes: &[u8],
+) -> Result<(), RuntimeError> {
+    let (env, store) = ctx.data_and_store_mut();
+    let outcome = match &env.memory {
+        None => Err("the module exports no memory".to_owned()),
+        Some(memory) => memory
+            .view(&store)
+            .write(u64::from(ptr as u32), bytes)
+            .map_err(|error| error.to_string()),
+    };
+    outcome.map_err(|detail| {
+        let module = ctx.data().shared.name.clone();
+        fail(
+            ctx,
+            CallError::BadPointer {
+                module,
+                place: format!("import \"{import}\" (allocator result)"),
+                detail,
+            },
+        )
+    })
+}
+
+/// Defines every `env` import in `imports`.
+pub(crate) fn define(store: &mut Store, env: &FunctionEnv<GuestEnv>, imports: &mut Imports) {
+    imports.define(
+        "env",
+        "publish",
+        Function::new_typed_with_env(store, env, publish),
+    );
+    imports.define(
+        "env",
+        "subscribe",
+        Function::new_typed_with_env(store, env, subscribe),
+    );
+    imports.define(
+        "env",
+        "ws_broadcast",
+        Function::new_typed_with_env(store, env, ws_broadcast),
+    );
+    imports.define("env", "log", Function::new_typed_with_env(store, env, log));
+    imports.define(
+        "env",
+        "unsubscribe",
+        Function::new_typed_with_env(store, env, unsubscribe),
+    );
+    imports.define(
+        "env",
+        "publish_message",
+        Function::new_typed_with_env(store, env, publish_message),
+    );
+    imports.define(
+        "env",
+        "subscribe_topic",
+        Function::new_typed_with_env(store, env, subscribe_topic),
+    );
+    imports.define(
+        "env",
+        "request",
+        Function::new_typed_with_env(store, env, request),
+    );
+    imports.define(
+        "env",
+        "log_at",
+        Function::new_typed_with_env(store, env, log_at),
+    );
+}

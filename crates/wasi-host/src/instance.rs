@@ -1,0 +1,534 @@
+//! One live instance: its `Store`, the wasmer instance, the WASI environment and the typed
+//! exports, and the calls into it, each under a deadline, with failures classified.
+//!
+//! A `Store` is not `Send`: a [`Live`] is created and used on its worker thread only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use binary::{Envelope, HttpRequest, HttpResponse, Message};
+use wasmer::{
+    FunctionEnv, Imports, Instance, InstantiationError, Interrupter, RuntimeError, Store,
+    TypedFunction,
+};
+use wasmer_wasix::{WasiEnv, WasiError, WasiFunctionEnv};
+
+use crate::abi::{ABI_VERSION_EXPORT, AbiVersion, Shape};
+use crate::config::Grants;
+use crate::error::{CallError, LoadError};
+use crate::imports::{self, GuestEnv};
+use crate::logs::{LogFile, LogSource};
+use crate::shared::Shared;
+use crate::watchdog::Watchdog;
+
+/// Everything needed to create an instance of one module version; shared by its workers.
+pub(crate) struct Blueprint {
+    pub module: wasmer::Module,
+    /// A clone of the host's engine carrying this module's memory limit.
+    pub engine: wasmer::Engine,
+    pub shape: Shape,
+    pub shared: Arc<Shared>,
+    pub runtime: Arc<dyn wasmer_wasix::Runtime + Send + Sync>,
+    pub tokio: tokio::runtime::Handle,
+    pub watchdog: Watchdog,
+    pub grants: Grants,
+}
+
+impl Blueprint {
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+}
+
+/// How a guarded call failed before classification.
+enum Failure {
+    Runtime(RuntimeError),
+    Call(CallError),
+}
+
+impl From<RuntimeError> for Failure {
+    fn from(error: RuntimeError) -> Failure {
+        Failure::Runtime(error)
+    }
+}
+
+impl From<CallError> for Failure {
+    fn from(error: CallError) -> Failure {
+        Failure::Call(error)
+    }
+}
+
+pub(crate) struct Live {
+    store: Store,
+    env: FunctionEnv<GuestEnv>,
+    _wasi: Option<WasiFunctionEnv>,
+    _instance: Instance,
+    interrupter: Interrupter,
+    memory: wasmer::Memory,
+    init: Option<TypedFunction<(), ()>>,
+    initialize: Option<TypedFunction<(), ()>>,
+    handle_v0: Option<TypedFunction<(i32, i32), i32>>,
+    handle_v1: Option<TypedFunction<(i32, i32), i64>>,
+    on_message: Option<TypedFunction<(i32, i32), ()>>,
+    drain: Option<TypedFunction<(), i32>>,
+    alloc: Option<TypedFunction<i32, i32>>,
+    dealloc: Option<TypedFunction<(i32, i32), ()>>,
+}
+
+fn typed<Args, Rets>(
+    instance: &Instance,
+    store: &Store,
+    name: &str,
+    present: bool,
+) -> Option<TypedFunction<Args, Rets>>
+where
+    Args: wasmer::WasmTypeList,
+    Rets: wasmer::WasmTypeList,
+{
+    // The types were checked in `abi::check`; a failure here can only mean "absent".
+    present
+        .then(|| instance.exports.get_typed_function(store, name).ok())
+        .flatten()
+}
+
+impl Live {
+    /// Instantiates, runs `_initialize` and `init` under the init deadline.
+    pub(crate) fn create(blueprint: &Blueprint) -> Result<Live, LoadError> {
+        let name = blueprint.name().to_owned();
+        let host_error = |reason: String| LoadError::Host {
+            module: name.clone(),
+            reason,
+        };
+        let mut store = Store::new(blueprint.engine.clone());
+        let interrupter = store.interrupter();
+        let env = FunctionEnv::new(
+            &mut store,
+            GuestEnv {
+                shared: blueprint.shared.clone(),
+                memory: None,
+                alloc: None,
+                failure: None,
+                deadline: None,
+            },
+        );
+
+        let (mut imports, mut wasi) = if blueprint.shape.uses_wasi {
+            let _runtime = blueprint.tokio.enter();
+            let log = &blueprint.shared.log;
+            let mut builder = WasiEnv::builder(name.clone())
+                .runtime(blueprint.runtime.clone())
+                .stdin(Box::new(wasmer_wasix::virtual_fs::NullFile::default()))
+                .stdout(Box::new(LogFile::new(log.clone(), LogSource::Stdout)))
+                .stderr(Box::new(LogFile::new(log.clone(), LogSource::Stderr)));
+            for (key, value) in &blueprint.grants.env {
+                builder.add_env(key, value);
+            }
+            builder.add_args(blueprint.grants.args.iter());
+            let wasi = builder
+                .finalize(&mut store)
+                .map_err(|error| host_error(format!("WASI environment: {error}")))?;
+            let imports = wasi
+                .import_object_for_all_wasi_versions(&mut store, &blueprint.module)
+                .map_err(|error| host_error(format!("WASI imports: {error}")))?;
+            (imports, Some(wasi))
+        } else {
+            (Imports::new(), None)
+        };
+        imports::define(&mut store, &env, &mut imports);
+
+        let instance = Instance::new(&mut store, &blueprint.module, &imports).map_err(|error| {
+            let reason = match &error {
+                InstantiationError::Start(trap) => {
+                    format!("start function trapped: {}", trap.message())
+                }
+                other => other.to_string(),
+            };
+            if reason.contains("exceeds the limit of") {
+                LoadError::MemoryOverLimit {
+                    module: name.clone(),
+                    reason,
+                }
+            } else {
+                LoadError::Instantiate {
+                    module: name.clone(),
+                    reason,
+                }
+            }
+        })?;
+        if let Some(wasi) = &mut wasi {
+            wasi.initialize(&mut store, instance.clone())
+                .map_err(|error| host_error(format!("WASI initialisation: {error}")))?;
+        }
+        let memory = instance
+            .exports
+            .get_memory("memory")
+            .map_err(|_| LoadError::MissingExport {
+                module: name.clone(),
+                export: "memory".into(),
+                why: "the host reads and writes guest memory through it",
+            })?
+            .clone();
+
+        let shape = &blueprint.shape;
+        let alloc = shape
+            .allocator
+            .and_then(|export| typed(&instance, &store, export, true));
+        {
+            let data = env.as_mut(&mut store);
+            data.memory = Some(memory.clone());
+            data.alloc = alloc.clone();
+        }
+        let mut live = Live {
+            init: typed(&instance, &store, "init", shape.has_init),
+            initialize: typed(&instance, &store, "_initialize", shape.has_initialize),
+            handle_v0: typed(
+                &instance,
+                &store,
+                "handle",
+                shape.has_handle && shape.abi == AbiVersion::V0,
+            ),
+            handle_v1: typed(
+                &instance,
+                &store,
+                "handle",
+                shape.has_handle && shape.abi == AbiVersion::V1,
+            ),
+            on_message: typed(&instance, &store, "on_message", shape.has_on_message),
+            drain: typed(&instance, &store, "drain", shape.has_drain),
+            dealloc: typed(&instance, &store, "dealloc", shape.has_dealloc),
+            alloc,
+            memory,
+            store,
+            env,
+            _wasi: wasi,
+            _instance: instance.clone(),
+            interrupter,
+        };
+
+        let init_deadline = blueprint.shared.limits.init_deadline;
+        let init_error = |source| LoadError::Init {
+            module: name.clone(),
+            source,
+        };
+        if shape.abi == AbiVersion::V1 {
+            let marker: TypedFunction<(), i32> =
+                typed(&instance, &live.store, ABI_VERSION_EXPORT, true)
+                    .ok_or_else(|| host_error("ABI marker vanished".into()))?;
+            let version = live
+                .guarded(blueprint, ABI_VERSION_EXPORT, init_deadline, |live| {
+                    Ok(marker.call(&mut live.store)?)
+                })
+                .map_err(init_error)?;
+            if version != AbiVersion::V1.number() {
+                return Err(LoadError::UnsupportedAbi {
+                    module: name,
+                    version,
+                });
+            }
+        }
+        live.guarded(blueprint, "init", init_deadline, |live| {
+            if let Some(initialize) = live.initialize.clone() {
+                initialize.call(&mut live.store)?;
+            }
+            if let Some(init) = live.init.clone() {
+                init.call(&mut live.store)?;
+            }
+            Ok(())
+        })
+        .map_err(init_error)?;
+        Ok(live)
+    }
+
+    /// Runs `body` under a deadline and classifies how it failed.
+    fn guarded<R>(
+        &mut self,
+        blueprint: &Blueprint,
+        export: &'static str,
+        deadline: Duration,
+        body: impl FnOnce(&mut Live) -> Result<R, Failure>,
+    ) -> Result<R, CallError> {
+        let at = Instant::now() + deadline;
+        {
+            let data = self.env.as_mut(&mut self.store);
+            data.deadline = Some(at);
+            data.failure = None;
+        }
+        let guard = blueprint.watchdog.arm(at, self.interrupter.clone());
+        let result = body(self);
+        let fired = guard.disarm();
+        let failure = self.env.as_mut(&mut self.store).failure.take();
+        let module = blueprint.name().to_owned();
+        match result {
+            Ok(value) => Ok(value),
+            Err(Failure::Call(error)) => Err(error),
+            Err(Failure::Runtime(_)) if failure.is_some() => {
+                Err(failure.unwrap_or(CallError::Closed { module }))
+            }
+            Err(Failure::Runtime(_)) if fired => Err(CallError::Deadline {
+                module,
+                export,
+                deadline,
+            }),
+            Err(Failure::Runtime(error)) => {
+                let message = match error.downcast_ref::<WasiError>() {
+                    Some(WasiError::Exit(code)) => format!("the guest called exit({})", code.raw()),
+                    _ => error.message(),
+                };
+                let backtrace = error
+                    .trace()
+                    .iter()
+                    .map(|frame| {
+                        let function = frame
+                            .function_name()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("func[{}]", frame.func_index()));
+                        format!(
+                            "  at {function} ({}+{:#x})",
+                            frame.module_name(),
+                            frame.module_offset()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Err(CallError::Trap {
+                    module,
+                    export,
+                    message,
+                    backtrace,
+                })
+            }
+        }
+    }
+
+    fn write_guest(
+        &mut self,
+        module: &str,
+        export: &'static str,
+        bytes: &[u8],
+    ) -> Result<(i32, i32), Failure> {
+        let Some(alloc) = self.alloc.clone() else {
+            return Err(CallError::NotExported {
+                module: module.to_owned(),
+                export: "alloc",
+            }
+            .into());
+        };
+        let len = bytes.len() as i32;
+        let ptr = alloc.call(&mut self.store, len)?;
+        let view = self.memory.view(&self.store);
+        view.write(u64::from(ptr as u32), bytes)
+            .map_err(|error| CallError::BadPointer {
+                module: module.to_owned(),
+                place: format!("export \"{export}\" input (allocator returned {ptr})"),
+                detail: format!("{} bytes at {}: {error}", bytes.len(), ptr as u32),
+            })?;
+        Ok((ptr, len))
+    }
+
+    fn read_guest(
+        &self,
+        module: &str,
+        export: &'static str,
+        ptr: u32,
+        len: u32,
+    ) -> Result<Vec<u8>, CallError> {
+        let view = self.memory.view(&self.store);
+        let size = view.data_size();
+        let end = u64::from(ptr) + u64::from(len);
+        if end > size {
+            return Err(CallError::BadPointer {
+                module: module.to_owned(),
+                place: format!("export \"{export}\" result"),
+                detail: format!("{ptr}..{end} is outside memory of {size} bytes"),
+            });
+        }
+        let mut buffer = vec![0u8; len as usize];
+        view.read(u64::from(ptr), &mut buffer)
+            .map_err(|error| CallError::BadPointer {
+                module: module.to_owned(),
+                place: format!("export \"{export}\" result"),
+                detail: error.to_string(),
+            })?;
+        Ok(buffer)
+    }
+
+    pub(crate) fn handle(
+        &mut self,
+        blueprint: &Blueprint,
+        request: HttpRequest,
+    ) -> Result<HttpResponse, CallError> {
+        let limits = &blueprint.shared.limits;
+        let module = blueprint.name();
+        match blueprint.shape.abi {
+            AbiVersion::V1 => {
+                let bytes = request.encode();
+                if bytes.len() > limits.max_request_bytes {
+                    return Err(CallError::TooLarge {
+                        module: module.to_owned(),
+                        what: "request",
+                        size: bytes.len(),
+                        limit: limits.max_request_bytes,
+                    });
+                }
+                let Some(handle) = self.handle_v1.clone() else {
+                    return Err(CallError::NotExported {
+                        module: module.to_owned(),
+                        export: "handle",
+                    });
+                };
+                let max_response = limits.max_response_bytes;
+                self.guarded(blueprint, "handle", limits.handle_deadline, |live| {
+                    let (ptr, len) = live.write_guest(module, "handle", &bytes)?;
+                    let packed = handle.call(&mut live.store, ptr, len)?;
+                    if packed < 0 {
+                        return Err(CallError::Abi {
+                            module: module.to_owned(),
+                            export: "handle",
+                            detail: format!("returned error code {packed}"),
+                        }
+                        .into());
+                    }
+                    let (out_ptr, out_len) = ((packed >> 32) as u32, packed as u32);
+                    if out_len as usize > max_response {
+                        return Err(CallError::TooLarge {
+                            module: module.to_owned(),
+                            what: "response",
+                            size: out_len as usize,
+                            limit: max_response,
+                        }
+                        .into());
+                    }
+                    let out = live.read_guest(module, "handle", out_ptr, out_len)?;
+                    if let Some(dealloc) = live.dealloc.clone() {
+                        dealloc.call(&mut live.store, out_ptr as i32, out_len as i32)?;
+                    }
+                    HttpResponse::decode_with(
+                        &out,
+                        &binary::DecodeOptions {
+                            max_size: max_response,
+                        },
+                    )
+                    .map_err(|error| {
+                        CallError::Abi {
+                            module: module.to_owned(),
+                            export: "handle",
+                            detail: error.to_string(),
+                        }
+                        .into()
+                    })
+                })
+            }
+            AbiVersion::V0 => {
+                let Some(handle) = self.handle_v0.clone() else {
+                    return Err(CallError::NotExported {
+                        module: module.to_owned(),
+                        export: "handle",
+                    });
+                };
+                let path = if request.path.is_empty() {
+                    "/"
+                } else {
+                    &request.path
+                };
+                let query = if request.query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{}", request.query)
+                };
+                let input = format!("{}\n{path}{query}\n", request.method);
+                let max_response = limits.max_response_bytes;
+                self.guarded(blueprint, "handle", limits.handle_deadline, |live| {
+                    let (ptr, len) = live.write_guest(module, "handle", input.as_bytes())?;
+                    let out = handle.call(&mut live.store, ptr, len)? as u32;
+                    let body = live.read_c_string(module, out, max_response)?;
+                    Ok(HttpResponse::new(200, body)
+                        .with_header("content-type", "text/plain; charset=utf-8"))
+                })
+            }
+        }
+    }
+
+    /// Reads NUL-terminated bytes at `ptr` (the original ABI's response), at most `limit`.
+    fn read_c_string(&self, module: &str, ptr: u32, limit: usize) -> Result<Vec<u8>, CallError> {
+        let view = self.memory.view(&self.store);
+        let size = view.data_size();
+        let mut body = Vec::new();
+        let mut offset = u64::from(ptr);
+        let mut chunk = [0u8; 4096];
+        loop {
+            if offset >= size {
+                return Err(CallError::BadPointer {
+                    module: module.to_owned(),
+                    place: "export \"handle\" result".into(),
+                    detail: format!(
+                        "string at {ptr} runs past the end of memory ({size} bytes) without a NUL"
+                    ),
+                });
+            }
+            let take = (size - offset).min(chunk.len() as u64) as usize;
+            view.read(offset, &mut chunk[..take])
+                .map_err(|error| CallError::BadPointer {
+                    module: module.to_owned(),
+                    place: "export \"handle\" result".into(),
+                    detail: error.to_string(),
+                })?;
+            if let Some(nul) = chunk[..take].iter().position(|&byte| byte == 0) {
+                body.extend_from_slice(&chunk[..nul]);
+                return Ok(body);
+            }
+            body.extend_from_slice(&chunk[..take]);
+            if body.len() > limit {
+                return Err(CallError::TooLarge {
+                    module: module.to_owned(),
+                    what: "response",
+                    size: body.len(),
+                    limit,
+                });
+            }
+            offset += take as u64;
+        }
+    }
+
+    pub(crate) fn on_message(
+        &mut self,
+        blueprint: &Blueprint,
+        message: Message,
+    ) -> Result<(), CallError> {
+        let module = blueprint.name();
+        let limits = &blueprint.shared.limits;
+        let Some(on_message) = self.on_message.clone() else {
+            return Err(CallError::NotExported {
+                module: module.to_owned(),
+                export: "on_message",
+            });
+        };
+        let bytes = match blueprint.shape.abi {
+            AbiVersion::V1 => message.encode(),
+            AbiVersion::V0 => message.payload,
+        };
+        if bytes.len() > limits.max_message_bytes {
+            return Err(CallError::TooLarge {
+                module: module.to_owned(),
+                what: "message",
+                size: bytes.len(),
+                limit: limits.max_message_bytes,
+            });
+        }
+        self.guarded(blueprint, "on_message", limits.message_deadline, |live| {
+            let (ptr, len) = live.write_guest(module, "on_message", &bytes)?;
+            on_message.call(&mut live.store, ptr, len)?;
+            Ok(())
+        })
+    }
+
+    /// Calls `drain()`: the milliseconds the guest wants to wait before being asked again.
+    pub(crate) fn drain(&mut self, blueprint: &Blueprint) -> Result<u32, CallError> {
+        let Some(drain) = self.drain.clone() else {
+            return Ok(0);
+        };
+        let deadline = blueprint.shared.limits.drain_call_deadline;
+        self.guarded(blueprint, "drain", deadline, |live| {
+            Ok(drain.call(&mut live.store)? as u32)
+        })
+    }
+}
