@@ -4,8 +4,12 @@
 //! - `cargo xtask verify`: everything CI checks (formatting, lints, the dependency-direction
 //!   rules, the wasm32-wasip1 builds, every test), with a summary table.
 //! - `cargo xtask deps`: the dependency-direction check alone.
+//! - `cargo xtask build-modules [--watch] [NAME...]`: builds the modules in `modules/` into
+//!   `modules/dist/` with the `build` library, and with `--watch` rebuilds them on save.
 
+mod build_modules;
 mod deps;
+mod run_command;
 mod step;
 mod verify;
 
@@ -18,6 +22,9 @@ commands:
   verify    run everything CI checks: fmt, clippy, dependency direction,
             wasm32-wasip1 builds, all tests
   deps      check the dependency-direction rules (cargo tree)
+  build-modules [--watch] [--profile NAME] [NAME...]
+            build modules/*/wasm into modules/dist (all, or the NAMEs);
+            --watch rebuilds a module when its sources change (profile hot)
 ";
 
 fn main() -> ExitCode {
@@ -25,6 +32,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("verify") => verify::run(&args[1..]),
         Some("deps") => deps::run(),
+        Some("build-modules") => build_modules::run(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             eprint!("{USAGE}");
             return if args.is_empty() {

@@ -28,8 +28,20 @@ const STEPS: &[Step] = &[
         run: wasm_build,
     },
     Step {
-        name: "tests",
+        name: "example modules (wasm32-wasip1)",
+        run: crate::build_modules::verify,
+    },
+    Step {
+        name: "unit + integration tests",
         run: tests,
+    },
+    Step {
+        name: "end-to-end suite",
+        run: end_to_end,
+    },
+    Step {
+        name: "README run command",
+        run: crate::run_command::check,
     },
 ];
 
@@ -69,7 +81,25 @@ fn wasm_build() -> Result<(), String> {
 }
 
 fn tests() -> Result<(), String> {
-    step::run(step::cargo(&["test", "--workspace", "--locked"]))
+    step::run(step::cargo(&[
+        "test",
+        "--workspace",
+        "--locked",
+        "--exclude",
+        "tests",
+    ]))
+}
+
+/// The verification plan's steps 3–6 (`tests/tests/e2e.rs`).
+fn end_to_end() -> Result<(), String> {
+    step::run(step::cargo(&[
+        "test",
+        "--locked",
+        "--package",
+        "tests",
+        "--",
+        "--nocapture",
+    ]))
 }
 
 enum Outcome {
@@ -118,7 +148,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         }
     }
     eprintln!("\nverify summary");
-    eprintln!("  {:<24} {:<8} {:>9}", "step", "result", "time");
+    eprintln!("  {:<32} {:<8} {:>9}", "step", "result", "time");
     let mut passed = 0;
     let mut failed = 0;
     for (name, outcome) in &outcomes {
@@ -133,7 +163,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             }
             Outcome::Skipped => ("skipped", "-".to_owned()),
         };
-        eprintln!("  {name:<24} {result:<8} {time:>9}");
+        eprintln!("  {name:<32} {result:<8} {time:>9}");
     }
     eprintln!("  total {:.1}s", started.elapsed().as_secs_f64());
     // The plain closing line CI reads: steps, not tests (cargo test prints its own counts).

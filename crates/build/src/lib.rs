@@ -1,5 +1,55 @@
-//! Finds `modules/*/wasm/` crates, compiles them for `wasm32-wasip1` and writes
-//! `modules/dist/<name>.wasm` atomically; watches sources to rebuild what changed.
+//! Builds modhost's modules: finds `modules/*/wasm/` crates, compiles them for
+//! `wasm32-wasip1`, writes `modules/dist/<name>.wasm` atomically, and watches the sources to
+//! rebuild only what changed.
 //!
-//! Not yet built: this crate is filled by the build-pipeline issue. It knows cargo and the file
-//! system, not the runtime.
+//! The same code runs behind `cargo xtask build-modules [--watch]` and the server's dev mode.
+//! It knows cargo (and the Go tool) and the file system — not the runtime: nothing here loads
+//! or runs a module.
+//!
+//! - [`discover`]: `<modules>/<name>/wasm/Cargo.toml` is a Rust module,
+//!   `<modules>/<name>/wasm/go.mod` a Go module; `target/`, `dist/` and dot directories are
+//!   skipped.
+//! - [`Builder::build`]: Rust modules of the modules workspace compile in **one**
+//!   `cargo build --keep-going --message-format=json` run into the modules' own target dir
+//!   (never the main workspace's); cargo's messages are attributed to modules by manifest
+//!   path, so each module gets its own [`Report`]: built (size, time, warnings), failed (the
+//!   compiler's output in full, naming the module) or skipped. One failing module never stops
+//!   the others, and a failed build never touches the last good `dist/<name>.wasm`.
+//! - [`write_atomic`]: temp file in the same directory, fsync, rename, directory fsync. A
+//!   watcher of the dist directory never sees half a file. Unchanged output isn't rewritten.
+//! - [`Watcher`]: notify-debouncer-full on the module directories (never `target/` or
+//!   `dist/`), bursts of saves coalesced, only the changed module rebuilt.
+//! - Go modules build with `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared` when Go ≥
+//!   1.24 is on `PATH`, and are skipped with a message saying so otherwise
+//!   (`docs/guest-languages.md`).
+//!
+//! ```no_run
+//! use build::{Builder, Config, Outcome};
+//!
+//! let builder = Builder::new(Config::new("modules"));
+//! for report in builder.build_all()? {
+//!     println!("{report}");
+//!     if let Outcome::Failed(text) = &report.outcome {
+//!         eprintln!("{text}");
+//!     }
+//! }
+//! # Ok::<(), build::Error>(())
+//! ```
+
+mod builder;
+mod cargo;
+mod config;
+mod discover;
+mod dist;
+mod error;
+mod go;
+mod report;
+mod watch;
+
+pub use builder::Builder;
+pub use config::Config;
+pub use discover::{Language, Module, discover};
+pub use dist::write_atomic;
+pub use error::Error;
+pub use report::{Built, Outcome, Report, human_size};
+pub use watch::{Selection, WatchEvent, Watcher};

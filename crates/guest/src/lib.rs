@@ -1,5 +1,169 @@
-//! The SDK a module author uses: safe wrappers over the host imports and a way to declare the
-//! exports, so no module writes raw pointers.
+//! The SDK a module author uses: safe wrappers over modhost's host imports and one macro that
+//! declares the exports, so no module writes raw pointers.
 //!
-//! Not yet built: this crate is filled by the guest-SDK issue. It depends on `binary` only and
-//! builds for `wasm32-wasip1`.
+//! A module is a `cdylib` crate in `modules/<name>/wasm/`, compiled for `wasm32-wasip1` into
+//! `modules/dist/<name>.wasm` (`cargo xtask build-modules`, or the server's dev mode). It is
+//! a type implementing [`Module`] (every method has a default) plus one [`export!`] line:
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//!
+//! use guest::{Message, Module, Request, Response, Router};
+//!
+//! /// A tiny key/value store: `PUT /m/kv/{key}`, `GET /m/kv/{key}`, `GET /m/kv`.
+//! #[derive(Default)]
+//! struct Kv {
+//!     entries: BTreeMap<String, String>,
+//! }
+//!
+//! impl Kv {
+//!     fn list(&mut self, _: Request) -> Response {
+//!         let lines: Vec<String> = self.entries.iter().map(|(k, v)| format!("{k}={v}")).collect();
+//!         Response::text(lines.join("\n"))
+//!     }
+//!
+//!     fn get(&mut self, request: Request) -> Response {
+//!         match request.param("key").and_then(|key| self.entries.get(key)) {
+//!             Some(value) => Response::text(value.clone()),
+//!             None => Response::not_found().with_text("no such key"),
+//!         }
+//!     }
+//!
+//!     fn put(&mut self, request: Request) -> Response {
+//!         let key = request.param("key").unwrap_or_default().to_owned();
+//!         let value = match request.text() {
+//!             Ok(value) => value.to_owned(),
+//!             Err(response) => return response, // a ready 400
+//!         };
+//!         guest::info!("kv: {key} = {value}");
+//!         if let Err(error) = guest::publish("kv.changed", &key) {
+//!             guest::warn!("{error}");
+//!         }
+//!         self.entries.insert(key, value);
+//!         Response::no_content()
+//!     }
+//! }
+//!
+//! impl Module for Kv {
+//!     fn init(&mut self) {
+//!         // Live once this version is swapped in.
+//!         if let Err(error) = guest::subscribe("kv.clear") {
+//!             guest::error!("{error}");
+//!         }
+//!     }
+//!
+//!     fn handle(&mut self, request: Request) -> Response {
+//!         Router::new()
+//!             .get("/", Kv::list)
+//!             .get("/{key}", Kv::get)
+//!             .put("/{key}", Kv::put)
+//!             .handle(self, request)
+//!     }
+//!
+//!     fn on_message(&mut self, message: Message) {
+//!         if message.topic == "kv.clear" {
+//!             self.entries.clear();
+//!             guest::ws_broadcast("kv", "cleared");
+//!         }
+//!     }
+//! }
+//!
+//! guest::export!(Kv);
+//!
+//! // The same code runs natively in `cargo test`, against the recording host in `testing`:
+//! let mut kv = Kv::default();
+//! kv.init();
+//! let put = kv.handle(Request::new("PUT", "/colour").with_body("blue"));
+//! assert_eq!(put.status(), 204);
+//! assert_eq!(kv.handle(Request::new("GET", "/colour")).body_text(), "blue");
+//! assert_eq!(kv.handle(Request::new("GET", "/")).body_text(), "colour=blue");
+//! assert_eq!(guest::testing::take_published()[0].topic, "kv.changed");
+//! kv.on_message(Message::event("kv.clear", vec![]));
+//! assert_eq!(kv.handle(Request::new("GET", "")).body_text(), "");
+//! ```
+//!
+//! Its `Cargo.toml` (in the `modules/` workspace, which sets the size-optimised release
+//! profile):
+//!
+//! ```toml
+//! [package]
+//! name = "kv"
+//! version = "0.0.0"
+//! edition = "2024"
+//! publish = false
+//!
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! guest = { path = "../../../crates/guest" }
+//! ```
+//!
+//! The example modules in `modules/` (users, sender, receiver, logger, auth, slow, bench,
+//! flaky) are complete, commented uses of every part of this crate.
+//!
+//! # What is here
+//! - [`Module`] and [`export!`]: the exports of `docs/ABI.md` (ABI 1), generated. The instance
+//!   of your type is created on the first call and keeps its state between calls.
+//! - Bus: [`publish`], [`publish_message`], [`subscribe`], [`unsubscribe`], [`request`] (with
+//!   a timeout), [`reply`] / [`reply_error`], [`topic_matches`] and [`Topics`] (handlers by
+//!   topic pattern: the host does not say which subscription a message matched).
+//! - Browsers: [`ws_broadcast`] to `/ws?topic=T` clients.
+//! - Logs: [`log()`](crate::log()) and [`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`].
+//! - HTTP: [`Request`] (query parsing with percent-decoding, headers, bearer token, text and
+//!   JSON bodies, router parameters), [`Response`] (status constructors, headers, text and JSON
+//!   bodies), [`Router`] / [`Pattern`] for sub-paths, [`parse_query`] / [`percent_decode`].
+//! - Middleware: [`Response::pass`] and the convention in [`middleware`].
+//! - Tests: on every target but `wasm32` the imports are replaced by the recording host in
+//!   `guest::testing`, so a module's logic is unit-tested with a plain `cargo test`.
+//!
+//! Errors from host calls are [`Error`] values naming the call, the topic and the reason
+//! ([`ErrorKind`], from the ABI's return codes). JSON support (`Request::json`,
+//! `Response::json`, `Response::json_error`) is the default feature `json` (serde and
+//! serde_json); without it this crate depends on `binary` alone.
+//!
+//! # Why `export!` is a `macro_rules!` macro
+//! A proc-macro would need a second crate and compile `syn`/`quote` for the host in every
+//! module workspace (seconds on a cold build, on a 2-core machine more). A declarative macro
+//! costs nothing to build, its expansion is plain Rust in [`export!`]'s source, and the
+//! [`Module`] trait already gives default methods and ordinary type errors: an attribute
+//! would only save writing one line.
+//!
+//! # `_initialize` and `__wasm_call_ctors`
+//! A Rust `cdylib` for `wasm32-wasip1` is a WASI *reactor*, but rustc does not link wasi-libc's
+//! reactor start file, so nothing exports `_initialize`. [`export!`] defines it and calls
+//! `__wasm_call_ctors` (synthesised by `wasm-ld`) once, exactly as that start file does. Rust
+//! code registers no constructors of its own, so today the function is empty, but C code
+//! linked into a module (and wasi-libc) may register some, and the host calls `_initialize`
+//! before `init` on every instance.
+//!
+//! This crate does not do I/O of its own, spawn threads or know the server: everything goes
+//! through the host imports.
+
+mod bus;
+mod error;
+mod export;
+mod http;
+mod log;
+pub mod middleware;
+mod module;
+mod query;
+mod router;
+mod sys;
+#[cfg(not(target_family = "wasm"))]
+pub mod testing;
+
+pub use binary::{Header, HttpRequest, HttpResponse, Message, MessageKind};
+pub use bus::{
+    Topics, publish, publish_message, reply, reply_error, request, subscribe, topic_matches,
+    unsubscribe, ws_broadcast,
+};
+pub use error::{Error, ErrorKind, RequestError};
+#[doc(hidden)]
+pub use export::__private;
+pub use export::ABI_VERSION;
+pub use http::{APPLICATION_JSON, Request, Response, TEXT_PLAIN};
+pub use log::{Level, log};
+pub use module::Module;
+pub use query::{parse_query, percent_decode};
+pub use router::{Params, Pattern, Router};

@@ -42,7 +42,7 @@ fn echo_module() -> Vec<u8> {
 
 fn request() -> HttpRequest {
     let request = HttpRequest {
-        body: vec![b'x'; 100 - 35],
+        body: vec![b'x'; 100 - 49],
         ..HttpRequest::new("GET", "/bench")
     };
     assert_eq!(request.encoded_len(), 100);

@@ -1,0 +1,340 @@
+//! The bus and the browser relay: publish, subscribe, request/reply, `ws_broadcast`, and
+//! [`Topics`], which dispatches incoming messages to handlers by topic pattern.
+
+use std::fmt;
+use std::time::Duration;
+
+use binary::{Envelope, Message, MessageKind};
+
+use crate::error::{Error, ErrorKind};
+use crate::sys;
+
+/// Publishes `payload` as an `Event` on `topic`. Returns how many mailboxes it reached.
+///
+/// ```
+/// guest::publish("users.created", br#"{"id":7}"#)?;
+/// # Ok::<(), guest::Error>(())
+/// ```
+pub fn publish(topic: &str, payload: impl AsRef<[u8]>) -> Result<usize, Error> {
+    publish_message(&Message::event(topic, payload.as_ref().to_vec()))
+}
+
+/// Publishes a complete [`Message`]. An `Event` or `Request` goes to the topic's subscribers;
+/// a `Response` or `Error` goes to the module waiting for the reply with that `id` (prefer
+/// [`reply`] / [`reply_error`] for those). Returns how many mailboxes it reached (for a reply:
+/// 1 = taken, 0 = nobody was waiting any more).
+pub fn publish_message(message: &Message) -> Result<usize, Error> {
+    let code = sys::publish_message(&message.encode());
+    usize::try_from(code)
+        .map_err(|_| Error::new("publish", &message.topic, ErrorKind::from_code(code)))
+}
+
+/// Answers `request` (a message of kind `Request` received in `on_message`) with `payload`.
+/// Returns whether the requester was still waiting.
+pub fn reply(request: &Message, payload: impl Into<Vec<u8>>) -> Result<bool, Error> {
+    publish_message(&request.response(payload)).map(|taken| taken > 0)
+}
+
+/// Answers `request` with an `Error` reply carrying `reason`; the requester's
+/// [`request`] returns [`ErrorKind::ErrorReply`] with it. Returns whether the requester was
+/// still waiting.
+pub fn reply_error(request: &Message, reason: impl Into<String>) -> Result<bool, Error> {
+    publish_message(&request.error_reply(reason)).map(|taken| taken > 0)
+}
+
+/// Subscribes this module to `pattern`: an exact topic (`users.created`), every topic under a
+/// prefix (`users.*`: starts with `users.` and has more after it) or everything (`*`).
+/// Matching messages arrive in [`Module::on_message`](crate::Module::on_message).
+///
+/// Calls made in `init` are recorded by the host and go live when this version is swapped in,
+/// so a new version never receives messages before it is serving. Subscribing twice to
+/// overlapping patterns (`users.*` and `*`) makes the host deliver a message once per
+/// matching subscription.
+pub fn subscribe(pattern: &str) -> Result<(), Error> {
+    // The handler index is not passed back by the host (docs/ABI.md); dispatch is by topic.
+    match sys::subscribe_topic(pattern, 0) {
+        code if code < 0 => Err(Error::new("subscribe", pattern, ErrorKind::from_code(code))),
+        _ => Ok(()),
+    }
+}
+
+/// Cancels the subscription to `pattern`. Returns whether there was one.
+pub fn unsubscribe(pattern: &str) -> Result<bool, Error> {
+    match sys::unsubscribe(pattern) {
+        code if code < 0 => Err(Error::new(
+            "unsubscribe",
+            pattern,
+            ErrorKind::from_code(code),
+        )),
+        code => Ok(code > 0),
+    }
+}
+
+/// Sends `payload` to every browser connected to `/ws?topic=<topic>`. Fire and forget.
+pub fn ws_broadcast(topic: &str, payload: impl AsRef<[u8]>) {
+    sys::ws_broadcast(topic, payload.as_ref());
+}
+
+/// Sends a `Request` on `topic` and blocks until the reply or `timeout`, whichever is first
+/// (the calling export's own deadline also bounds it).
+///
+/// Returns the `Response` message. An `Error` reply becomes [`ErrorKind::ErrorReply`] with
+/// its payload as the reason; the host's refusals become their codes' kinds
+/// ([`ErrorKind::TimedOut`], [`ErrorKind::NoSubscriber`], ...). A module that requests a topic
+/// it serves itself times out: it cannot read its own inbox while it waits.
+///
+/// ```
+/// # guest::testing::set_responder(|request| Ok(request.response(b"{\"id\":7}".to_vec())));
+/// use std::time::Duration;
+///
+/// let reply = guest::request("users.get", b"7".to_vec(), Duration::from_millis(500))?;
+/// assert_eq!(reply.payload, b"{\"id\":7}");
+/// # Ok::<(), guest::RequestError>(())
+/// ```
+pub fn request(
+    topic: &str,
+    payload: impl Into<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Message, Error> {
+    // The host sets the kind and a fresh id; these are placeholders.
+    let message = Message::request(topic, 0, payload);
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let fail = |kind| Error::new("request", topic, kind);
+    let bytes = sys::request(&message.encode(), timeout_ms)
+        .map_err(|code| fail(ErrorKind::from_code(code)))?;
+    let reply = Message::decode(&bytes).map_err(|error| fail(ErrorKind::BadReply(error)))?;
+    match reply.kind {
+        MessageKind::Error => Err(fail(ErrorKind::ErrorReply(
+            String::from_utf8_lossy(&reply.payload).into_owned(),
+        ))),
+        _ => Ok(reply),
+    }
+}
+
+/// Whether `topic` matches the subscription `pattern`, by the bus's rules: `*` matches every
+/// topic, `prefix.*` every topic that starts with `prefix.` and has more after it, anything
+/// else only itself.
+///
+/// ```
+/// assert!(guest::topic_matches("users.*", "users.created"));
+/// assert!(!guest::topic_matches("users.*", "users."));
+/// assert!(!guest::topic_matches("users.*", "users"));
+/// assert!(guest::topic_matches("*", "anything"));
+/// ```
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) if prefix.ends_with('.') => {
+            topic.len() > prefix.len() && topic.starts_with(prefix)
+        }
+        _ => pattern == topic,
+    }
+}
+
+type Handler<M> = Box<dyn Fn(&mut M, Message)>;
+
+/// Message handlers by topic pattern, for [`Module::on_message`](crate::Module::on_message).
+///
+/// The host calls one `on_message` for every subscription, without saying which one matched;
+/// `Topics` finds the handler by the message's topic. Patterns are tried in the order they
+/// were added and the **first** match wins, so put specific patterns before general ones.
+/// [`Topics::subscribe_all`] subscribes to every pattern, so one table declares both.
+///
+/// ```
+/// use guest::{Message, Module, Topics};
+///
+/// #[derive(Default)]
+/// struct Audit { created: u32, other: u32 }
+///
+/// impl Audit {
+///     fn topics() -> Topics<Audit> {
+///         Topics::new()
+///             .on("users.created", |audit: &mut Audit, _| audit.created += 1)
+///             .on("*", |audit: &mut Audit, _| audit.other += 1)
+///     }
+/// }
+///
+/// impl Module for Audit {
+///     fn init(&mut self) {
+///         if let Err(error) = Audit::topics().subscribe_all() {
+///             guest::error!("{error}");
+///         }
+///     }
+///     fn on_message(&mut self, message: Message) {
+///         Audit::topics().dispatch(self, message);
+///     }
+/// }
+///
+/// let mut audit = Audit::default();
+/// audit.init();
+/// audit.on_message(Message::event("users.created", vec![]));
+/// audit.on_message(Message::event("orders.paid", vec![]));
+/// assert_eq!((audit.created, audit.other), (1, 1));
+/// ```
+pub struct Topics<M> {
+    handlers: Vec<(String, Handler<M>)>,
+}
+
+impl<M> Topics<M> {
+    /// An empty table.
+    pub fn new() -> Topics<M> {
+        Topics {
+            handlers: Vec::new(),
+        }
+    }
+
+    /// Adds `handler` for messages whose topic matches `pattern` (see [`topic_matches`]).
+    pub fn on(mut self, pattern: &str, handler: impl Fn(&mut M, Message) + 'static) -> Self {
+        self.handlers.push((pattern.to_owned(), Box::new(handler)));
+        self
+    }
+
+    /// The patterns, in order.
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.handlers.iter().map(|(pattern, _)| pattern.as_str())
+    }
+
+    /// Subscribes to every pattern (see [`subscribe`]); stops at the first refusal.
+    pub fn subscribe_all(&self) -> Result<(), Error> {
+        self.patterns().try_for_each(subscribe)
+    }
+
+    /// Calls the first handler whose pattern matches the message's topic. Returns whether
+    /// one did; a message no pattern matches is dropped.
+    pub fn dispatch(&self, module: &mut M, message: Message) -> bool {
+        match self
+            .handlers
+            .iter()
+            .find(|(pattern, _)| topic_matches(pattern, &message.topic))
+        {
+            Some((_, handler)) => {
+                handler(module, message);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<M> Default for Topics<M> {
+    fn default() -> Self {
+        Topics::new()
+    }
+}
+
+impl<M> fmt::Debug for Topics<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.patterns()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn topic_matching_follows_the_bus() {
+        assert!(topic_matches("users.created", "users.created"));
+        assert!(!topic_matches("users.created", "users.deleted"));
+        assert!(topic_matches("users.*", "users.created"));
+        assert!(topic_matches("users.*", "users.a.b"));
+        assert!(!topic_matches("users.*", "users."));
+        assert!(!topic_matches("users.*", "users"));
+        assert!(!topic_matches("users.*", "usersx.created"));
+        assert!(topic_matches("*", "x"));
+        // A `*` that is not a whole segment is just a character.
+        assert!(topic_matches("users*", "users*"));
+        assert!(!topic_matches("users*", "users1"));
+    }
+
+    #[test]
+    fn the_first_matching_handler_wins() {
+        let topics = Topics::<Vec<&'static str>>::new()
+            .on("a.b", |seen, _| seen.push("exact"))
+            .on("a.*", |seen, _| seen.push("prefix"))
+            .on("*", |seen, _| seen.push("all"));
+        let mut seen = Vec::new();
+        for topic in ["a.b", "a.c", "b", "a"] {
+            assert!(topics.dispatch(&mut seen, Message::event(topic, vec![])));
+        }
+        assert_eq!(seen, ["exact", "prefix", "all", "all"]);
+        let narrow = Topics::<Vec<&'static str>>::new().on("a.*", |seen, _| seen.push("a"));
+        assert!(!narrow.dispatch(&mut seen, Message::event("b", vec![])));
+    }
+
+    #[test]
+    fn subscribe_all_subscribes_in_order_and_reports_refusals() {
+        let topics = Topics::<()>::new().on("x.*", |_, _| {}).on("y", |_, _| {});
+        topics.subscribe_all().unwrap();
+        assert_eq!(testing::subscriptions(), ["x.*", "y"]);
+        let bad = Topics::<()>::new().on("a.*.b", |_, _| {});
+        let error = bad.subscribe_all().unwrap_err();
+        assert_eq!(error.kind(), &ErrorKind::InvalidInput);
+        assert_eq!(
+            error.to_string(),
+            "subscribe \"a.*.b\": refused as invalid input (code -1)"
+        );
+        assert!(unsubscribe("x.*").unwrap());
+        assert!(!unsubscribe("x.*").unwrap());
+    }
+
+    #[test]
+    fn publish_and_reply_record_the_messages() {
+        assert_eq!(publish("users.created", b"1").unwrap(), 0);
+        let request = Message::request("users.get", 9, b"7".to_vec());
+        reply(&request, b"seven".to_vec()).unwrap();
+        reply_error(&request, "no such user").unwrap();
+        let published = testing::take_published();
+        assert_eq!(published[0], Message::event("users.created", b"1".to_vec()));
+        assert_eq!(published[1].kind, MessageKind::Response);
+        assert_eq!(
+            (published[1].id, &published[1].payload[..]),
+            (9, &b"seven"[..])
+        );
+        assert_eq!(published[2].kind, MessageKind::Error);
+        let error = publish("bad.*", b"").unwrap_err();
+        assert_eq!((error.call(), error.topic()), ("publish", "bad.*"));
+    }
+
+    #[test]
+    fn request_maps_replies_and_codes() {
+        // Nobody answers.
+        let error = request("users.get", b"7".to_vec(), Duration::from_millis(10)).unwrap_err();
+        assert_eq!(error.kind(), &ErrorKind::NoSubscriber);
+        // A response.
+        testing::set_responder(|request| {
+            assert_eq!(request.kind, MessageKind::Request);
+            assert_ne!(request.id, 0, "the host assigns a fresh id");
+            match request.payload.as_slice() {
+                b"7" => Ok(request.response(b"alice".to_vec())),
+                b"slow" => Err(ErrorKind::TimedOut),
+                _ => Ok(request.error_reply("no such user")),
+            }
+        });
+        let reply = request("users.get", b"7".to_vec(), Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            (reply.kind, reply.payload),
+            (MessageKind::Response, b"alice".to_vec())
+        );
+        let error = request("users.get", b"8".to_vec(), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(error.kind(), &ErrorKind::ErrorReply("no such user".into()));
+        assert_eq!(
+            error.to_string(),
+            "request \"users.get\": answered with an error: no such user"
+        );
+        let error = request("users.get", b"slow".to_vec(), Duration::from_secs(1)).unwrap_err();
+        assert_eq!(error.kind(), &ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn broadcasts_are_recorded() {
+        ws_broadcast("chat", "hello");
+        assert_eq!(
+            testing::take_broadcasts(),
+            [("chat".to_owned(), b"hello".to_vec())]
+        );
+    }
+}

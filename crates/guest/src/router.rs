@@ -1,0 +1,478 @@
+//! A tiny path router for a module's sub-paths (`/`, `/{id}`, `/{id}/posts`, `/files/{*rest}`).
+
+use std::fmt;
+
+use crate::http::{Request, Response};
+use crate::query::percent_decode;
+
+/// Path parameters matched by a [`Pattern`], decoded, in pattern order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// The value of parameter `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// `(name, value)` pairs in pattern order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest(String),
+}
+
+/// A path pattern: `/`-separated segments, each a literal, a `{name}` matching one non-empty
+/// segment, or, last only, a `{*name}` matching the rest of the path (possibly empty).
+///
+/// Paths are compared after normalising: `""` is `/`, and one trailing `/` is ignored
+/// (`/7/` matches `/{id}`). Literals compare exactly (case-sensitive); parameter values are
+/// percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    source: String,
+    segments: Vec<Segment>,
+}
+
+/// Splits a path into segments after normalising `""` to `/` and dropping one trailing `/`.
+fn segments(path: &str) -> Vec<&str> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').collect()
+    }
+}
+
+impl Pattern {
+    /// Parses `pattern`.
+    ///
+    /// # Panics
+    /// On a malformed pattern (an unclosed `{`, an empty name, `{*rest}` not last): patterns
+    /// are constants in the module's source, so this is a programming error, found by the
+    /// first request (or a unit test).
+    pub fn parse(pattern: &str) -> Pattern {
+        let parts = segments(pattern);
+        let last = parts.len().saturating_sub(1);
+        let segments = parts
+            .iter()
+            .enumerate()
+            .map(|(index, part)| {
+                match part
+                    .strip_prefix('{')
+                    .and_then(|inner| inner.strip_suffix('}'))
+                {
+                    Some(inner) => {
+                        let (rest, name) = match inner.strip_prefix('*') {
+                            Some(name) => (true, name),
+                            None => (false, inner),
+                        };
+                        assert!(
+                            !name.is_empty() && !name.contains(['{', '}', '*']),
+                            "route pattern {pattern:?}: bad parameter {part:?}"
+                        );
+                        assert!(
+                            !rest || index == last,
+                            "route pattern {pattern:?}: {part:?} must be the last segment"
+                        );
+                        if rest {
+                            Segment::Rest(name.to_owned())
+                        } else {
+                            Segment::Param(name.to_owned())
+                        }
+                    }
+                    None => {
+                        assert!(
+                            !part.contains(['{', '}']),
+                            "route pattern {pattern:?}: bad segment {part:?}"
+                        );
+                        Segment::Literal((*part).to_owned())
+                    }
+                }
+            })
+            .collect();
+        Pattern {
+            source: pattern.to_owned(),
+            segments,
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// The parameters if `path` matches.
+    ///
+    /// ```
+    /// use guest::Pattern;
+    ///
+    /// let pattern = Pattern::parse("/{id}/posts/{*rest}");
+    /// let params = pattern.matches("/7/posts/2024/hello%20world").unwrap();
+    /// assert_eq!(params.get("id"), Some("7"));
+    /// assert_eq!(params.get("rest"), Some("2024/hello world"));
+    /// assert!(pattern.matches("/7").is_none());
+    /// ```
+    pub fn matches(&self, path: &str) -> Option<Params> {
+        let parts = segments(path);
+        let mut params = Vec::new();
+        let mut index = 0;
+        for segment in &self.segments {
+            match segment {
+                Segment::Rest(name) => {
+                    let rest = parts.get(index..).unwrap_or_default().join("/");
+                    params.push((name.clone(), percent_decode(&rest).into_owned()));
+                    return Some(Params(params));
+                }
+                Segment::Literal(literal) => {
+                    if parts.get(index) != Some(&literal.as_str()) {
+                        return None;
+                    }
+                }
+                Segment::Param(name) => {
+                    let part = parts.get(index).filter(|part| !part.is_empty())?;
+                    params.push((name.clone(), percent_decode(part).into_owned()));
+                }
+            }
+            index += 1;
+        }
+        (index == parts.len()).then_some(Params(params))
+    }
+}
+
+type Handler<M> = Box<dyn Fn(&mut M, Request) -> Response>;
+
+struct Route<M> {
+    method: String,
+    pattern: Pattern,
+    handler: Handler<M>,
+}
+
+/// Routes a request to a handler by method and sub-path; `404` when no pattern matches, `405`
+/// (with an `allow` header) when a pattern matches but not the method. `HEAD` is served by a
+/// `GET` route. Routes are tried in the order they were added; the first match wins.
+///
+/// Handlers get the module and the [`Request`], whose [`Request::param`] holds the matched
+/// parameters. Build the router in `handle` (it is a few small allocations) or keep it in a
+/// `thread_local!`.
+///
+/// ```
+/// use guest::{Module, Request, Response, Router};
+///
+/// #[derive(Default)]
+/// struct Notes { notes: Vec<String> }
+///
+/// impl Notes {
+///     fn list(&mut self, _: Request) -> Response {
+///         Response::text(self.notes.join("\n"))
+///     }
+///     fn add(&mut self, request: Request) -> Response {
+///         match request.text() {
+///             Ok(text) => { self.notes.push(text.to_owned()); Response::created() }
+///             Err(response) => response,
+///         }
+///     }
+///     fn get(&mut self, request: Request) -> Response {
+///         let note = request.param("index").and_then(|index| index.parse::<usize>().ok())
+///             .and_then(|index| self.notes.get(index));
+///         match note {
+///             Some(note) => Response::text(note.clone()),
+///             None => Response::not_found(),
+///         }
+///     }
+/// }
+///
+/// impl Module for Notes {
+///     fn handle(&mut self, request: Request) -> Response {
+///         Router::new()
+///             .get("/", Notes::list)
+///             .post("/", Notes::add)
+///             .get("/{index}", Notes::get)
+///             .handle(self, request)
+///     }
+/// }
+///
+/// let mut notes = Notes::default();
+/// assert_eq!(notes.handle(Request::new("POST", "").with_body("hello")).status(), 201);
+/// assert_eq!(notes.handle(Request::new("GET", "/0")).body_text(), "hello");
+/// assert_eq!(notes.handle(Request::new("GET", "/1")).status(), 404);
+/// assert_eq!(notes.handle(Request::new("DELETE", "/0")).status(), 405);
+/// ```
+pub struct Router<M> {
+    routes: Vec<Route<M>>,
+}
+
+impl<M> Router<M> {
+    /// A router with no routes.
+    pub fn new() -> Router<M> {
+        Router { routes: Vec::new() }
+    }
+
+    /// Adds a route for `method` (`"*"` = any method) and `pattern` (see [`Pattern`]).
+    ///
+    /// # Panics
+    /// On a malformed pattern, see [`Pattern::parse`].
+    pub fn route(
+        mut self,
+        method: &str,
+        pattern: &str,
+        handler: impl Fn(&mut M, Request) -> Response + 'static,
+    ) -> Self {
+        self.routes.push(Route {
+            method: method.to_ascii_uppercase(),
+            pattern: Pattern::parse(pattern),
+            handler: Box::new(handler),
+        });
+        self
+    }
+
+    /// Adds a `GET` route (also serving `HEAD`).
+    pub fn get(
+        self,
+        pattern: &str,
+        handler: impl Fn(&mut M, Request) -> Response + 'static,
+    ) -> Self {
+        self.route("GET", pattern, handler)
+    }
+
+    /// Adds a `POST` route.
+    pub fn post(
+        self,
+        pattern: &str,
+        handler: impl Fn(&mut M, Request) -> Response + 'static,
+    ) -> Self {
+        self.route("POST", pattern, handler)
+    }
+
+    /// Adds a `PUT` route.
+    pub fn put(
+        self,
+        pattern: &str,
+        handler: impl Fn(&mut M, Request) -> Response + 'static,
+    ) -> Self {
+        self.route("PUT", pattern, handler)
+    }
+
+    /// Adds a `PATCH` route.
+    pub fn patch(
+        self,
+        pattern: &str,
+        handler: impl Fn(&mut M, Request) -> Response + 'static,
+    ) -> Self {
+        self.route("PATCH", pattern, handler)
+    }
+
+    /// Adds a `DELETE` route.
+    pub fn delete(
+        self,
+        pattern: &str,
+        handler: impl Fn(&mut M, Request) -> Response + 'static,
+    ) -> Self {
+        self.route("DELETE", pattern, handler)
+    }
+
+    /// Adds a route for every method.
+    pub fn any(
+        self,
+        pattern: &str,
+        handler: impl Fn(&mut M, Request) -> Response + 'static,
+    ) -> Self {
+        self.route("*", pattern, handler)
+    }
+
+    /// Dispatches `request` to the first route that matches it.
+    pub fn handle(&self, module: &mut M, mut request: Request) -> Response {
+        let mut allowed: Vec<&str> = Vec::new();
+        for route in &self.routes {
+            let Some(params) = route.pattern.matches(request.path()) else {
+                continue;
+            };
+            let method = request.method();
+            if route.method == "*"
+                || route.method == method
+                || (method == "HEAD" && route.method == "GET")
+            {
+                request.set_params(params);
+                return (route.handler)(module, request);
+            }
+            if !allowed.contains(&route.method.as_str()) {
+                allowed.push(&route.method);
+            }
+        }
+        if allowed.is_empty() {
+            let path = if request.path().is_empty() {
+                "/"
+            } else {
+                request.path()
+            };
+            Response::not_found().with_text(format!("no route for {} {path}", request.method()))
+        } else {
+            Response::method_not_allowed()
+                .with_header("allow", allowed.join(", "))
+                .with_text(format!("{} is not allowed here", request.method()))
+        }
+    }
+}
+
+impl<M> Default for Router<M> {
+    fn default() -> Self {
+        Router::new()
+    }
+}
+
+impl<M> fmt::Debug for Router<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(
+                self.routes
+                    .iter()
+                    .map(|route| format!("{} {}", route.method, route.pattern.as_str())),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+        Pattern::parse(pattern).matches(path).map(|params| {
+            params
+                .iter()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect()
+        })
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn root_matches_empty_and_slash() {
+        for path in ["", "/"] {
+            assert_eq!(params("/", path), Some(vec![]), "{path:?}");
+            assert_eq!(params("", path), Some(vec![]), "{path:?}");
+        }
+        assert_eq!(params("/", "/7"), None);
+    }
+
+    #[test]
+    fn params_match_one_nonempty_segment_and_decode() {
+        assert_eq!(params("/{id}", "/7"), Some(pairs(&[("id", "7")])));
+        assert_eq!(params("/{id}", "/7/"), Some(pairs(&[("id", "7")])));
+        assert_eq!(params("/{id}", "/a%2Fb"), Some(pairs(&[("id", "a/b")])));
+        assert_eq!(params("/{id}", "/a+b"), Some(pairs(&[("id", "a+b")])));
+        assert_eq!(params("/{id}", "/"), None);
+        assert_eq!(params("/{id}", "/7/x"), None);
+        assert_eq!(
+            params("/{user}/posts/{post}", "/ada/posts/3"),
+            Some(pairs(&[("user", "ada"), ("post", "3")]))
+        );
+        assert_eq!(params("/{user}/posts/{post}", "/ada/post/3"), None);
+        assert_eq!(params("/{a}/{b}", "//x"), None);
+    }
+
+    #[test]
+    fn rest_takes_the_remainder_even_empty() {
+        assert_eq!(
+            params("/files/{*path}", "/files/a/b"),
+            Some(pairs(&[("path", "a/b")]))
+        );
+        assert_eq!(
+            params("/files/{*path}", "/files"),
+            Some(pairs(&[("path", "")]))
+        );
+        assert_eq!(params("/{*all}", ""), Some(pairs(&[("all", "")])));
+        assert_eq!(params("/files/{*path}", "/other/a"), None);
+    }
+
+    #[test]
+    fn literals_are_case_sensitive() {
+        assert!(params("/Work", "/work").is_none());
+        assert!(params("/work", "/work").is_some());
+    }
+
+    #[test]
+    #[should_panic(expected = "must be the last segment")]
+    fn rest_must_be_last() {
+        Pattern::parse("/{*rest}/x");
+    }
+
+    #[test]
+    #[should_panic(expected = "bad parameter")]
+    fn empty_parameter_names_are_refused() {
+        Pattern::parse("/{}");
+    }
+
+    #[test]
+    #[should_panic(expected = "bad segment")]
+    fn stray_braces_are_refused() {
+        Pattern::parse("/a{b");
+    }
+
+    #[test]
+    fn router_dispatches_by_method_and_path() {
+        let router = Router::<Vec<String>>::new()
+            .get("/", |log, _| {
+                log.push("list".into());
+                Response::ok()
+            })
+            .post("/", |log, _| {
+                log.push("create".into());
+                Response::created()
+            })
+            .get("/{id}", |log, request| {
+                log.push(format!("get {}", request.param("id").unwrap_or("?")));
+                Response::ok()
+            })
+            .delete("/{id}", |log, request| {
+                log.push(format!("delete {}", request.param("id").unwrap_or("?")));
+                Response::no_content()
+            })
+            .any("/echo/{*rest}", |_, request| {
+                Response::text(format!(
+                    "{} {}",
+                    request.method(),
+                    request.param("rest").unwrap_or("")
+                ))
+            });
+        let mut log = Vec::new();
+        let mut call =
+            |method: &str, path: &str| router.handle(&mut log, Request::new(method, path));
+        assert_eq!(call("GET", "").status(), 200);
+        assert_eq!(call("POST", "/").status(), 201);
+        assert_eq!(call("GET", "/7").status(), 200);
+        assert_eq!(call("HEAD", "/8").status(), 200);
+        assert_eq!(call("DELETE", "/7").status(), 204);
+        assert_eq!(call("PATCH", "/x/y/z").status(), 404);
+        let echoed = call("PUT", "/echo/a/b");
+        assert_eq!(echoed.body_text(), "PUT a/b");
+        let refused = call("PUT", "/7");
+        assert_eq!(refused.status(), 405);
+        assert_eq!(refused.header("allow"), Some("GET, DELETE"));
+        let missing = call("GET", "/7/x");
+        assert_eq!(missing.body_text(), "no route for GET /7/x");
+        assert_eq!(log, ["list", "create", "get 7", "get 8", "delete 7"]);
+    }
+}

@@ -1,0 +1,206 @@
+//! A recording stand-in for the host, so a module's logic can be unit-tested with `cargo test`
+//! on the developer's machine (every target except `wasm32`).
+//!
+//! On those targets the SDK's host calls land here instead of in the `env` imports: published
+//! messages, broadcasts, log lines and subscriptions are recorded per thread (each `#[test]`
+//! runs on its own thread, so tests don't see each other's calls), and [`request`](crate::request)
+//! is answered by the responder you install with [`set_responder`] (without one it fails with
+//! [`ErrorKind::NoSubscriber`], as a host with nobody listening would). Log lines are also
+//! printed to stderr, which the test harness captures.
+//!
+//! ```
+//! use guest::{Message, testing};
+//!
+//! testing::set_responder(|request| Ok(request.response(b"pong".to_vec())));
+//! let reply = guest::request("ping", b"ping".to_vec(), std::time::Duration::from_millis(50))?;
+//! assert_eq!(reply.payload, b"pong");
+//!
+//! guest::publish("users.created", b"{\"id\":1}")?;
+//! assert_eq!(testing::take_published(), [Message::event("users.created", b"{\"id\":1}".to_vec())]);
+//! # Ok::<(), guest::Error>(())
+//! ```
+//!
+//! This module does not exist when compiling for `wasm32`.
+
+use std::cell::RefCell;
+
+use binary::Message;
+
+use crate::{ErrorKind, Level};
+
+/// Answers a request in tests: the reply (`message.response(..)` or `message.error_reply(..)`),
+/// or the error the host would report.
+type Responder = Box<dyn FnMut(&Message) -> Result<Message, ErrorKind>>;
+
+#[derive(Default)]
+struct State {
+    published: Vec<Message>,
+    broadcasts: Vec<(String, Vec<u8>)>,
+    logs: Vec<(Level, String)>,
+    subscriptions: Vec<String>,
+    responder: Option<Responder>,
+    next_request_id: u32,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+fn with<R>(body: impl FnOnce(&mut State) -> R) -> R {
+    STATE.with(|state| body(&mut state.borrow_mut()))
+}
+
+/// Messages published on this thread since the last call (events and replies alike).
+pub fn take_published() -> Vec<Message> {
+    with(|state| std::mem::take(&mut state.published))
+}
+
+/// `(topic, payload)` of every `ws_broadcast` on this thread since the last call.
+pub fn take_broadcasts() -> Vec<(String, Vec<u8>)> {
+    with(|state| std::mem::take(&mut state.broadcasts))
+}
+
+/// Log lines written on this thread since the last call.
+pub fn take_logs() -> Vec<(Level, String)> {
+    with(|state| std::mem::take(&mut state.logs))
+}
+
+/// The topics and patterns this thread is subscribed to, in subscription order.
+pub fn subscriptions() -> Vec<String> {
+    with(|state| state.subscriptions.clone())
+}
+
+/// Installs the function that answers [`crate::request`] on this thread. It receives the
+/// request as the host would deliver it (kind `Request`, a fresh id).
+pub fn set_responder(responder: impl FnMut(&Message) -> Result<Message, ErrorKind> + 'static) {
+    with(|state| state.responder = Some(Box::new(responder)));
+}
+
+/// Forgets everything recorded on this thread and the responder.
+pub fn reset() {
+    with(|state| *state = State::default());
+}
+
+/// Whether `topic` is a valid topic or subscription pattern: non-empty, and `*` only as the
+/// whole pattern or as a final `.*` after a non-empty prefix (the bus's rule).
+fn valid_pattern(topic: &str) -> bool {
+    if topic.is_empty() || topic.len() > 1024 {
+        return false;
+    }
+    if topic == "*" {
+        return true;
+    }
+    let body = topic.strip_suffix(".*").unwrap_or(topic);
+    !body.is_empty() && !body.contains('*')
+}
+
+/// The stand-ins for the imports, with the signatures of `crate::sys`.
+pub(crate) mod host {
+    use binary::{Envelope, Message, MessageKind};
+
+    use super::{valid_pattern, with};
+    use crate::Level;
+
+    pub(crate) fn publish_message(message: &[u8]) -> i32 {
+        let Ok(message) = Message::decode(message) else {
+            return -1;
+        };
+        if message.topic.contains('*') || !valid_pattern(&message.topic) {
+            return -1;
+        }
+        with(|state| state.published.push(message));
+        0
+    }
+
+    pub(crate) fn subscribe_topic(topic: &str, _handler: u32) -> i32 {
+        if !valid_pattern(topic) {
+            return -1;
+        }
+        with(|state| {
+            if !state.subscriptions.iter().any(|known| known == topic) {
+                state.subscriptions.push(topic.to_owned());
+            }
+        });
+        0
+    }
+
+    pub(crate) fn unsubscribe(topic: &str) -> i32 {
+        if !valid_pattern(topic) {
+            return -1;
+        }
+        with(|state| {
+            let before = state.subscriptions.len();
+            state.subscriptions.retain(|known| known != topic);
+            i32::from(state.subscriptions.len() != before)
+        })
+    }
+
+    pub(crate) fn ws_broadcast(topic: &str, payload: &[u8]) {
+        with(|state| state.broadcasts.push((topic.to_owned(), payload.to_vec())));
+    }
+
+    pub(crate) fn log_at(level: i32, text: &str) {
+        let level = match level {
+            0 => Level::Trace,
+            1 => Level::Debug,
+            2 => Level::Info,
+            3 => Level::Warn,
+            _ => Level::Error,
+        };
+        eprintln!("[guest {level}] {text}");
+        with(|state| state.logs.push((level, text.to_owned())));
+    }
+
+    pub(crate) fn request(message: &[u8], _timeout_ms: i32) -> Result<Vec<u8>, i32> {
+        let Ok(mut message) = Message::decode(message) else {
+            return Err(-1);
+        };
+        if message.topic.contains('*') || !valid_pattern(&message.topic) {
+            return Err(-1);
+        }
+        // Like the host: the kind becomes Request and the id a fresh one.
+        message.kind = MessageKind::Request;
+        message.id = with(|state| {
+            state.next_request_id = state.next_request_id.wrapping_add(1);
+            state.next_request_id
+        });
+        // The responder runs outside the borrow so it may itself publish or log.
+        let Some(mut responder) = with(|state| state.responder.take()) else {
+            return Err(-5);
+        };
+        let reply = responder(&message);
+        with(|state| {
+            if state.responder.is_none() {
+                state.responder = Some(responder);
+            }
+        });
+        match reply {
+            Ok(reply) => Ok(reply.encode()),
+            Err(kind) => Err(kind.code().unwrap_or(-1)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_follow_the_bus_rules() {
+        for good in ["users", "users.created", "users.*", "*", "a.b.*"] {
+            assert!(valid_pattern(good), "{good}");
+        }
+        for bad in ["", "users*", ".*", "a.*.b", "**", "*.users"] {
+            assert!(!valid_pattern(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reset_forgets_everything() {
+        host::ws_broadcast("t", b"x");
+        host::log_at(2, "hello");
+        reset();
+        assert!(take_broadcasts().is_empty());
+        assert!(take_logs().is_empty());
+    }
+}

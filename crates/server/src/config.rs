@@ -1,0 +1,298 @@
+//! [`ServerConfig`] and the optional `modhost.toml` with per-module limits, pool sizes and
+//! capability grants.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use wasi_host::{Grants, ModuleConfig};
+
+/// Everything the server needs to run. Paths are relative to `root` unless absolute.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The project root (default: the current directory).
+    pub root: PathBuf,
+    /// Module sources, `<modules_dir>/<name>/wasm/` and `rule.txt` (default `modules`).
+    pub modules_dir: PathBuf,
+    /// Compiled modules, `<dist_dir>/<name>.wasm` (default `modules/dist`).
+    pub dist_dir: PathBuf,
+    /// Where to listen (default `127.0.0.1:6060`; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// How long a retired version may drain before it is closed (default 5 s).
+    pub drain_timeout: Duration,
+    /// Watch `dist_dir` and hot-reload on changes (default on). Off, the application drives
+    /// reloads through [`crate::ServerHandle::reload`] / [`crate::ServerHandle::file_event`].
+    pub watch_dist: bool,
+    /// The compiled-module cache directory (default `<dist_dir>/.cache`); `None` disables it.
+    pub cache_dir: Option<PathBuf>,
+    /// HTTP limits.
+    pub http: HttpLimits,
+    /// WebSocket relay settings.
+    pub websocket: WebSocketConfig,
+    /// Token that lets non-loopback clients use `/_admin/*` (as `Authorization: Bearer …`).
+    /// Without one, admin endpoints answer loopback clients only.
+    pub admin_token: Option<String>,
+    /// Settings for modules not named in `modules`.
+    pub default_module: ModuleConfig,
+    /// Per-module settings, by module name.
+    pub modules: BTreeMap<String, ModuleConfig>,
+}
+
+/// Limits on HTTP clients.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// Largest request body passed to a module (default 1 MiB); larger is 413.
+    pub max_body_bytes: usize,
+    /// Largest request head (request line + headers) (default 64 KiB); larger is 431.
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head (default 10 s): slow-loris protection.
+    pub header_read_timeout: Duration,
+    /// Longest a request may take end to end, middlewares included (default 30 s); 504 after.
+    pub request_timeout: Duration,
+    /// Connections served at once (default 1024); more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// WebSocket relay settings.
+#[derive(Debug, Clone)]
+pub struct WebSocketConfig {
+    /// Frames queued per client before it counts as slow and is disconnected with close code
+    /// 1008 and reason `client too slow` (default 1024: a burst of that many broadcasts
+    /// reaches a healthy client complete).
+    pub client_queue: usize,
+    /// Largest frame or message accepted from a client (default 64 KiB).
+    pub max_message_bytes: usize,
+    /// Ping period; a client that answers no ping for two periods is dropped (default 20 s).
+    pub ping_interval: Duration,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> WebSocketConfig {
+        WebSocketConfig {
+            client_queue: 1024,
+            max_message_bytes: 64 * 1024,
+            ping_interval: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            root: PathBuf::from("."),
+            modules_dir: PathBuf::from("modules"),
+            dist_dir: PathBuf::from("modules/dist"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6060)),
+            drain_timeout: Duration::from_secs(5),
+            watch_dist: true,
+            cache_dir: None,
+            http: HttpLimits::default(),
+            websocket: WebSocketConfig::default(),
+            admin_token: None,
+            default_module: ModuleConfig::default(),
+            modules: BTreeMap::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// A config rooted at `root` with every other setting at its default.
+    pub fn at(root: impl Into<PathBuf>) -> ServerConfig {
+        ServerConfig {
+            root: root.into(),
+            ..ServerConfig::default()
+        }
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.root.join(path)
+        }
+    }
+
+    /// The modules (sources) directory, resolved against the root.
+    pub fn modules_path(&self) -> PathBuf {
+        self.resolve(&self.modules_dir)
+    }
+
+    /// The dist directory, resolved against the root.
+    pub fn dist_path(&self) -> PathBuf {
+        self.resolve(&self.dist_dir)
+    }
+
+    /// The compiled-module cache directory, resolved.
+    pub fn cache_path(&self) -> Option<PathBuf> {
+        match &self.cache_dir {
+            Some(dir) => Some(self.resolve(dir)),
+            None => Some(self.dist_path().join(".cache")),
+        }
+    }
+
+    /// The settings for module `name`.
+    pub fn module(&self, name: &str) -> &ModuleConfig {
+        self.modules.get(name).unwrap_or(&self.default_module)
+    }
+
+    /// Applies a `modhost.toml` file (see [`FileConfig`]).
+    pub fn apply_file(&mut self, path: &Path) -> anyhow::Result<()> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let file: FileConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        file.apply(self);
+        Ok(())
+    }
+}
+
+/// The `modhost.toml` format:
+///
+/// ```toml
+/// admin_token = "s3cret"          # optional
+/// max_body_bytes = 1048576         # optional HTTP limits
+///
+/// [modules.users]                  # per module; [modules."*"] sets the default
+/// instances = 1                    # pool size (stateless handlers only when > 1)
+/// memory_mb = 64                   # linear memory cap
+/// handle_timeout_ms = 5000         # per-call deadline of `handle`
+/// inbox = 1024                     # queued jobs before 503
+/// env = { AUTH_TOKEN = "letmein" } # grant: environment variables
+/// args = []                        # grant: argv[1..]
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`ServerConfig::admin_token`].
+    pub admin_token: Option<String>,
+    /// See [`HttpLimits::max_body_bytes`].
+    pub max_body_bytes: Option<usize>,
+    /// See [`ServerConfig::drain_timeout`], in milliseconds.
+    pub drain_timeout_ms: Option<u64>,
+    /// Per-module sections.
+    #[serde(default)]
+    pub modules: BTreeMap<String, FileModule>,
+}
+
+/// One `[modules.<name>]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileModule {
+    /// Pool size.
+    pub instances: Option<usize>,
+    /// Memory cap in MiB.
+    pub memory_mb: Option<u64>,
+    /// `handle` deadline in milliseconds.
+    pub handle_timeout_ms: Option<u64>,
+    /// Inbox capacity.
+    pub inbox: Option<usize>,
+    /// Environment variable grants.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Argument grants.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+impl FileModule {
+    fn apply(&self, base: &ModuleConfig) -> ModuleConfig {
+        let mut config = base.clone();
+        if let Some(instances) = self.instances {
+            config.instances = instances.max(1);
+        }
+        if let Some(memory_mb) = self.memory_mb {
+            config.limits.max_memory_bytes = memory_mb * 1024 * 1024;
+        }
+        if let Some(timeout) = self.handle_timeout_ms {
+            config.limits.handle_deadline = Duration::from_millis(timeout);
+        }
+        if let Some(inbox) = self.inbox {
+            config.inbox_capacity = inbox.max(1);
+        }
+        if !self.env.is_empty() || !self.args.is_empty() {
+            config.grants = Grants {
+                env: self
+                    .env
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+                args: self.args.clone(),
+            };
+        }
+        config
+    }
+}
+
+impl FileConfig {
+    /// Writes these settings over `config`.
+    pub fn apply(&self, config: &mut ServerConfig) {
+        if let Some(token) = &self.admin_token {
+            config.admin_token = Some(token.clone());
+        }
+        if let Some(max) = self.max_body_bytes {
+            config.http.max_body_bytes = max;
+        }
+        if let Some(ms) = self.drain_timeout_ms {
+            config.drain_timeout = Duration::from_millis(ms);
+        }
+        if let Some(default) = self.modules.get("*") {
+            config.default_module = default.apply(&config.default_module);
+        }
+        for (name, module) in self.modules.iter().filter(|(name, _)| name.as_str() != "*") {
+            let base = config.default_module.clone();
+            config.modules.insert(name.clone(), module.apply(&base));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_format_applies_per_module_settings() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            admin_token = "t"
+            [modules."*"]
+            memory_mb = 32
+            [modules.users]
+            instances = 2
+            handle_timeout_ms = 250
+            env = { AUTH_TOKEN = "x" }
+            "#,
+        )
+        .unwrap();
+        let mut config = ServerConfig::default();
+        file.apply(&mut config);
+        assert_eq!(config.admin_token.as_deref(), Some("t"));
+        assert_eq!(config.default_module.limits.max_memory_bytes, 32 << 20);
+        let users = config.module("users");
+        assert_eq!(users.instances, 2);
+        assert_eq!(users.limits.max_memory_bytes, 32 << 20);
+        assert_eq!(users.limits.handle_deadline, Duration::from_millis(250));
+        assert_eq!(
+            users.grants.env,
+            vec![("AUTH_TOKEN".to_owned(), "x".to_owned())]
+        );
+        assert!(
+            toml::from_str::<FileConfig>("bogus = 1").is_err(),
+            "unknown keys are errors"
+        );
+    }
+}

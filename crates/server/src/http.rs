@@ -1,0 +1,473 @@
+//! The HTTP front: routing, request and response conversion, middleware, admin endpoints, and
+//! the WebSocket upgrade.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use wasi_host::CallError;
+
+use crate::config::ServerConfig;
+use crate::middleware::{PASS_HEADER, SET_HEADER_PREFIX, TARGET_HEADER};
+use crate::registry::{Registry, valid_name};
+use crate::ws::{Hub, valid_topic};
+
+/// The body type of every response.
+pub type Body = Full<Bytes>;
+
+/// A route an application adds beside `/m/` and `/ws`: called with the whole request (body
+/// collected, up to the body limit).
+pub type RouteHandler = Arc<
+    dyn Fn(
+            Request<Bytes>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send>>
+        + Send
+        + Sync,
+>;
+
+pub(crate) struct App {
+    pub registry: Arc<Registry>,
+    pub hub: Arc<Hub>,
+    pub config: Arc<ServerConfig>,
+    /// `(path prefix, handler)`, longest prefix first.
+    pub routes: Vec<(String, RouteHandler)>,
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.into())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(value)
+        .unwrap_or_else(|error| format!("{{\"error\":\"{error}\"}}").into_bytes());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Decodes `%XX` and `+` in a query component.
+pub fn percent_decode(input: &str) -> String {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => out.push(b' '),
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3])
+                    .ok()
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        out.push(byte);
+                        index += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn query_param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(name) == key).then(|| percent_decode(value))
+    })
+}
+
+pub(crate) async fn serve(
+    app: Arc<App>,
+    remote: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path().to_owned();
+    let response = if path == "/healthz" {
+        text(StatusCode::OK, "ok")
+    } else if let Some(rest) = path.strip_prefix("/m/") {
+        module_request(&app, rest.to_owned(), request).await
+    } else if path == "/ws" {
+        websocket(&app, request)
+    } else if let Some(admin) = path.strip_prefix("/_admin/") {
+        admin_request(&app, remote, admin.to_owned(), request).await
+    } else if let Some(handler) = app
+        .routes
+        .iter()
+        .find(|(prefix, _)| path.starts_with(prefix.as_str()))
+        .map(|(_, handler)| handler.clone())
+    {
+        match collect(&app.config, request).await {
+            Ok(request) => handler(request).await,
+            Err(response) => response,
+        }
+    } else {
+        text(StatusCode::NOT_FOUND, format!("no route for {path}"))
+    };
+    Ok(response)
+}
+
+/// Collects the body up to the limit: 413 beyond it (checked against `content-length` first).
+async fn collect(
+    config: &ServerConfig,
+    request: Request<Incoming>,
+) -> Result<Request<Bytes>, Response<Body>> {
+    let limit = config.http.max_body_bytes;
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = request.into_parts();
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(Request::from_parts(parts, collected.to_bytes())),
+        Err(error)
+            if error
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(error) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("reading the request body: {error}"),
+        )),
+    }
+}
+
+fn to_envelope(request: &Request<Bytes>, sub_path: &str) -> binary::HttpRequest {
+    binary::HttpRequest {
+        method: request.method().as_str().to_owned(),
+        path: sub_path.to_owned(),
+        query: request.uri().query().unwrap_or("").to_owned(),
+        headers: request
+            .headers()
+            .iter()
+            .map(|(name, value)| binary::Header::new(name.as_str(), value.as_bytes()))
+            .collect(),
+        body: request.body().to_vec(),
+    }
+}
+
+fn from_envelope(module: &str, response: binary::HttpResponse) -> Response<Body> {
+    let Ok(status) = StatusCode::from_u16(response.status) else {
+        tracing::warn!(module = %module, "module answered with invalid status {}", response.status);
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "module \"{module}\" answered with invalid status {}",
+                response.status
+            ),
+        );
+    };
+    let mut out = Response::new(Full::new(Bytes::from(response.body)));
+    *out.status_mut() = status;
+    for binary::Header { name, value } in response.headers {
+        match (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                out.headers_mut().append(name, value);
+            }
+            _ => tracing::warn!(module = %module, "dropping invalid response header {name:?}"),
+        }
+    }
+    out
+}
+
+fn call_error_response(error: &CallError) -> Response<Body> {
+    match error {
+        CallError::Overloaded { module, .. } => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("module \"{module}\" is overloaded; retry shortly"),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+        CallError::NotExported { module, .. } => text(
+            StatusCode::NOT_FOUND,
+            format!("module \"{module}\" does not handle HTTP requests"),
+        ),
+        CallError::TooLarge {
+            module,
+            what: "request",
+            limit,
+            ..
+        } => text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request too large for module \"{module}\" (limit {limit} bytes)"),
+        ),
+        other => {
+            let module = module_of(other);
+            tracing::error!(module = %module, "request failed: {other}");
+            let kind = match other {
+                CallError::Trap { .. } => "trapped",
+                CallError::Deadline { .. } => "exceeded its deadline",
+                CallError::BadPointer { .. } | CallError::Abi { .. } => "broke the ABI",
+                _ => "failed",
+            };
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("module \"{module}\" {kind}; details are in the server log"),
+            )
+        }
+    }
+}
+
+fn module_of(error: &CallError) -> &str {
+    match error {
+        CallError::Trap { module, .. }
+        | CallError::Deadline { module, .. }
+        | CallError::BadPointer { module, .. }
+        | CallError::Abi { module, .. }
+        | CallError::TooLarge { module, .. }
+        | CallError::NotExported { module, .. }
+        | CallError::Overloaded { module, .. }
+        | CallError::Closed { module }
+        | CallError::InstanceGone { module, .. } => module,
+        _ => "?",
+    }
+}
+
+/// Calls the current version of `name`; a version closed by a swap between picking it and
+/// queueing the call is retried on the version that replaced it.
+async fn call(
+    registry: &Registry,
+    name: &str,
+    request: binary::HttpRequest,
+) -> Result<binary::HttpResponse, CallError> {
+    let mut attempts = 0;
+    loop {
+        let Some(entry) = registry.get(name) else {
+            return Err(CallError::Closed {
+                module: name.to_owned(),
+            });
+        };
+        match entry.current().handle(request.clone()).await {
+            Err(CallError::Closed { .. }) if attempts < 5 => attempts += 1,
+            result => return result,
+        }
+    }
+}
+
+async fn module_request(app: &App, rest: String, request: Request<Incoming>) -> Response<Body> {
+    let (name, sub_path) = match rest.find('/') {
+        Some(slash) => (rest[..slash].to_owned(), rest[slash..].to_owned()),
+        None => (rest, String::new()),
+    };
+    if !valid_name(&name) || app.registry.get(&name).is_none() {
+        return text(StatusCode::NOT_FOUND, format!("no module named \"{name}\""));
+    }
+    let request = match collect(&app.config, request).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let envelope = to_envelope(&request, &sub_path);
+    let timeout = app.config.http.request_timeout;
+    match tokio::time::timeout(timeout, pipeline(&app.registry, &name, envelope)).await {
+        Ok(response) => response,
+        Err(_) => text(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("module \"{name}\" did not answer within {timeout:?}"),
+        ),
+    }
+}
+
+fn is_pass(response: &binary::HttpResponse) -> bool {
+    response.header(PASS_HEADER) == Some("1")
+}
+
+/// Middlewares in name order, then the target (`docs/middleware.md`). Client-sent
+/// `x-modhost-*` headers are dropped first; every stage sees `x-modhost-target`; a passing
+/// middleware's `x-modhost-set-<name>` headers set `<name>` on the request for later stages.
+async fn pipeline(
+    registry: &Registry,
+    target: &str,
+    mut request: binary::HttpRequest,
+) -> Response<Body> {
+    request
+        .headers
+        .retain(|header| !header.name.to_ascii_lowercase().starts_with("x-modhost-"));
+    request
+        .headers
+        .push(binary::Header::new(TARGET_HEADER, target));
+    for middleware in registry.middlewares_for(target) {
+        match call(registry, middleware.name(), request.clone()).await {
+            Ok(response) if is_pass(&response) => {
+                for header in response.headers {
+                    let name = header.name.to_ascii_lowercase();
+                    let Some(set) = name.strip_prefix(SET_HEADER_PREFIX) else {
+                        continue;
+                    };
+                    if set.is_empty() || set.starts_with("x-modhost-") {
+                        continue;
+                    }
+                    request
+                        .headers
+                        .retain(|existing| !existing.name.eq_ignore_ascii_case(set));
+                    request.headers.push(binary::Header::new(set, header.value));
+                }
+            }
+            Ok(response) => return from_envelope(middleware.name(), response),
+            Err(CallError::NotExported { .. }) => continue,
+            Err(error) => return call_error_response(&error),
+        }
+    }
+    match call(registry, target, request).await {
+        Ok(response) if is_pass(&response) => text(
+            StatusCode::NOT_FOUND,
+            format!("module \"{target}\" passed the request and nothing else answers it"),
+        ),
+        Ok(response) => from_envelope(target, response),
+        Err(CallError::Closed { module }) => text(
+            StatusCode::NOT_FOUND,
+            format!("no module named \"{module}\""),
+        ),
+        Err(error) => call_error_response(&error),
+    }
+}
+
+fn is_admin_allowed(app: &App, remote: SocketAddr, request: &Request<Incoming>) -> bool {
+    match &app.config.admin_token {
+        Some(token) => request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .is_some_and(|given| given == token),
+        None => remote.ip().is_loopback(),
+    }
+}
+
+async fn admin_request(
+    app: &App,
+    remote: SocketAddr,
+    path: String,
+    request: Request<Incoming>,
+) -> Response<Body> {
+    if !is_admin_allowed(app, remote, &request) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "admin endpoints answer loopback clients, or a configured token",
+        );
+    }
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "modules") => json(StatusCode::OK, &app.registry.status()),
+        (&Method::GET, "ws") => json(StatusCode::OK, &app.hub.stats()),
+        (&Method::POST, path) if path.starts_with("reload/") => {
+            let name = &path["reload/".len()..];
+            match app.registry.reload(name).await {
+                Ok(outcome) => json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "module": name, "outcome": format!("{outcome:?}") }),
+                ),
+                Err(reason) => json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({ "module": name, "error": reason }),
+                ),
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            format!("no admin route {} /_admin/{path}", request.method()),
+        ),
+    }
+}
+
+fn websocket(app: &App, mut request: Request<Incoming>) -> Response<Body> {
+    let Some(topic) = query_param(request.uri().query(), "topic") else {
+        return text(StatusCode::BAD_REQUEST, "missing topic: use /ws?topic=NAME");
+    };
+    if !valid_topic(&topic) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("invalid topic {topic:?}: 1-256 visible ASCII characters, no '*'"),
+        );
+    }
+    let headers = request.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|value| value == "13");
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "not a WebSocket handshake: missing sec-websocket-key",
+        );
+    };
+    if request.method() != Method::GET || !is_upgrade || !version_ok {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "not a WebSocket handshake (GET, upgrade: websocket, version 13)",
+        );
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut request);
+    let hub = app.hub.clone();
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                hub.serve(hyper_util::rt::TokioIo::new(upgraded), topic)
+                    .await
+            }
+            Err(error) => tracing::debug!("WebSocket upgrade failed: {error}"),
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_components_are_decoded() {
+        assert_eq!(percent_decode("a%20b+c%2x%"), "a b c%2x%");
+        assert_eq!(
+            query_param(Some("x=1&topic=chat%2Fone"), "topic").as_deref(),
+            Some("chat/one")
+        );
+        assert_eq!(query_param(Some("topic"), "topic").as_deref(), Some(""));
+        assert_eq!(query_param(None, "topic"), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! `modhost`: the command line over the `server` library.
+//!
+//! - `modhost serve`: load every module in the dist dir, hot-reload on changes, serve.
+//! - `modhost dev`: build every module first, rebuild on source changes, then as `serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use server::{ServerBuilder, ServerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "modhost",
+    version,
+    about = "A server for hot-reloadable WebAssembly modules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the modules in the dist dir, hot-reloading on changes.
+    Serve(Options),
+    /// Build every module, rebuild on source changes, and serve.
+    Dev(Options),
+}
+
+#[derive(Args, Clone)]
+struct Options {
+    /// Project root; other paths are relative to it.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// Module sources: <modules-dir>/<name>/wasm/.
+    #[arg(long, default_value = "modules")]
+    modules_dir: PathBuf,
+    /// Compiled modules: <dist-dir>/<name>.wasm.
+    #[arg(long, default_value = "modules/dist")]
+    dist_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6060")]
+    listen: SocketAddr,
+    /// How long a replaced version may drain, e.g. 5s or 500ms.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// A modhost.toml with per-module limits, pool sizes and grants.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(split) => text.split_at(split),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: use e.g. 5s or 500ms"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {text:?}: use ms, s or m"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|error| format!("invalid duration {text:?}: {error}"))
+}
+
+impl Options {
+    fn server_config(&self) -> anyhow::Result<ServerConfig> {
+        let mut config = ServerConfig::at(&self.root);
+        config.modules_dir = self.modules_dir.clone();
+        config.dist_dir = self.dist_dir.clone();
+        config.listen = self.listen;
+        config.drain_timeout = self.drain_timeout;
+        let file = match &self.config {
+            Some(path) => Some(path.clone()),
+            None => Some(self.root.join("modhost.toml")).filter(|path| path.exists()),
+        };
+        if let Some(path) = file {
+            config.apply_file(&path)?;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,wasmer_wasix=warn,wasmer=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(options) => serve(options.server_config()?, None).await,
+            Command::Dev(options) => {
+                let config = options.server_config()?;
+                let builder = dev::start(&config)?;
+                serve(config, Some(builder)).await
+            }
+        }
+    })
+}
+
+async fn serve(config: ServerConfig, _dev: Option<dev::Dev>) -> anyhow::Result<()> {
+    let server = ServerBuilder::new(config).start().await?;
+    eprintln!("modhost listening on http://{}", server.addr());
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading every module");
+                server.reload_all().await;
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight requests and draining modules");
+    server.shutdown().await;
+    Ok(())
+}
+
+mod dev;

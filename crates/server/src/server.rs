@@ -1,0 +1,276 @@
+//! Starting and stopping the server: bind, load every module in dist, watch, accept
+//! connections with limits, and shut down gracefully.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::ServerConfig;
+use crate::http::{App, RouteHandler};
+use crate::registry::{ModuleStatus, Registry, ReloadOutcome, module_name_of};
+use crate::watch::DistWatcher;
+use crate::ws::{Hub, HubSink};
+
+/// Builds a server: the config, plus any routes of the application's own.
+pub struct ServerBuilder {
+    config: ServerConfig,
+    routes: Vec<(String, RouteHandler)>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerBuilder {
+    /// A builder for `config`.
+    pub fn new(config: ServerConfig) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            routes: Vec::new(),
+        }
+    }
+
+    /// Serves every path starting with `prefix` (e.g. `/api/`) with `handler`; `/m/`, `/ws`,
+    /// `/healthz` and `/_admin/` stay the server's.
+    pub fn route<F, Fut>(mut self, prefix: &str, handler: F) -> ServerBuilder
+    where
+        F: Fn(http::Request<bytes::Bytes>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = http::Response<crate::Body>> + Send + 'static,
+    {
+        let handler: RouteHandler = Arc::new(move |request| Box::pin(handler(request)));
+        self.routes.push((prefix.to_owned(), handler));
+        self.routes
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        self
+    }
+
+    /// Binds, loads every module in the dist dir, starts the dist watcher (unless disabled)
+    /// and starts serving. Must run inside a tokio runtime.
+    pub async fn start(self) -> anyhow::Result<ServerHandle> {
+        let config = Arc::new(self.config);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let hub = Arc::new(Hub::new(config.websocket.clone()));
+        let host_config = wasi_host::HostConfig {
+            cache_dir: config.cache_path(),
+            tokio: None,
+        };
+        let host =
+            wasi_host::Host::new(host_config, bus::Bus::new(), Arc::new(HubSink(hub.clone())))
+                .context("starting the wasm host")?;
+        let registry = Arc::new(Registry::new(host.clone(), config.clone()));
+
+        let dist = config.dist_path();
+        std::fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
+        for name in registry.dist_modules() {
+            if let Err(reason) = registry.reload(&name).await {
+                tracing::warn!(module = %name, "not loaded: {reason}");
+            }
+        }
+        let watcher = if config.watch_dist {
+            Some(crate::watch::watch(
+                &dist,
+                registry.clone(),
+                Duration::from_millis(100),
+            )?)
+        } else {
+            None
+        };
+        let app = Arc::new(App {
+            registry: registry.clone(),
+            hub: hub.clone(),
+            config: config.clone(),
+            routes: self.routes,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, app, stopped));
+        tracing::info!(%addr, modules = registry.entries().len(), "modhost listening");
+        Ok(ServerHandle {
+            addr,
+            registry,
+            hub,
+            host,
+            config,
+            stop,
+            task: Some(task),
+            _watcher: watcher,
+        })
+    }
+}
+
+/// A running server.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    hub: Arc<Hub>,
+    host: wasi_host::Host,
+    config: Arc<ServerConfig>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _watcher: Option<DistWatcher>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bus modules talk on (an application may publish and subscribe too).
+    pub fn bus(&self) -> &bus::Bus {
+        self.host.bus()
+    }
+
+    /// The WebSocket relay.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The module registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Reloads `name` from the dist dir (the handoff protocol); for applications that run
+    /// their own watcher or none.
+    pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, String> {
+        self.registry.reload(name).await
+    }
+
+    /// Feeds one file event from an application's own watcher: `path` is a `.wasm` in the
+    /// dist dir that was created, changed, renamed or removed.
+    pub async fn file_event(&self, path: &Path) -> Result<ReloadOutcome, String> {
+        match module_name_of(path) {
+            Some(name) => self.registry.reload(&name).await,
+            None => Err(format!("{} is not a module file", path.display())),
+        }
+    }
+
+    /// Reloads every module in the dist dir and unloads those whose file is gone (SIGHUP).
+    pub async fn reload_all(&self) {
+        let mut names = self.registry.dist_modules();
+        names.extend(
+            self.registry
+                .entries()
+                .iter()
+                .map(|entry| entry.name().to_owned()),
+        );
+        names.sort();
+        names.dedup();
+        for name in names {
+            if let Err(reason) = self.registry.reload(&name).await {
+                tracing::warn!(module = %name, "reload: {reason}");
+            }
+        }
+    }
+
+    /// Status of every module.
+    pub fn status(&self) -> Vec<ModuleStatus> {
+        self.registry.status()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, drains and closes every module.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        self.hub.close_all("server shutting down");
+        let registry = self.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || registry.close_all()).await;
+        // Retired versions still draining from recent swaps finish on their own tasks.
+        let deadline =
+            tokio::time::Instant::now() + self.config.drain_timeout + Duration::from_secs(1);
+        while self.registry.draining() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("modhost stopped");
+    }
+}
+
+async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiver<bool>) {
+    let limits = app.config.http.clone();
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            _ = stopped.changed() => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!("accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request| {
+            crate::http::serve(app.clone(), remote, request)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut shutdown = stopped.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.changed() => {
+                    // Finish the request in flight, then close (idle keep-alives close now).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%remote, "connection: {error}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let grace = app.config.http.request_timeout + Duration::from_secs(1);
+    let finished = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            "{} connections still open after {grace:?}; closing them",
+            connections.len()
+        );
+        connections.abort_all();
+    }
+}

@@ -1,0 +1,265 @@
+//! Every route and error status.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_routes_and_errors() {
+    let project = Project::new("routes");
+    project.install("hello", &hello("hi there"));
+    project.install("trap", &answering(200, "never", "", "unreachable", ""));
+    project.install(
+        "quiet",
+        &wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap(),
+    );
+    project.install("broken", b"not wasm");
+    let server = project.start().await;
+    let addr = server.addr();
+
+    let reply = get(addr, "/m/hello").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "hi there"));
+    assert_eq!(reply.headers["content-type"], "text/plain");
+    assert_eq!(get(addr, "/m/hello/sub/path?x=1").await.status, 200);
+
+    let reply = get(addr, "/m/nobody").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (404, "no module named \"nobody\"")
+    );
+    let reply = get(addr, "/m/trap").await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(
+        reply.body,
+        "module \"trap\" trapped; details are in the server log"
+    );
+    let reply = get(addr, "/m/quiet").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (404, "module \"quiet\" does not handle HTTP requests")
+    );
+    assert_eq!(
+        get(addr, "/m/broken").await.status,
+        404,
+        "a module that never loaded is not routable"
+    );
+    assert_eq!(get(addr, "/healthz").await.body, "ok");
+    assert_eq!(get(addr, "/elsewhere").await.status, 404);
+
+    // 413 beyond the body limit (1 MiB by default).
+    let reply = request(addr, "POST", "/m/hello", &[], &vec![b'x'; 1024 * 1024 + 1]).await;
+    assert_eq!(reply.status, 413);
+
+    // Admin status: loaded modules with counters, the broken one with its reason.
+    let reply = get(addr, "/_admin/modules").await;
+    assert_eq!(reply.status, 200);
+    let status: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let by_name = |name: &str| {
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|module| module["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_name("hello")["requests"], 2);
+    assert_eq!(by_name("trap")["traps"], 1);
+    assert!(
+        by_name("broken")["last_rejected"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("bad magic number")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_a_503_with_retry_after() {
+    let project = Project::new("overload");
+    project.install("slowpoke", fixture_guest());
+    let mut config = project.config();
+    config.modules.insert(
+        "slowpoke".into(),
+        wasi_host::ModuleConfig {
+            inbox_capacity: 1,
+            ..Default::default()
+        },
+    );
+    let server = server::ServerBuilder::new(config).start().await.unwrap();
+    let addr = server.addr();
+    let slow = tokio::spawn(async move { get(addr, "/m/slowpoke/sleep?ms=600").await.status });
+    // While it sleeps, one request can wait in the inbox; a burst of others gets 503s.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let burst: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { get(addr, "/m/slowpoke/echo").await }))
+        .collect();
+    let mut statuses = Vec::new();
+    for reply in burst {
+        let reply = reply.await.unwrap();
+        if reply.status == 503 {
+            assert_eq!(reply.headers["retry-after"], "1");
+        }
+        statuses.push(reply.status);
+    }
+    assert_eq!(slow.await.unwrap(), 200);
+    assert!(statuses.contains(&503), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|status| *status == 200 || *status == 503),
+        "{statuses:?}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn middleware_passes_or_answers() {
+    let project = Project::new("middleware");
+    project.install("hello", &hello("target reached"));
+    project.install("secret", &hello("secret data"));
+    // "a-pass" runs before every module and passes; "b-block" guards only "secret".
+    let pass = binary::HttpResponse::new(200, Vec::new()).with_header(server::PASS_HEADER, "1");
+    project.install("a-pass", &wat_response_module(&pass));
+    project.rule("a-pass", "*");
+    project.install(
+        "b-block",
+        &answering(401, "blocked by middleware", "", "", ""),
+    );
+    project.rule("b-block", "secret");
+    let server = project.start().await;
+    let addr = server.addr();
+    let reply = get(addr, "/m/hello").await;
+    assert_eq!((reply.status, reply.body.as_str()), (200, "target reached"));
+    let reply = get(addr, "/m/secret").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (401, "blocked by middleware")
+    );
+    // A middleware is routable itself, and never runs before itself.
+    assert_eq!(get(addr, "/m/b-block").await.status, 401);
+    let status = server.status();
+    let count = |name: &str| {
+        status
+            .iter()
+            .find(|module| module.name == name)
+            .unwrap()
+            .requests
+    };
+    assert_eq!(count("a-pass"), 3, "before hello, secret and b-block");
+    assert_eq!(count("b-block"), 2, "before secret, and called directly");
+    assert_eq!(count("secret"), 0, "short-circuited");
+    // A target that itself passes leaves nobody to answer.
+    let reply = get(addr, "/m/a-pass").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (
+            404,
+            "module \"a-pass\" passed the request and nothing else answers it"
+        )
+    );
+    server.shutdown().await;
+}
+
+/// A v1 module that answers `response` to every request.
+pub fn wat_response_module(response: &binary::HttpResponse) -> Vec<u8> {
+    let encoded = binary::Envelope::encode(response);
+    let escaped: String = encoded.iter().map(|byte| format!("\\{byte:02x}")).collect();
+    wat::parse_str(format!(
+        r#"(module (memory (export "memory") 1) (data (i32.const 0) "{escaped}")
+             (func (export "modhost_abi_version") (result i32) (i32.const 1))
+             (func (export "alloc") (param i32) (result i32) (i32.const 8192))
+             (func (export "handle") (param i32 i32) (result i64) (i64.const {})))"#,
+        encoded.len()
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_refuses_without_the_token_when_one_is_set() {
+    let project = Project::new("admin");
+    project.install("hello", &hello("v1"));
+    let mut config = project.config();
+    config.admin_token = Some("s3cret".into());
+    let server = server::ServerBuilder::new(config).start().await.unwrap();
+    let addr = server.addr();
+    assert_eq!(get(addr, "/_admin/modules").await.status, 403);
+    let reply = request(
+        addr,
+        "GET",
+        "/_admin/modules",
+        &[("authorization", "Bearer s3cret")],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let reply = request(
+        addr,
+        "POST",
+        "/_admin/reload/hello",
+        &[("authorization", "Bearer s3cret")],
+        b"",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("Unchanged"), "{}", reply.body);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_routes_sit_beside_the_modules() {
+    let project = Project::new("routes-app");
+    project.install("hello", &hello("module"));
+    let server = server::ServerBuilder::new(project.config())
+        .route("/api/", |request| async move {
+            server::text_response(200, format!("app saw {}", request.uri().path()))
+        })
+        .start()
+        .await
+        .unwrap();
+    let addr = server.addr();
+    assert_eq!(get(addr, "/api/version").await.body, "app saw /api/version");
+    assert_eq!(get(addr, "/m/hello").await.body, "module");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let project = Project::new("shutdown");
+    project.install("sleepy", fixture_guest());
+    let server = project.start().await;
+    let addr = server.addr();
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(async move { get(addr, "/m/sleepy/sleep?ms=300").await }))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.shutdown().await;
+    for reply in in_flight {
+        let reply = reply.await.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    // And nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_on_one_module_stay_consistent() {
+    let project = Project::new("concurrent");
+    project.install("counter", fixture_guest());
+    let server = project.start().await;
+    let addr = server.addr();
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    assert_eq!(get(addr, "/m/counter/count").await.status, 200);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(get(addr, "/m/counter/count").await.body, "201");
+    server.shutdown().await;
+}
