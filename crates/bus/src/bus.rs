@@ -9,11 +9,11 @@ use binary::Message;
 use crossbeam_channel::Receiver;
 
 use crate::error::BusError;
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Target};
 use crate::registry::{Entry, Registry};
 use crate::request::Requests;
 use crate::subscription::{DORMANT, LIVE, Shared, Subscription, run_handler};
-use crate::topic::{self, Filter};
+use crate::topic::Filter;
 
 /// The default [`BusConfig::mailbox_capacity`].
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
@@ -79,12 +79,11 @@ pub struct BusStats {
 }
 
 /// The bus-wide counters. Separate from [`Inner`] so delivery threads can count panics
-/// without keeping the bus alive.
+/// without keeping the bus alive. Deliveries and full mailboxes are counted per subscription
+/// only (one atomic add per delivery) and summed by [`Bus::stats`].
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) published: AtomicU64,
-    pub(crate) delivered: AtomicU64,
-    pub(crate) dropped_full: AtomicU64,
     pub(crate) closed: AtomicU64,
     pub(crate) late_replies: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
@@ -236,7 +235,7 @@ impl Bus {
         topic: &str,
         mailbox: impl Mailbox,
     ) -> Result<Subscription, BusError> {
-        self.add(topic, Box::new(mailbox), LIVE)
+        self.add(topic, Target::new(mailbox), LIVE)
     }
 
     /// Like [`Bus::subscribe_mailbox`], but the subscription is dormant: it receives nothing
@@ -246,7 +245,7 @@ impl Bus {
         topic: &str,
         mailbox: impl Mailbox,
     ) -> Result<Subscription, BusError> {
-        self.add(topic, Box::new(mailbox), DORMANT)
+        self.add(topic, Target::new(mailbox), DORMANT)
     }
 
     /// Subscribes a new bounded channel of [`BusConfig::mailbox_capacity`] and returns its
@@ -258,7 +257,7 @@ impl Bus {
         topic: &str,
     ) -> Result<(Subscription, Receiver<Message>), BusError> {
         let (sender, receiver) = crossbeam_channel::bounded(self.inner.config.mailbox_capacity);
-        let subscription = self.add(topic, Box::new(sender), LIVE)?;
+        let subscription = self.add(topic, Target::Channel(sender), LIVE)?;
         Ok((subscription, receiver))
     }
 
@@ -286,7 +285,7 @@ impl Bus {
         self.insert(Entry {
             shared: Arc::clone(&shared),
             filter,
-            mailbox: Box::new(sender),
+            mailbox: Target::Channel(sender),
         })?;
         Ok(Subscription {
             shared,
@@ -294,12 +293,7 @@ impl Bus {
         })
     }
 
-    fn add(
-        &self,
-        topic: &str,
-        mailbox: Box<dyn Mailbox>,
-        state: u8,
-    ) -> Result<Subscription, BusError> {
+    fn add(&self, topic: &str, mailbox: Target, state: u8) -> Result<Subscription, BusError> {
         let filter = Filter::parse(topic)?;
         let shared = self.new_shared(topic, state);
         self.insert(Entry {
@@ -350,31 +344,21 @@ impl Bus {
                 closed: 0,
             });
         }
-        topic::check_published(&message.topic)?;
         self.deliver(message)
     }
 
-    /// Delivery without the topic check; `message` is not a reply.
+    /// Delivery to topic subscribers; `message` is not a reply.
+    #[inline]
     pub(crate) fn deliver(&self, message: Message) -> Result<PublishReport, BusError> {
         let registry = self.inner.read();
         if registry.closed {
             return Err(BusError::Closed);
         }
-        let report = registry.deliver(message);
+        let report = registry.deliver(message)?;
         drop(registry);
 
         let counters = &self.inner.counters;
         counters.published.fetch_add(1, Ordering::Relaxed);
-        if report.delivered != 0 {
-            counters
-                .delivered
-                .fetch_add(report.delivered as u64, Ordering::Relaxed);
-        }
-        if report.full != 0 {
-            counters
-                .dropped_full
-                .fetch_add(report.full as u64, Ordering::Relaxed);
-        }
         if report.closed != 0 {
             counters
                 .closed
@@ -399,11 +383,12 @@ impl Bus {
 
     /// The bus-wide counters.
     pub fn stats(&self) -> BusStats {
+        let totals = self.inner.read().totals();
         let counters = &self.inner.counters;
         BusStats {
             published: counters.published.load(Ordering::Relaxed),
-            delivered: counters.delivered.load(Ordering::Relaxed),
-            dropped_full: counters.dropped_full.load(Ordering::Relaxed),
+            delivered: totals.delivered,
+            dropped_full: totals.dropped_full,
             closed: counters.closed.load(Ordering::Relaxed),
             late_replies: counters.late_replies.load(Ordering::Relaxed),
             handler_panics: counters.handler_panics.load(Ordering::Relaxed),
@@ -528,16 +513,19 @@ mod tests {
             bus.subscribe_mailbox("*x", sender),
             Err(BusError::InvalidTopic { .. })
         ));
+        // Refused even where a pattern would match it, before anyone sees it.
+        let (_everything, inbox) = bus.subscribe_channel("*").unwrap();
         assert!(matches!(
             bus.publish(Message::event("users.*", vec![])),
             Err(BusError::InvalidTopic { .. })
         ));
+        assert!(inbox.try_recv().is_err());
         assert!(matches!(
             bus.publish(Message::event("", vec![])),
             Err(BusError::InvalidTopic { .. })
         ));
         assert_eq!(bus.stats().published, 0);
-        assert!(bus.topics().is_empty());
+        assert_eq!(bus.topics(), ["*"]);
     }
 
     #[test]
@@ -679,6 +667,9 @@ mod tests {
             (5, 2, 3)
         );
         assert_eq!(inbox.len(), 2);
+        // The bus keeps the counts of subscriptions that have ended.
+        subscription.cancel();
+        assert_eq!(bus.stats(), stats);
     }
 
     #[test]
@@ -813,7 +804,7 @@ mod tests {
         let stats_handle = Arc::clone(&subscription.shared);
         subscription.cancel();
         // Final now: nothing is delivered after cancel returns.
-        let delivered = stats_handle.delivered.load(Ordering::Relaxed);
+        let delivered = stats_handle.counts.delivered.load(Ordering::Relaxed);
         let mut received: Vec<Message> = first.into_iter().collect();
         loop {
             match inbox.recv_timeout(PATIENCE) {

@@ -47,6 +47,7 @@
 mod bus;
 mod error;
 mod handover;
+mod hash;
 mod mailbox;
 mod registry;
 mod request;

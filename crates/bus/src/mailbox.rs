@@ -1,5 +1,6 @@
 //! [`Mailbox`]: where the bus puts a subscriber's messages, and what [`Offer`] it got back.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use binary::Message;
@@ -36,6 +37,7 @@ pub trait Mailbox: Send + Sync + 'static {
 }
 
 impl Mailbox for Sender<Message> {
+    #[inline]
     fn offer(&self, message: Message) -> Offer {
         match self.try_send(message) {
             Ok(()) => Offer::Accepted,
@@ -54,6 +56,31 @@ impl<M: Mailbox + ?Sized> Mailbox for Arc<M> {
 impl<M: Mailbox + ?Sized> Mailbox for Box<M> {
     fn offer(&self, message: Message) -> Offer {
         (**self).offer(message)
+    }
+}
+
+/// A mailbox as the subscriber table stores it: a channel sender directly, so the common case
+/// is an inlined `try_send` rather than a call through a vtable; anything else boxed.
+pub(crate) enum Target {
+    Channel(Sender<Message>),
+    Custom(Box<dyn Mailbox>),
+}
+
+impl Target {
+    /// Stores `mailbox`, recognising a plain channel sender whatever way it was passed in.
+    pub(crate) fn new<M: Mailbox>(mailbox: M) -> Target {
+        match (&mailbox as &dyn Any).downcast_ref::<Sender<Message>>() {
+            Some(sender) => Target::Channel(sender.clone()),
+            None => Target::Custom(Box::new(mailbox)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn offer(&self, message: Message) -> Offer {
+        match self {
+            Target::Channel(sender) => sender.offer(message),
+            Target::Custom(mailbox) => mailbox.offer(message),
+        }
     }
 }
 
@@ -78,6 +105,22 @@ mod tests {
             sender.offer(Message::event("a", b"3".to_vec())),
             Offer::Closed
         );
+    }
+
+    #[test]
+    fn a_channel_sender_is_stored_as_such_and_anything_else_boxed() {
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let target = Target::new(sender);
+        assert!(matches!(target, Target::Channel(_)));
+        assert_eq!(target.offer(Message::event("a", vec![])), Offer::Accepted);
+        assert_eq!(target.offer(Message::event("a", vec![])), Offer::Full);
+        drop(receiver);
+        assert_eq!(target.offer(Message::event("a", vec![])), Offer::Closed);
+
+        let (sender, _receiver) = crossbeam_channel::bounded(1);
+        let shared = Target::new(Arc::new(sender));
+        assert!(matches!(shared, Target::Custom(_)));
+        assert_eq!(shared.offer(Message::event("a", vec![])), Offer::Accepted);
     }
 
     #[test]

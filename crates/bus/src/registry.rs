@@ -7,16 +7,18 @@ use std::sync::atomic::Ordering;
 use binary::Message;
 
 use crate::bus::PublishReport;
-use crate::mailbox::{Mailbox, Offer};
+use crate::error::BusError;
+use crate::hash::TopicHashBuilder;
+use crate::mailbox::{Offer, Target};
 use crate::subscription::{DORMANT, GONE, LIVE, REMOVED, Shared};
-use crate::topic::Filter;
+use crate::topic::{self, Filter};
 
 /// One subscription as the table holds it. Dropping it drops the mailbox, which for a channel
 /// disconnects the receiving side once it is drained.
 pub(crate) struct Entry {
     pub(crate) shared: Arc<Shared>,
     pub(crate) filter: Filter,
-    pub(crate) mailbox: Box<dyn Mailbox>,
+    pub(crate) mailbox: Target,
 }
 
 impl Entry {
@@ -25,11 +27,14 @@ impl Entry {
     fn offer(&self, message: Message, report: &mut PublishReport) {
         match self.mailbox.offer(message) {
             Offer::Accepted => {
-                self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+                self.shared.counts.delivered.fetch_add(1, Ordering::Relaxed);
                 report.delivered += 1;
             }
             Offer::Full => {
-                self.shared.dropped_full.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .counts
+                    .dropped_full
+                    .fetch_add(1, Ordering::Relaxed);
                 report.full += 1;
             }
             Offer::Closed => {
@@ -45,19 +50,49 @@ impl Entry {
 #[derive(Default)]
 pub(crate) struct Registry {
     pub(crate) closed: bool,
-    exact: HashMap<String, Vec<Entry>>,
+    exact: HashMap<String, Vec<Entry>, TopicHashBuilder>,
     patterns: Vec<Entry>,
     dormant: Vec<Entry>,
+    /// Counts of subscriptions that have left the table. Bus-wide totals are these plus the
+    /// live subscriptions' own counters, so a publish updates no bus-wide delivery counter.
+    ended: Totals,
+}
+
+/// Delivery counts summed over subscriptions.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Totals {
+    pub(crate) delivered: u64,
+    pub(crate) dropped_full: u64,
+}
+
+impl Totals {
+    /// Marks an entry removed and keeps its counts. Every entry leaves the table through here.
+    fn end(&mut self, entry: &Entry) {
+        entry.shared.set_state(REMOVED);
+        self.add(&entry.shared);
+    }
+
+    fn add(&mut self, shared: &Shared) {
+        self.delivered += shared.counts.delivered.load(Ordering::Relaxed);
+        self.dropped_full += shared.counts.dropped_full.load(Ordering::Relaxed);
+    }
 }
 
 impl Registry {
     /// Offers `message` to every live entry that matches its topic: a clone to each but the
-    /// last, the original to the last. No allocation besides those clones.
-    pub(crate) fn deliver(&self, message: Message) -> PublishReport {
+    /// last, the original to the last. No allocation besides those clones. Fails, offering
+    /// nothing, if the topic is empty or holds a `*`.
+    #[inline]
+    pub(crate) fn deliver(&self, message: Message) -> Result<PublishReport, BusError> {
         let mut report = PublishReport::default();
         let exact = match self.exact.get(message.topic.as_str()) {
             Some(entries) => entries.as_slice(),
-            None => &[],
+            // Equal to a key proves the topic valid (keys are never empty and hold no `*`), so
+            // only a topic without exact subscribers needs the scan.
+            None => {
+                topic::check_published(&message.topic)?;
+                &[]
+            }
         };
         let mut previous: Option<&Entry> = None;
         {
@@ -77,7 +112,7 @@ impl Registry {
         if let Some(last) = previous {
             last.offer(message, &mut report);
         }
-        report
+        Ok(report)
     }
 
     /// Adds an entry, live or dormant as its state says.
@@ -118,7 +153,7 @@ impl Registry {
             }
             _ => None,
         }?;
-        entry.shared.set_state(REMOVED);
+        self.ended.end(&entry);
         Some(entry)
     }
 
@@ -139,11 +174,12 @@ impl Registry {
     /// Takes out every entry whose mailbox said it is closed.
     pub(crate) fn take_gone(&mut self) -> Vec<Entry> {
         let mut gone = Vec::new();
+        let ended = &mut self.ended;
         self.exact.retain(|_, entries| {
-            drain_gone(entries, &mut gone);
+            drain_gone(entries, &mut gone, ended);
             !entries.is_empty()
         });
-        drain_gone(&mut self.patterns, &mut gone);
+        drain_gone(&mut self.patterns, &mut gone, ended);
         gone
     }
 
@@ -157,9 +193,19 @@ impl Registry {
         all.append(&mut self.patterns);
         all.append(&mut self.dormant);
         for entry in &all {
-            entry.shared.set_state(REMOVED);
+            self.ended.end(entry);
         }
         all
+    }
+
+    /// Delivery counts of every subscription this table ever held, ended or not.
+    pub(crate) fn totals(&self) -> Totals {
+        let mut totals = self.ended;
+        let live = self.exact.values().flatten().chain(&self.patterns);
+        for entry in live {
+            totals.add(&entry.shared);
+        }
+        totals
     }
 
     /// Topics and patterns with at least one live subscription, sorted, without duplicates.
@@ -190,12 +236,12 @@ fn take_by_id(entries: &mut Vec<Entry>, id: u64) -> Option<Entry> {
     Some(entries.remove(index))
 }
 
-fn drain_gone(entries: &mut Vec<Entry>, gone: &mut Vec<Entry>) {
+fn drain_gone(entries: &mut Vec<Entry>, gone: &mut Vec<Entry>, ended: &mut Totals) {
     let mut index = 0;
     while index < entries.len() {
         if entries[index].shared.state() == GONE {
             let entry = entries.remove(index);
-            entry.shared.set_state(REMOVED);
+            ended.end(&entry);
             gone.push(entry);
         } else {
             index += 1;

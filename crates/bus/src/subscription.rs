@@ -33,9 +33,19 @@ pub(crate) struct Shared {
     pub(crate) state: AtomicU8,
     /// Set by cancel and close: a handler thread starts no further handler call.
     pub(crate) stop: AtomicBool,
+    pub(crate) handler_panics: AtomicU64,
+    /// Written by publishers on every delivery, so kept off the cache lines the delivery
+    /// thread reads (`stop`) for every message.
+    pub(crate) counts: DeliveryCounts,
+}
+
+/// The per-delivery counters, alone on their own pair of cache lines (128 bytes: x86 CPUs
+/// fetch lines in adjacent pairs).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct DeliveryCounts {
     pub(crate) delivered: AtomicU64,
     pub(crate) dropped_full: AtomicU64,
-    pub(crate) handler_panics: AtomicU64,
 }
 
 impl Shared {
@@ -45,9 +55,8 @@ impl Shared {
             topic: topic.to_owned(),
             state: AtomicU8::new(state),
             stop: AtomicBool::new(false),
-            delivered: AtomicU64::new(0),
-            dropped_full: AtomicU64::new(0),
             handler_panics: AtomicU64::new(0),
+            counts: DeliveryCounts::default(),
         }
     }
 
@@ -121,8 +130,8 @@ impl Subscription {
     /// Its counters so far.
     pub fn stats(&self) -> SubscriptionStats {
         SubscriptionStats {
-            delivered: self.shared.delivered.load(Ordering::Relaxed),
-            dropped_full: self.shared.dropped_full.load(Ordering::Relaxed),
+            delivered: self.shared.counts.delivered.load(Ordering::Relaxed),
+            dropped_full: self.shared.counts.dropped_full.load(Ordering::Relaxed),
             handler_panics: self.shared.handler_panics.load(Ordering::Relaxed),
         }
     }
