@@ -80,13 +80,18 @@ fn wasm_build() -> Result<(), String> {
     ]))
 }
 
+// Both test steps select the whole workspace, so cargo resolves the same features for both
+// and the second step rebuilds nothing; the end-to-end tests are told apart by name.
+
+/// Every unit and integration test except the end-to-end suite (tests named `e2e_*`).
 fn tests() -> Result<(), String> {
     step::run(step::cargo(&[
         "test",
         "--workspace",
         "--locked",
-        "--exclude",
-        "tests",
+        "--",
+        "--skip",
+        "e2e_",
     ]))
 }
 
@@ -94,9 +99,10 @@ fn tests() -> Result<(), String> {
 fn end_to_end() -> Result<(), String> {
     step::run(step::cargo(&[
         "test",
+        "--workspace",
         "--locked",
-        "--package",
-        "tests",
+        "--test",
+        "e2e",
         "--",
         "--nocapture",
     ]))

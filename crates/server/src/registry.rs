@@ -310,12 +310,15 @@ impl Registry {
                 let new_version = new.version().to_owned();
                 entry.rule.store(Arc::new(rule));
                 let old = entry.current.swap(Arc::new(new));
-                {
-                    let mut history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
-                    history.swaps += 1;
-                }
                 let old_version = old.version().to_owned();
+                // Counted as draining before the swap is counted, so an observer never sees
+                // a swap whose old version is neither draining nor closed.
                 self.retire(entry.clone(), old, load_time, &new_version);
+                entry
+                    .history
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .swaps += 1;
                 Ok(ReloadOutcome::Swapped {
                     old: old_version,
                     new: new_version,

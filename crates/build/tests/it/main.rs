@@ -330,8 +330,22 @@ fn the_watcher_rebuilds_only_the_changed_module() {
         two_before
     );
 
-    // The build's own output (target/, dist/) must not trigger another build.
-    assert_eq!(next(&events, Duration::from_secs(2)), None);
+    // The build's own output (target/, dist/) must not trigger another build. On a loaded
+    // machine the burst's last events can land in a second debounce window: that may cost
+    // one more build of "one", of the burst's last save. A build loop would not settle.
+    if let Some(event) = next(&events, Duration::from_secs(2)) {
+        assert_eq!(event, WatchEvent::Building(vec!["one".into()]));
+        let Some(WatchEvent::Built(report)) = next(&events, Duration::from_secs(120)) else {
+            panic!("no build result");
+        };
+        assert_eq!(report.module, "one");
+        assert!(!report.is_failed(), "{report:?}");
+        assert_eq!(
+            next(&events, Duration::from_secs(2)),
+            None,
+            "builds keep triggering builds"
+        );
+    }
 
     // A broken save is reported with the compiler's words; the last good file stays.
     let good = std::fs::read(root.join("dist/one.wasm")).unwrap();

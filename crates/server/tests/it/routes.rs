@@ -90,7 +90,11 @@ async fn overload_is_a_503_with_retry_after() {
     let addr = server.addr();
     let slow = tokio::spawn(async move { get(addr, "/m/slowpoke/sleep?ms=600").await.status });
     // While it sleeps, one request can wait in the inbox; a burst of others gets 503s.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    eventually(Duration::from_secs(10), || {
+        let server = &server;
+        async move { server.status()[0].requests == 1 }
+    })
+    .await;
     let burst: Vec<_> = (0..4)
         .map(|_| tokio::spawn(async move { get(addr, "/m/slowpoke/echo").await }))
         .collect();
@@ -227,12 +231,25 @@ async fn application_routes_sit_beside_the_modules() {
 async fn graceful_shutdown_finishes_in_flight_requests() {
     let project = Project::new("shutdown");
     project.install("sleepy", fixture_guest());
-    let server = project.start().await;
+    let mut config = project.config();
+    config.modules.insert(
+        "sleepy".into(),
+        wasi_host::ModuleConfig {
+            instances: 3,
+            ..Default::default()
+        },
+    );
+    let server = server::ServerBuilder::new(config).start().await.unwrap();
     let addr = server.addr();
     let in_flight: Vec<_> = (0..3)
         .map(|_| tokio::spawn(async move { get(addr, "/m/sleepy/sleep?ms=300").await }))
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // All three are running in the module when the shutdown starts.
+    eventually(Duration::from_secs(10), || {
+        let server = &server;
+        async move { server.status()[0].requests == 3 }
+    })
+    .await;
     server.shutdown().await;
     for reply in in_flight {
         let reply = reply.await.unwrap();

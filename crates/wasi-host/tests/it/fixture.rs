@@ -351,6 +351,8 @@ fn a_full_inbox_is_an_overloaded_error() {
         "module \"busy\": overloaded (1 jobs waiting)"
     );
     assert!(busy.join().unwrap().is_ok());
+    // Once the worker has taken the queued message, the inbox has room again.
+    wait_for(|| module.stats().messages == 1);
     assert_eq!(get(&module, "/echo").unwrap().0, 200);
     assert_eq!(module.stats().overloaded, 1);
 }
