@@ -50,7 +50,8 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     /// Time a client has to send its request head (default 10 s): slow-loris protection.
     pub header_read_timeout: Duration,
-    /// Longest a request may take end to end, middlewares included (default 30 s); 504 after.
+    /// Longest a request may take end to end, body upload and middlewares included (default
+    /// 30 s): 408 if the body hasn't arrived by then, 504 if no module has answered.
     pub request_timeout: Duration,
     /// Connections served at once (default 1024); more wait in the accept queue.
     pub max_connections: usize,

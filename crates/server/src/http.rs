@@ -2,7 +2,7 @@
 //! the WebSocket upgrade.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -233,6 +233,7 @@ fn call_error_response(error: &CallError) -> Response<Body> {
                 CallError::Trap { .. } => "trapped",
                 CallError::Deadline { .. } => "exceeded its deadline",
                 CallError::BadPointer { .. } | CallError::Abi { .. } => "broke the ABI",
+                CallError::TooLarge { .. } => "answered over the response size limit",
                 _ => "failed",
             };
             text(
@@ -287,13 +288,22 @@ async fn module_request(app: &App, rest: String, request: Request<Incoming>) -> 
     if !valid_name(&name) || app.registry.get(&name).is_none() {
         return text(StatusCode::NOT_FOUND, format!("no module named \"{name}\""));
     }
-    let request = match collect(&app.config, request).await {
-        Ok(request) => request,
-        Err(response) => return response,
+    // One deadline for the whole request: a body trickled in byte by byte (slow-loris on
+    // the body) is cut off just like a module that takes too long.
+    let timeout = app.config.http.request_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let request = match tokio::time::timeout_at(deadline, collect(&app.config, request)).await {
+        Ok(Ok(request)) => request,
+        Ok(Err(response)) => return response,
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within {timeout:?}"),
+            );
+        }
     };
     let envelope = to_envelope(&request, &sub_path);
-    let timeout = app.config.http.request_timeout;
-    match tokio::time::timeout(timeout, pipeline(&app.registry, &name, envelope)).await {
+    match tokio::time::timeout_at(deadline, pipeline(&app.registry, &name, envelope)).await {
         Ok(response) => response,
         Err(_) => text(
             StatusCode::GATEWAY_TIMEOUT,
@@ -357,15 +367,36 @@ async fn pipeline(
 }
 
 fn is_admin_allowed(app: &App, remote: SocketAddr, request: &Request<Incoming>) -> bool {
-    match &app.config.admin_token {
-        Some(token) => request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    admin_allowed(
+        app.config.admin_token.as_deref(),
+        remote.ip(),
+        authorization,
+    )
+}
+
+/// The admin policy: with a token configured, every client must present it as
+/// `Authorization: Bearer <token>` (compared in constant time); without one, only loopback
+/// clients are let in.
+fn admin_allowed(token: Option<&str>, remote: IpAddr, authorization: Option<&str>) -> bool {
+    match token {
+        Some(token) => authorization
             .and_then(|value| value.strip_prefix("Bearer "))
-            .is_some_and(|given| given == token),
-        None => remote.ip().is_loopback(),
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+        None => remote.is_loopback() || remote.to_canonical().is_loopback(),
     }
+}
+
+/// Compares without an early exit, so the time taken doesn't tell how much of a guess matched.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut difference = u8::from(given.len() != expected.len());
+    for (index, byte) in expected.iter().enumerate() {
+        difference |= byte ^ given.get(index).copied().unwrap_or(!byte);
+    }
+    difference == 0
 }
 
 async fn admin_request(
@@ -469,5 +500,47 @@ mod tests {
         );
         assert_eq!(query_param(Some("topic"), "topic").as_deref(), Some(""));
         assert_eq!(query_param(None, "topic"), None);
+    }
+
+    #[test]
+    fn admin_answers_loopback_or_the_token() {
+        let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+        let loopback6: IpAddr = "::1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let remote: IpAddr = "192.0.2.7".parse().unwrap();
+        let remote6: IpAddr = "2001:db8::7".parse().unwrap();
+        // No token: loopback only, whatever the header says.
+        for ip in [loopback, loopback6, mapped] {
+            assert!(admin_allowed(None, ip, None), "{ip}");
+        }
+        for ip in [remote, remote6] {
+            assert!(!admin_allowed(None, ip, None), "{ip}");
+            assert!(!admin_allowed(None, ip, Some("Bearer anything")), "{ip}");
+        }
+        // A token: everyone must present it, loopback included.
+        let token = Some("s3cret");
+        for ip in [loopback, remote, remote6] {
+            assert!(admin_allowed(token, ip, Some("Bearer s3cret")), "{ip}");
+            assert!(!admin_allowed(token, ip, None), "{ip}");
+            for wrong in [
+                "Bearer s3cre",
+                "Bearer s3cret!",
+                "Bearer ",
+                "s3cret",
+                "Basic s3cret",
+            ] {
+                assert!(!admin_allowed(token, ip, Some(wrong)), "{ip} {wrong}");
+            }
+        }
+    }
+
+    #[test]
+    fn constant_time_comparison_is_still_equality() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokeN"));
+        assert!(!constant_time_eq(b"tok", b"token"));
+        assert!(!constant_time_eq(b"token-and-more", b"token"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
 }

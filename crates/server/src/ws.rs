@@ -217,6 +217,10 @@ impl Hub {
                     }
                     Some(Ok(Frame::Close(_))) | None => break None,
                     Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+                    Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(error))) => {
+                        tracing::debug!(topic = %topic, client = id, "WebSocket client sent too much: {error}");
+                        break Some((CloseCode::Size, "message too big"));
+                    }
                     Some(Err(error)) => {
                         tracing::debug!(topic = %topic, client = id, "WebSocket client error: {error}");
                         break Some((CloseCode::Protocol, "protocol error"));

@@ -6,6 +6,8 @@
 
 mod support;
 
+mod hostile;
 mod hot_reload;
+mod limits;
 mod routes;
 mod websocket;
