@@ -6,10 +6,12 @@
 //! - `cargo xtask deps`: the dependency-direction check alone.
 //! - `cargo xtask build-modules [--watch] [NAME...]`: builds the modules in `modules/` into
 //!   `modules/dist/` with the `build` library, and with `--watch` rebuilds them on save.
+//! - `cargo xtask soak [--minutes N]`: the soak test against the real binary (default 10 min).
 
 mod build_modules;
 mod deps;
 mod run_command;
+mod soak;
 mod step;
 mod verify;
 
@@ -25,6 +27,10 @@ commands:
   build-modules [--watch] [--profile NAME] [NAME...]
             build modules/*/wasm into modules/dist (all, or the NAMEs);
             --watch rebuilds a module when its sources change (profile hot)
+  soak [--minutes N]
+            the soak test against the real modhost binary: load, a swap every
+            500 ms, traps, WebSocket churn, bus traffic; checks RSS, fds and
+            threads for leaks (default 10 minutes; verify runs 60 s)
 ";
 
 fn main() -> ExitCode {
@@ -33,6 +39,7 @@ fn main() -> ExitCode {
         Some("verify") => verify::run(&args[1..]),
         Some("deps") => deps::run(),
         Some("build-modules") => build_modules::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             eprint!("{USAGE}");
             return if args.is_empty() {

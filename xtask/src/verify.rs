@@ -40,6 +40,10 @@ const STEPS: &[Step] = &[
         run: end_to_end,
     },
     Step {
+        name: "soak (60 s)",
+        run: crate::soak::verify,
+    },
+    Step {
         name: "README run command",
         run: crate::run_command::check,
     },
