@@ -19,7 +19,7 @@ use crate::instance::Blueprint;
 use crate::logs::GuestLog;
 use crate::module::LoadedModule;
 use crate::shared::{BroadcastSink, NoBroadcast, Shared, SubscriptionTable};
-use crate::watchdog::Watchdog;
+use crate::watchdog::{DeadlineTasks, Watchdog};
 use crate::worker;
 
 /// Where a module's compiled code came from.
@@ -135,7 +135,9 @@ impl Host {
             }
         };
         let engine = Engine::default();
-        let mut runtime = PluggableRuntime::new(Arc::new(TokioTaskManager::new(tokio.clone())));
+        let mut runtime = PluggableRuntime::new(Arc::new(DeadlineTasks(TokioTaskManager::new(
+            tokio.clone(),
+        ))));
         runtime.set_engine(engine.clone());
         let disk = config.cache_dir.map(|dir| DiskCache::new(dir, &engine));
         Ok(Host {

@@ -4,15 +4,23 @@
 //! Chosen over fuel metering (`wasmer-middlewares`) because metering costs +50–75% on
 //! compute-heavy guests and needs an engine per compile, while an interrupt costs a map
 //! insert/remove per call and stops a spinning guest within a millisecond. An interrupt is
-//! only seen when control is in wasm code: a guest blocked inside a host import is stopped
-//! when the import returns (our imports bound their own waits).
+//! only seen when control is in wasm code. A guest sleeping in WASI (`poll_oneoff`,
+//! `thread_sleep`, a futex wait) sleeps through [`DeadlineTasks::sleep_now`], which wakes
+//! when the call's deadline fires, so the next interrupt lands in wasm code; our own imports
+//! bound their waits themselves.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use wasmer::Interrupter;
+use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
+use wasmer_wasix::runtime::task_manager::{TaskWasm, VirtualTaskManager};
+use wasmer_wasix::{WasiThreadError, runtime::SpawnType};
 
 /// How often an expired call is interrupted again while it keeps running (a signal can be
 /// missed when it lands between entering and running wasm code).
@@ -23,7 +31,30 @@ const IDLE: Duration = Duration::from_millis(100);
 struct Armed {
     deadline: Instant,
     interrupter: Interrupter,
-    fired: Arc<AtomicBool>,
+    fired: Arc<Fired>,
+}
+
+/// Whether a call's deadline has fired, and a way to wake the call's WASI sleeps when it does.
+#[derive(Default)]
+struct Fired {
+    flag: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl Fired {
+    fn fire(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.wake.notify_waiters();
+    }
+
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+thread_local! {
+    /// The deadline armed on this thread (a module worker runs one call at a time).
+    static CURRENT: RefCell<Option<Arc<Fired>>> = const { RefCell::new(None) };
 }
 
 #[derive(Default)]
@@ -69,19 +100,28 @@ impl std::fmt::Debug for Watchdog {
 /// One armed deadline; dropping it disarms.
 pub(crate) struct Guard {
     token: u64,
-    fired: Arc<AtomicBool>,
+    fired: Arc<Fired>,
     inner: Arc<Inner>,
 }
 
 impl Guard {
     /// Disarms and reports whether the deadline fired.
     pub(crate) fn disarm(self) -> bool {
-        self.fired.load(Ordering::Acquire)
+        self.fired.is_set()
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        CURRENT.with(|current| {
+            let mut current = current.borrow_mut();
+            if current
+                .as_ref()
+                .is_some_and(|armed| Arc::ptr_eq(armed, &self.fired))
+            {
+                *current = None;
+            }
+        });
         self.inner
             .state
             .lock()
@@ -107,9 +147,10 @@ impl Watchdog {
         })
     }
 
-    /// Arms `deadline` for the store behind `interrupter`.
+    /// Arms `deadline` for the store behind `interrupter`, whose guest runs on this thread.
     pub(crate) fn arm(&self, deadline: Instant, interrupter: Interrupter) -> Guard {
-        let fired = Arc::new(AtomicBool::new(false));
+        let fired = Arc::new(Fired::default());
+        CURRENT.with(|current| *current.borrow_mut() = Some(fired.clone()));
         let mut state = self
             .inner
             .state
@@ -148,7 +189,7 @@ fn run(inner: &Inner) {
         let mut next = now + IDLE;
         for armed in state.armed.values_mut() {
             if armed.deadline <= now {
-                armed.fired.store(true, Ordering::Release);
+                armed.fired.fire();
                 armed.interrupter.interrupt();
                 armed.deadline = now + RETRY;
             }
@@ -162,5 +203,71 @@ fn run(inner: &Inner) {
             .unwrap_or_else(PoisonError::into_inner)
             .0;
         state.sleeping_until = None;
+    }
+}
+
+/// The WASI runtime's task manager: tokio's, except that a sleep started by a guest call
+/// (`poll_oneoff`, `thread_sleep`, futex waits) ends early when that call's deadline fires.
+/// The guest then runs wasm code again, where the watchdog's interrupt stops it, instead of
+/// holding its instance for as long as it asked to sleep.
+#[derive(Debug)]
+pub(crate) struct DeadlineTasks(pub(crate) TokioTaskManager);
+
+impl VirtualTaskManager for DeadlineTasks {
+    fn build_memory(
+        &self,
+        store: &mut wasmer::StoreMut<'_>,
+        spawn_type: SpawnType,
+    ) -> Result<Option<wasmer::Memory>, WasiThreadError> {
+        self.0.build_memory(store, spawn_type)
+    }
+
+    fn sleep_now(&self, time: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+        let sleep = self.0.sleep_now(time);
+        let Some(fired) = CURRENT.with(|current| current.borrow().clone()) else {
+            return sleep;
+        };
+        Box::pin(async move {
+            let woken = fired.wake.notified();
+            // Checked after `notified()` exists: a fire in between is not missed (and the
+            // watchdog fires again every `RETRY` while the call runs, in any case).
+            if fired.is_set() {
+                return;
+            }
+            tokio::select! {
+                () = sleep => {}
+                () = woken => {}
+            }
+        })
+    }
+
+    fn task_shared(
+        &self,
+        task: Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + 'static>,
+    ) -> Result<(), WasiThreadError> {
+        self.0.task_shared(task)
+    }
+
+    fn task_wasm(&self, task: TaskWasm) -> Result<(), WasiThreadError> {
+        self.0.task_wasm(task)
+    }
+
+    fn task_dedicated(
+        &self,
+        task: Box<dyn FnOnce() + Send + 'static>,
+    ) -> Result<(), WasiThreadError> {
+        self.0.task_dedicated(task)
+    }
+
+    fn thread_parallelism(&self) -> Result<usize, WasiThreadError> {
+        self.0.thread_parallelism()
+    }
+
+    fn spawn_with_module(
+        &self,
+        module: wasmer::Module,
+        task: Box<dyn FnOnce(wasmer::Module) + Send + 'static>,
+    ) -> Result<(), WasiThreadError> {
+        self.0.spawn_with_module(module, task)
     }
 }

@@ -358,6 +358,16 @@ fn corpus() -> Vec<Case> {
             expect: answers("/panic", &[500], "module \"rust-panics\" trapped"),
         },
         Case {
+            name: "rust-sleeps",
+            bytes: fixture.clone(),
+            limits: |limits| limits.handle_deadline = Duration::from_millis(300),
+            expect: answers(
+                "/sleep?ms=30000",
+                &[500],
+                "module \"rust-sleeps\" exceeded its deadline",
+            ),
+        },
+        Case {
             name: "rust-spins",
             bytes: fixture,
             limits: |limits| limits.handle_deadline = Duration::from_millis(300),

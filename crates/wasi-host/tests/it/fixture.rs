@@ -189,6 +189,35 @@ fn a_spinning_guest_is_interrupted_at_its_deadline() {
 }
 
 #[test]
+fn a_sleeping_guest_is_woken_and_stopped_at_its_deadline() {
+    let host = Host::standalone().unwrap();
+    let mut config = ModuleConfig::default();
+    config.limits.handle_deadline = Duration::from_millis(200);
+    let module = load(&host, "sleeper", &config);
+    // Sleeps shorter than the deadline are untouched.
+    let (status, slept) = get(&module, "/sleep?ms=50").unwrap();
+    assert_eq!(status, 200);
+    assert!(slept.parse::<u64>().unwrap() >= 50, "{slept}");
+    // A 30 s sleep (WASI poll_oneoff) ends at the deadline, and the call is stopped there.
+    let started = std::time::Instant::now();
+    let error = get(&module, "/sleep?ms=30000").unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            error,
+            CallError::Deadline {
+                export: "handle",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(took < Duration::from_secs(3), "stopped after {took:?}");
+    assert_eq!(get(&module, "/echo").unwrap().0, 200);
+    assert_eq!(module.stats().timeouts, 1);
+}
+
+#[test]
 fn the_sandbox_grants_nothing_by_default() {
     let host = Host::standalone().unwrap();
     let module = load(&host, "sandboxed", &ModuleConfig::default());
