@@ -414,6 +414,17 @@ async fn admin_request(
     match (request.method(), path.as_str()) {
         (&Method::GET, "modules") => json(StatusCode::OK, &app.registry.status()),
         (&Method::GET, "ws") => json(StatusCode::OK, &app.hub.stats()),
+        (&Method::GET, "metrics") => {
+            let mut response = text(
+                StatusCode::OK,
+                crate::metrics::render(&app.registry, &app.hub, app.registry.bus()),
+            );
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         (&Method::POST, path) if path.starts_with("reload/") => {
             let name = &path["reload/".len()..];
             match app.registry.reload(name).await {

@@ -29,6 +29,7 @@
 
 mod config;
 mod http;
+mod metrics;
 mod middleware;
 mod registry;
 mod server;
@@ -37,6 +38,7 @@ mod ws;
 
 pub use config::{FileConfig, FileModule, HttpLimits, ServerConfig, WebSocketConfig};
 pub use http::{Body, RouteHandler, percent_decode};
+pub use metrics::ProcessStats;
 pub use middleware::{PASS_HEADER, Rule, SET_HEADER_PREFIX, TARGET_HEADER};
 pub use registry::{
     Entry, ModuleStatus, Registry, Rejection, ReloadOutcome, module_name_of, valid_name,

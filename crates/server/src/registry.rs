@@ -157,6 +157,11 @@ impl Registry {
         }
     }
 
+    /// The bus the modules talk on.
+    pub fn bus(&self) -> &bus::Bus {
+        self.host.bus()
+    }
+
     /// The entry for `name`.
     pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
         self.entries.load().get(name).cloned()

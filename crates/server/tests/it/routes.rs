@@ -211,6 +211,70 @@ async fn admin_refuses_without_the_token_when_one_is_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_traps_and_rejections() {
+    let project = Project::new("metrics");
+    project.install("hello", &hello("hi"));
+    project.install("trapper", &answering(200, "never", "", "unreachable", ""));
+    project.install("broken", b"not wasm");
+    let server = server::ServerBuilder::new(project.config())
+        .start()
+        .await
+        .unwrap();
+    let addr = server.addr();
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/m/hello").await.status, 200);
+    }
+    assert_eq!(get(addr, "/m/trapper").await.status, 500);
+    let reply = get(addr, "/_admin/metrics").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.headers["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let metrics = reply.body;
+    for line in [
+        "# TYPE modhost_module_requests_total counter",
+        "modhost_module_requests_total{module=\"hello\"} 3",
+        "modhost_module_traps_total{module=\"trapper\"} 1",
+        "modhost_module_errors_total{module=\"trapper\"} 1",
+        "modhost_module_loaded{module=\"hello\"} 1",
+        "modhost_module_loaded{module=\"broken\"} 0",
+        "modhost_module_rejected{module=\"broken\"} 1",
+        "modhost_module_rejected{module=\"hello\"} 0",
+        "modhost_modules_draining 0",
+        "modhost_ws_clients 0",
+    ] {
+        assert!(
+            metrics.lines().any(|got| got == line),
+            "missing {line:?} in:\n{metrics}"
+        );
+    }
+    // The process's own figures, from /proc/self.
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("process_resident_memory_bytes") > 1024 * 1024);
+    assert!(value("process_open_fds") > 3);
+    assert!(value("process_threads") > 1);
+    // Every sample line belongs to a family declared before it.
+    let mut declared = std::collections::HashSet::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            declared.insert(rest.split(' ').next().unwrap().to_owned());
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap();
+            assert!(declared.contains(name), "{line}");
+        }
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_routes_sit_beside_the_modules() {
     let project = Project::new("routes-app");
     project.install("hello", &hello("module"));

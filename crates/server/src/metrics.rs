@@ -1,0 +1,202 @@
+//! `GET /_admin/metrics`: counters and gauges in the Prometheus text format (version 0.0.4),
+//! for scraping. It gives per-module traffic and faults, swaps, the WebSocket relay, the bus,
+//! and the process's own resident memory, open file descriptors and threads (from
+//! `/proc/self` on Linux; left out elsewhere).
+
+use std::fmt::Write as _;
+
+use crate::registry::Registry;
+use crate::ws::Hub;
+
+/// The process's resource use, as `/proc/self` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ProcessStats {
+    /// Resident set size in bytes.
+    pub rss_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// Threads.
+    pub threads: u64,
+}
+
+impl ProcessStats {
+    /// Reads `/proc/self`; `None` where there is no procfs.
+    pub fn read() -> Option<ProcessStats> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        Some(ProcessStats {
+            rss_bytes: field("VmRSS:")? * 1024,
+            open_fds: std::fs::read_dir("/proc/self/fd").ok()?.count() as u64,
+            threads: field("Threads:")?,
+        })
+    }
+}
+
+/// Renders every metric.
+pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
+    let mut out = Metrics::default();
+    let modules = registry.status();
+    out.family(
+        "modhost_module_loaded",
+        "gauge",
+        "1 if a version of the module is serving, 0 if it was refused and none is",
+    );
+    for module in &modules {
+        out.sample(
+            "modhost_module_loaded",
+            &module.name,
+            u64::from(module.version.is_some()),
+        );
+    }
+    let counters: [(&str, &str, fn(&crate::ModuleStatus) -> u64); 4] = [
+        (
+            "modhost_module_requests_total",
+            "HTTP requests handled, over all versions",
+            |module| module.requests,
+        ),
+        (
+            "modhost_module_errors_total",
+            "HTTP requests that failed in the module, over all versions",
+            |module| module.errors,
+        ),
+        (
+            "modhost_module_traps_total",
+            "traps, over all versions",
+            |module| module.traps,
+        ),
+        (
+            "modhost_module_swaps_total",
+            "versions swapped in since start",
+            |module| module.swaps,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.family(name, "counter", help);
+        for module in &modules {
+            out.sample(name, &module.name, value(module));
+        }
+    }
+    out.family(
+        "modhost_module_rejected",
+        "gauge",
+        "1 if the last version offered was refused (see /_admin/modules for why)",
+    );
+    for module in &modules {
+        out.sample(
+            "modhost_module_rejected",
+            &module.name,
+            u64::from(module.last_rejected.is_some()),
+        );
+    }
+    out.family(
+        "modhost_module_instances",
+        "gauge",
+        "instances in the serving version's pool",
+    );
+    for module in &modules {
+        out.sample(
+            "modhost_module_instances",
+            &module.name,
+            module.instances as u64,
+        );
+    }
+    out.single(
+        "modhost_modules_draining",
+        "gauge",
+        "retired versions still draining",
+        registry.draining() as u64,
+    );
+
+    let ws = hub.stats();
+    out.single(
+        "modhost_ws_clients",
+        "gauge",
+        "WebSocket clients connected",
+        ws.clients,
+    );
+    out.single(
+        "modhost_ws_frames_total",
+        "counter",
+        "frames queued to WebSocket clients",
+        ws.frames,
+    );
+    out.single(
+        "modhost_ws_slow_disconnects_total",
+        "counter",
+        "WebSocket clients disconnected for being too slow",
+        ws.slow_disconnects,
+    );
+
+    let bus = bus.stats();
+    for (name, help, value) in [
+        (
+            "modhost_bus_published_total",
+            "messages published",
+            bus.published,
+        ),
+        (
+            "modhost_bus_delivered_total",
+            "messages delivered to subscribers",
+            bus.delivered,
+        ),
+        (
+            "modhost_bus_dropped_total",
+            "messages dropped at a full subscriber",
+            bus.dropped_full,
+        ),
+        (
+            "modhost_bus_late_replies_total",
+            "replies that came after their request timed out",
+            bus.late_replies,
+        ),
+    ] {
+        out.single(name, "counter", help, value);
+    }
+
+    if let Some(process) = ProcessStats::read() {
+        out.single(
+            "process_resident_memory_bytes",
+            "gauge",
+            "resident memory size in bytes",
+            process.rss_bytes,
+        );
+        out.single(
+            "process_open_fds",
+            "gauge",
+            "open file descriptors",
+            process.open_fds,
+        );
+        out.single("process_threads", "gauge", "OS threads", process.threads);
+    }
+    out.text
+}
+
+#[derive(Default)]
+struct Metrics {
+    text: String,
+}
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, module: &str, value: u64) {
+        // Module names are [A-Za-z0-9_-]: nothing to escape in a label value.
+        let _ = writeln!(self.text, "{name}{{module=\"{module}\"}} {value}");
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help);
+        let _ = writeln!(self.text, "{name} {value}");
+    }
+}
