@@ -314,26 +314,4 @@ async fn e2e_step5_drain_delays_the_close_of_the_old_version() {
     server.shutdown().await;
 }
 
-/// The original design's ABI: `malloc`, `init`, `drain`, `handle` returning a NUL-terminated
-/// string built from the `"METHOD\nPATH\n"` it was given.
-const ORIGINAL_ABI: &str = r#"
-(module
-  (import "env" "log" (func $log (param i32 i32)))
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
-  (data (i32.const 0) "v0 says: ")
-  (data (i32.const 16) "original init")
-  (func (export "malloc") (param $len i32) (result i32)
-    (local $ptr i32)
-    (local.set $ptr (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
-    (local.get $ptr))
-  (func (export "init") (call $log (i32.const 16) (i32.const 13)))
-  (func (export "drain") (result i32) (i32.const 0))
-  (func (export "handle") (param $ptr i32) (param $len i32) (result i32)
-    (memory.copy (i32.const 512) (i32.const 0) (i32.const 9))
-    (memory.copy (i32.const 521) (local.get $ptr) (local.get $len))
-    (i32.store8 (i32.add (i32.const 521) (local.get $len)) (i32.const 0))
-    (i32.const 512))
-)
-"#;
+use testkit::ORIGINAL_ABI;

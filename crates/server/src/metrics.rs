@@ -40,6 +40,9 @@ impl ProcessStats {
     }
 }
 
+/// Reads one figure of a module's status.
+type ModuleFigure = fn(&crate::ModuleStatus) -> u64;
+
 /// Renders every metric.
 pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
     let mut out = Metrics::default();
@@ -56,7 +59,7 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
             u64::from(module.version.is_some()),
         );
     }
-    let counters: [(&str, &str, fn(&crate::ModuleStatus) -> u64); 4] = [
+    let counters: [(&str, &str, ModuleFigure); 4] = [
         (
             "modhost_module_requests_total",
             "HTTP requests handled, over all versions",

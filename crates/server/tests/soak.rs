@@ -33,8 +33,13 @@ const SWAPPED: &[&str] = &["bench", "receiver", "sender", "users"];
 const HTTP_CLIENTS: usize = 8;
 const WS_CLIENTS: usize = 2;
 const SWAP_EVERY: Duration = Duration::from_millis(500);
-/// The tokio blocking pool lets an idle thread go after 10 s: quiet points wait longer.
-const QUIET: Duration = Duration::from_secs(12);
+/// At a quiet point, retired versions finish draining first (the drain timeout is 5 s);
+/// then the tokio blocking pool, which lets an idle thread go after 10 s, needs `QUIET`;
+/// then samples are taken for `SETTLE` and the lowest counts kept (a leak stays; a thread
+/// that is just finishing doesn't).
+const QUIET: Duration = Duration::from_secs(11);
+const SETTLE: Duration = Duration::from_secs(3);
+static SAMPLES: AtomicU64 = AtomicU64::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: run with `cargo xtask soak` (verify runs 60 s)"]
@@ -60,10 +65,10 @@ async fn soak() {
     let swapper = Swapper::new(&project, &modules);
 
     run_load(addr, server.pid(), &totals, &swapper, warm_up).await;
-    let quiet_a = server.quiet_sample().await;
+    let quiet_a = server.quiet_sample(addr).await;
     eprintln!("soak: after warm-up  {quiet_a}");
     let peak = run_load(addr, server.pid(), &totals, &swapper, main).await;
-    let quiet_b = server.quiet_sample().await;
+    let quiet_b = server.quiet_sample(addr).await;
     eprintln!("soak: at the end     {quiet_b}");
 
     // Every swap written was applied, and the trap count is exact.
@@ -105,7 +110,7 @@ async fn soak() {
         "open file descriptors grew: {quiet_a} → {quiet_b}"
     );
     assert!(
-        quiet_b.threads <= quiet_a.threads,
+        quiet_b.threads.0 <= quiet_a.threads.0,
         "threads grew: {quiet_a} → {quiet_b}"
     );
     server.stop();
@@ -414,17 +419,62 @@ impl Server {
         self.child.id()
     }
 
-    /// Waits for retired versions to finish draining (the drain timeout is 5 s) and idle
-    /// blocking-pool threads to exit (10 s), then samples.
-    async fn quiet_sample(&self) -> Sample {
-        tokio::time::sleep(QUIET).await;
-        match Sample::of(self.pid()) {
-            Some(sample) => sample,
-            None => panic!(
-                "modhost is gone:\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            ),
+    /// Waits for retired versions to finish draining and idle blocking-pool threads to
+    /// exit, then samples.
+    async fn quiet_sample(&self, addr: SocketAddr) -> Sample {
+        let drained = Instant::now() + Duration::from_secs(30);
+        loop {
+            let metrics = admin_text(addr, "/_admin/metrics").await;
+            if metrics
+                .lines()
+                .any(|line| line == "modhost_modules_draining 0")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < drained,
+                "versions still draining after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        tokio::time::sleep(QUIET).await;
+        let settled = Instant::now() + SETTLE;
+        let mut lowest: Option<Sample> = None;
+        while Instant::now() < settled {
+            let Some(sample) = Sample::of(self.pid()) else {
+                panic!(
+                    "modhost is gone:\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            };
+            lowest = Some(match lowest {
+                None => sample,
+                Some(low) => Sample {
+                    rss_bytes: sample.rss_bytes,
+                    fds: low.fds.min(sample.fds),
+                    threads: if sample.threads.0 <= low.threads.0 {
+                        sample.threads
+                    } else {
+                        low.threads
+                    },
+                },
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // Opt-in diagnosis of what each thread is doing: MODHOST_SOAK_GDB=<file prefix>.
+        if let Some(prefix) = std::env::var_os("MODHOST_SOAK_GDB") {
+            let output = Command::new("gdb")
+                .args(["-p", &self.pid().to_string(), "-batch", "-ex"])
+                .arg("thread apply all bt 40")
+                .output();
+            if let Ok(output) = output {
+                let mut path = std::path::PathBuf::from(prefix);
+                path.as_mut_os_string()
+                    .push(format!("-{}.txt", SAMPLES.fetch_add(1, Ordering::Relaxed)));
+                let _ = std::fs::write(path, output.stdout);
+            }
+        }
+        lowest.unwrap()
     }
 
     fn stop(&mut self) {
@@ -462,12 +512,13 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A process's resident memory, open file descriptors and threads, from `/proc`.
-#[derive(Debug, Clone, Copy)]
+/// A process's resident memory, open file descriptors and threads (count, and how many
+/// of each name), from `/proc`.
+#[derive(Debug, Clone)]
 struct Sample {
     rss_bytes: u64,
     fds: usize,
-    threads: usize,
+    threads: (usize, BTreeMap<String, usize>),
 }
 
 impl Sample {
@@ -482,10 +533,15 @@ impl Sample {
                 .parse()
                 .ok()
         };
+        let mut names = BTreeMap::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+            let comm = std::fs::read_to_string(task.ok()?.path().join("comm")).unwrap_or_default();
+            *names.entry(comm.trim().to_owned()).or_insert(0) += 1;
+        }
         Some(Sample {
             rss_bytes: field("VmRSS:")? * 1024,
             fds: std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count(),
-            threads: field("Threads:")? as usize,
+            threads: (names.values().sum(), names),
         })
     }
 }
@@ -494,10 +550,11 @@ impl std::fmt::Display for Sample {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "RSS {} KiB, {} open fds, {} threads",
+            "RSS {} KiB, {} open fds, {} threads {:?}",
             self.rss_bytes / 1024,
             self.fds,
-            self.threads
+            self.threads.0,
+            self.threads.1
         )
     }
 }
@@ -511,15 +568,23 @@ struct ModuleStatus {
 }
 
 async fn admin_modules(addr: SocketAddr) -> BTreeMap<String, ModuleStatus> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let response = client
-        .get(format!("http://{addr}/_admin/modules").parse().unwrap())
-        .await
-        .unwrap();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let modules: Vec<ModuleStatus> = serde_json::from_slice(&body).unwrap();
+    let modules: Vec<ModuleStatus> =
+        serde_json::from_str(&admin_text(addr, "/_admin/modules").await).unwrap();
     modules
         .into_iter()
         .map(|module| (module.name.clone(), module))
         .collect()
+}
+
+/// `GET path` on a fresh connection (closed after), as text.
+async fn admin_text(addr: SocketAddr, path: &str) -> String {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http();
+    let response = client
+        .get(format!("http://{addr}{path}").parse().unwrap())
+        .await
+        .unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
 }

@@ -96,26 +96,7 @@ fn handle(c: &mut Criterion) {
 }
 
 fn fixture_wasm() -> Vec<u8> {
-    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target_dir = manifest_dir.join("../../target/wasi-host-fixtures");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--target",
-            "wasm32-wasip1",
-            "--manifest-path",
-        ])
-        .arg(manifest_dir.join("tests/fixtures/guest/Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(target_dir.join("wasm32-wasip1/release/fixture_guest.wasm")).unwrap()
+    testkit::fixture_guest().to_vec()
 }
 
 fn compile(c: &mut Criterion) {

@@ -259,6 +259,14 @@ impl Live {
         let failure = self.env.as_mut(&mut self.store).failure.take();
         let module = blueprint.name().to_owned();
         match result {
+            // Finished, but past the deadline: typically a WASI sleep the deadline cut short,
+            // after which the guest's idea of time is wrong. Counted as a deadline, and the
+            // instance (which may still have an interrupt pending) is replaced.
+            Ok(_) if fired => Err(CallError::Deadline {
+                module,
+                export,
+                deadline,
+            }),
             Ok(value) => Ok(value),
             Err(Failure::Call(error)) => Err(error),
             Err(Failure::Runtime(_)) if failure.is_some() => {

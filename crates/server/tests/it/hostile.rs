@@ -53,19 +53,7 @@ fn wat(source: &str) -> Vec<u8> {
 
 /// A v1 module with a bump allocator and the given extra items (exports, data, imports).
 fn v1(imports: &str, body: &str) -> Vec<u8> {
-    wat(&format!(
-        r#"(module
-  {imports}
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
-  (func (export "modhost_abi_version") (result i32) (i32.const 1))
-  (func (export "alloc") (param $len i32) (result i32)
-    (local $ptr i32)
-    (local.set $ptr (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
-    (local.get $ptr))
-  {body})"#
-    ))
+    wat(&testkit::v1_module(imports, body))
 }
 
 const LOG: &str = r#"(import "env" "log" (func $log (param i32 i32)))"#;

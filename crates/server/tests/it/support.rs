@@ -1,8 +1,7 @@
 //! Test support: temp projects, module sources, clients.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -101,33 +100,7 @@ pub fn hello(body: &str) -> Vec<u8> {
     answering(200, body, "", "", "")
 }
 
-/// The wasi-host fixture guest (sleep, count, publish, …), built once.
-pub fn fixture_guest() -> &'static [u8] {
-    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let guest = manifest_dir.join("../wasi-host/tests/fixtures/guest/Cargo.toml");
-        let target_dir = manifest_dir.join("../../target/wasi-host-fixtures");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--quiet",
-                "--target",
-                "wasm32-wasip1",
-                "--manifest-path",
-            ])
-            .arg(guest)
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        std::fs::read(target_dir.join("wasm32-wasip1/release/fixture_guest.wasm")).unwrap()
-    })
-}
+pub use testkit::{eventually, fixture_guest};
 
 pub struct Reply {
     pub status: u16,
@@ -168,20 +141,4 @@ pub async fn request(
 
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[], b"").await
-}
-
-/// Polls `check` every 10 ms for up to `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

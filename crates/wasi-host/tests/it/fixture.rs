@@ -1,50 +1,14 @@
 //! Tests against the real Rust guest in `tests/fixtures/guest`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use binary::{HttpRequest, Message};
 use wasi_host::{CallError, Grants, Host, LoadedModule, LogLevel, LogSource, ModuleConfig};
 
-/// Builds the fixture guest once per test run, into its own target dir (so the host build's
-/// lock is never contended), and returns the `.wasm` bytes.
+/// The fixture guest's `.wasm`, built once per test run.
 pub fn guest_wasm() -> &'static [u8] {
-    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let guest_dir = manifest_dir.join("tests/fixtures/guest");
-        let target_dir = target_dir().join("wasi-host-fixtures");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--target",
-                "wasm32-wasip1",
-                "--manifest-path",
-            ])
-            .arg(guest_dir.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the fixture guest failed");
-        std::fs::read(target_dir.join("wasm32-wasip1/release/fixture_guest.wasm"))
-            .expect("fixture wasm")
-    })
-}
-
-/// The workspace's target dir (`CARGO_TARGET_DIR` or `<workspace>/target`).
-fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-    }
+    testkit::fixture_guest()
 }
 
 pub fn get(module: &LoadedModule, path_and_query: &str) -> Result<(u16, String), CallError> {
@@ -449,13 +413,6 @@ fn the_disk_cache_is_used_and_damage_is_recompiled() {
 }
 
 /// Polls `condition` for up to 5 s.
-pub fn wait_for(mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "condition not met within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+pub fn wait_for(condition: impl FnMut() -> bool) {
+    testkit::wait_for(Duration::from_secs(5), condition);
 }

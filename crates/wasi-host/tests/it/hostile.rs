@@ -8,21 +8,12 @@ use wasi_host::{CallError, Host, LoadError, ModuleConfig};
 
 use crate::wat_modules::{ORIGINAL_ABI, load, wasm};
 
-/// Prefix of a v1 module with a bump allocator.
+/// A v1 module with a bump allocator, the `log` and `publish` imports, and `body`.
 fn v1(body: &str) -> String {
-    format!(
-        r#"(module
-  (import "env" "log" (func $log (param i32 i32)))
-  (import "env" "publish" (func $publish (param i32 i32 i32 i32)))
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
-  (func (export "modhost_abi_version") (result i32) (i32.const 1))
-  (func (export "alloc") (param $len i32) (result i32)
-    (local $ptr i32)
-    (local.set $ptr (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
-    (local.get $ptr))
-  {body})"#
+    testkit::v1_module(
+        r#"(import "env" "log" (func $log (param i32 i32)))
+  (import "env" "publish" (func $publish (param i32 i32 i32 i32)))"#,
+        body,
     )
 }
 

@@ -13,31 +13,7 @@ pub fn load(host: &Host, name: &str, source: &str) -> Result<wasi_host::LoadedMo
     host.load(name, &wasm(source), &ModuleConfig::default())
 }
 
-/// A module written only against the original design's ABI: `malloc`, `init`, `drain`, and
-/// `handle(ptr, len) -> i32` returning a NUL-terminated string; it echoes the request line
-/// back behind a prefix, and logs through the original `log` import in `init`.
-pub const ORIGINAL_ABI: &str = r#"
-(module
-  (import "env" "log" (func $log (param i32 i32)))
-  (memory (export "memory") 1)
-  (global $heap (mut i32) (i32.const 1024))
-  (data (i32.const 0) "v0 says: ")
-  (data (i32.const 16) "original init")
-  (func (export "malloc") (param $len i32) (result i32)
-    (local $ptr i32)
-    (local.set $ptr (global.get $heap))
-    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
-    (local.get $ptr))
-  (func (export "init") (call $log (i32.const 16) (i32.const 13)))
-  (func (export "drain") (result i32) (i32.const 0))
-  ;; Copy "v0 says: " + the request to 512 and NUL-terminate it.
-  (func (export "handle") (param $ptr i32) (param $len i32) (result i32)
-    (memory.copy (i32.const 512) (i32.const 0) (i32.const 9))
-    (memory.copy (i32.const 521) (local.get $ptr) (local.get $len))
-    (i32.store8 (i32.add (i32.const 521) (local.get $len)) (i32.const 0))
-    (i32.const 512))
-)
-"#;
+pub use testkit::ORIGINAL_ABI;
 
 #[test]
 fn an_original_abi_module_is_served() {

@@ -1,0 +1,130 @@
+//! Test support shared by the workspace's test suites and benchmarks (a dev-dependency only):
+//! the Rust fixture guest built for `wasm32-wasip1`, reference WAT modules, and polling with
+//! a deadline instead of sleeping.
+
+#![allow(clippy::expect_used)] // a failed set-up step is the test's failure report
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The fixture guest (`crates/wasi-host/tests/fixtures/guest`: echo, print, sleep, panic,
+/// spin, sandbox escapes, publish, request, grow…), built once per process with the release
+/// profile into `<target>/wasi-host-fixtures` (its own target dir, so the test build's lock
+/// is never contended), as `.wasm` bytes.
+pub fn fixture_guest() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let guest = repo_root().join("crates/wasi-host/tests/fixtures/guest/Cargo.toml");
+        let target_dir = target_dir().join("wasi-host-fixtures");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--quiet",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
+            .arg(guest)
+            .arg("--target-dir")
+            .arg(&target_dir)
+            // Flags meant for the host build (instrumentation, say) are not for the guest.
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the fixture guest failed");
+        std::fs::read(target_dir.join("wasm32-wasip1/release/fixture_guest.wasm"))
+            .expect("the fixture guest's .wasm")
+    })
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The workspace's target dir (`CARGO_TARGET_DIR` or `<repo>/target`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo_root().join("target"),
+    }
+}
+
+/// A module written only against the original design's ABI: `malloc`, `init`, `drain`, and
+/// `handle(ptr, len) -> i32` returning a NUL-terminated string. It answers `v0 says: ` and
+/// the request it was given (`"METHOD\nPATH\n"`), and logs `original init` through the
+/// original `log` import in `init`.
+pub const ORIGINAL_ABI: &str = r#"
+(module
+  (import "env" "log" (func $log (param i32 i32)))
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (data (i32.const 0) "v0 says: ")
+  (data (i32.const 16) "original init")
+  (func (export "malloc") (param $len i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
+    (local.get $ptr))
+  (func (export "init") (call $log (i32.const 16) (i32.const 13)))
+  (func (export "drain") (result i32) (i32.const 0))
+  ;; Copy "v0 says: " + the request to 512 and NUL-terminate it.
+  (func (export "handle") (param $ptr i32) (param $len i32) (result i32)
+    (memory.copy (i32.const 512) (i32.const 0) (i32.const 9))
+    (memory.copy (i32.const 521) (local.get $ptr) (local.get $len))
+    (i32.store8 (i32.add (i32.const 521) (local.get $len)) (i32.const 0))
+    (i32.const 512))
+)
+"#;
+
+/// WAT text of an ABI 1 module: `imports`, one page of exported memory, the version export,
+/// a bump allocator `alloc` starting at 1024, and `body` (more exports, data, functions).
+pub fn v1_module(imports: &str, body: &str) -> String {
+    format!(
+        r#"(module
+  {imports}
+  (memory (export "memory") 1)
+  (global $heap (mut i32) (i32.const 1024))
+  (func (export "modhost_abi_version") (result i32) (i32.const 1))
+  (func (export "alloc") (param $len i32) (result i32)
+    (local $ptr i32)
+    (local.set $ptr (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
+    (local.get $ptr))
+  {body})"#
+    )
+}
+
+/// Polls `check` every 10 ms until it holds; panics after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, blocking the thread; panics after `limit`.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
