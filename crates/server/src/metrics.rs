@@ -111,6 +111,20 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
             module.instances as u64,
         );
     }
+    out.family(
+        "modhost_reloads_total",
+        "counter",
+        "module reloads (file events, SIGHUP, the admin API) by outcome",
+    );
+    for (outcome, count) in crate::registry::RELOAD_OUTCOMES
+        .iter()
+        .zip(registry.reload_counts())
+    {
+        let _ = writeln!(
+            out.text,
+            "modhost_reloads_total{{outcome=\"{outcome}\"}} {count}"
+        );
+    }
     out.single(
         "modhost_modules_draining",
         "gauge",

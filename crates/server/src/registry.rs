@@ -137,7 +137,19 @@ pub struct Registry {
     reload_locks: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Retired versions still draining (closed by background tasks).
     draining: Arc<std::sync::atomic::AtomicUsize>,
+    /// Reloads by outcome, in [`RELOAD_OUTCOMES`] order.
+    reloads: [std::sync::atomic::AtomicU64; RELOAD_OUTCOMES.len()],
 }
+
+/// The outcomes reloads are counted by (`modhost_reloads_total{outcome=…}`).
+pub const RELOAD_OUTCOMES: [&str; 6] = [
+    "loaded",
+    "swapped",
+    "unchanged",
+    "unloaded",
+    "absent",
+    "rejected",
+];
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,7 +166,13 @@ impl Registry {
             failed: Mutex::new(BTreeMap::new()),
             reload_locks: Mutex::new(BTreeMap::new()),
             draining: Arc::new(Default::default()),
+            reloads: Default::default(),
         }
+    }
+
+    /// How many reloads ended each way, in [`RELOAD_OUTCOMES`] order.
+    pub fn reload_counts(&self) -> [u64; RELOAD_OUTCOMES.len()] {
+        std::array::from_fn(|index| self.reloads[index].load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The bus the modules talk on.
@@ -217,6 +235,20 @@ impl Registry {
     /// success move subscriptions and routing in one step each, then drain and close the old
     /// version in the background. A missing file unloads the module.
     pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, String> {
+        let result = self.reload_counted(name).await;
+        let index = match &result {
+            Ok(ReloadOutcome::Loaded { .. }) => 0,
+            Ok(ReloadOutcome::Swapped { .. }) => 1,
+            Ok(ReloadOutcome::Unchanged { .. }) => 2,
+            Ok(ReloadOutcome::Unloaded { .. }) => 3,
+            Ok(ReloadOutcome::Absent) => 4,
+            Err(_) => 5,
+        };
+        self.reloads[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        result
+    }
+
+    async fn reload_counted(&self, name: &str) -> Result<ReloadOutcome, String> {
         if !valid_name(name) {
             return Err(format!("invalid module name {name:?}"));
         }

@@ -118,6 +118,44 @@ async fn deleting_the_file_unloads_the_module() {
     server.shutdown().await;
 }
 
+/// Reading a module file is not a change. (The reload's own read of the file used to
+/// trigger the next reload through the watcher's open/close events, forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_module_file_does_not_reload_it() {
+    let project = Project::new("reads");
+    let server = project.start().await;
+    let addr = server.addr();
+    // Installed after the start, so the watcher (not the start-up scan) loads it.
+    project.install("hello", &hello("v1"));
+    eventually(Duration::from_secs(10), || async move {
+        get(addr, "/m/hello").await.body == "v1"
+    })
+    .await;
+    let reloads = || {
+        let [loaded, swapped, unchanged, unloaded, absent, rejected] =
+            server.registry().reload_counts();
+        (loaded, swapped, unchanged, unloaded, absent, rejected)
+    };
+    // Let the events of the install itself settle (debounce 100 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let settled = reloads();
+    for _ in 0..5 {
+        std::fs::read(project.dist().join("hello.wasm")).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(reloads(), settled, "reads caused reloads");
+    assert_eq!(settled.0, 1, "loaded once: {settled:?}");
+    assert!(settled.2 <= 1, "unchanged reloads: {settled:?}");
+    // A real change still reloads.
+    project.install("hello", &hello("v2"));
+    eventually(Duration::from_secs(10), || async move {
+        get(addr, "/m/hello").await.body == "v2"
+    })
+    .await;
+    assert_eq!(reloads().1, 1);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_reload_without_a_watcher() {
     let project = Project::new("explicit");
