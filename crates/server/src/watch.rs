@@ -70,13 +70,21 @@ pub(crate) fn watch(
     debouncer.watch(dist, RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         while let Some(names) = receiver.recv().await {
+            // One task per module: a slow load of one module doesn't hold up the others.
+            // Reloads of one module are serialized (and read the file when they run) by the
+            // registry's per-module lock.
             for name in names {
-                match registry.reload(&name).await {
-                    Ok(outcome) => tracing::debug!(module = %name, "dist change: {outcome:?}"),
-                    Err(reason) => {
-                        tracing::debug!(module = %name, "dist change rejected: {reason}")
+                let registry = registry.clone();
+                tokio::spawn(async move {
+                    match registry.reload(&name).await {
+                        Ok(outcome) => {
+                            tracing::debug!(module = %name, "dist change: {outcome:?}")
+                        }
+                        Err(reason) => {
+                            tracing::debug!(module = %name, "dist change rejected: {reason}")
+                        }
                     }
-                }
+                });
             }
         }
     });

@@ -78,7 +78,7 @@ async fn soak() {
     let report = totals.report();
     eprintln!("soak: {report}");
     eprintln!(
-        "soak: {} swaps written, {swaps} applied; flaky: {} × 500 seen, {flaky_traps} traps counted; peak RSS {} KiB",
+        "soak: {} swaps written, {swaps} applied (the rest coalesced); flaky: {} × 500 seen, {flaky_traps} traps counted; peak RSS {} KiB",
         swapper.written(),
         totals.flaky_500.load(Ordering::Relaxed),
         peak / 1024
@@ -90,10 +90,32 @@ async fn soak() {
         totals.unexpected.load(Ordering::Relaxed),
         failures.join("\n")
     );
-    assert_eq!(
-        swaps,
-        swapper.written(),
-        "every swap written must be applied"
+    // Every module serves the last bytes written for it, and no version was refused.
+    // Writes that land while a reload of the same module is still queued are coalesced
+    // (the reload reads whatever is there then), so `swaps` may fall a little short of the
+    // writes on a loaded machine; the count is reported, and must stay a small fraction.
+    for name in SWAPPED {
+        assert_eq!(
+            status[*name].version,
+            swapper.last_version(name),
+            "{name} does not serve the last version written"
+        );
+    }
+    let metrics = admin_text(addr, "/_admin/metrics").await;
+    let rejected = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("modhost_reloads_total{outcome=\"rejected\"} "))
+        .unwrap_or("?");
+    let reloads: Vec<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("modhost_reloads_total"))
+        .collect();
+    eprintln!("soak: reloads by outcome: {}", reloads.join(", "));
+    assert_eq!(rejected, "0", "reloads were rejected:\n{metrics}");
+    assert!(
+        swaps * 10 >= swapper.written() * 9,
+        "only {swaps} of {} swaps applied",
+        swapper.written()
     );
     assert_eq!(totals.flaky_500.load(Ordering::Relaxed), flaky_traps);
     assert!(
@@ -318,6 +340,17 @@ impl Swapper {
 
     fn written(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// The version (content hash prefix) of the bytes last written for `name`.
+    fn last_version(&self, name: &str) -> Option<String> {
+        let count = self.written();
+        let position = SWAPPED.iter().position(|swapped| *swapped == name)? as u64;
+        let writes =
+            count / SWAPPED.len() as u64 + u64::from(count % SWAPPED.len() as u64 > position);
+        let round = writes.checked_sub(1)?;
+        let bytes = &self.variants[name][round as usize % 2];
+        Some(wasi_host::content_hash(bytes)[..16].to_owned())
     }
 }
 
@@ -563,6 +596,7 @@ impl std::fmt::Display for Sample {
 #[derive(Debug, serde::Deserialize)]
 struct ModuleStatus {
     name: String,
+    version: Option<String>,
     swaps: u64,
     traps: u64,
 }
