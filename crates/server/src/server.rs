@@ -74,20 +74,13 @@ impl ServerBuilder {
 
         let dist = config.dist_path();
         std::fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
-        for name in registry.dist_modules() {
-            if let Err(reason) = registry.reload(&name).await {
-                tracing::warn!(module = %name, "not loaded: {reason}");
-            }
-        }
+        // The watcher starts first, so a file written during start-up is not missed.
         let watcher = if config.watch_dist {
-            Some(crate::watch::watch(
-                &dist,
-                registry.clone(),
-                Duration::from_millis(100),
-            )?)
+            Some(crate::watch::watch(&dist, registry.clone())?)
         } else {
             None
         };
+        load_all(&registry).await;
         let app = Arc::new(App {
             registry: registry.clone(),
             hub: hub.clone(),
@@ -206,6 +199,25 @@ impl ServerHandle {
         }
         tracing::info!("modhost stopped");
     }
+}
+
+/// Loads every module in the dist dir, as many at a time as there are cores (compiling is
+/// CPU-bound; loading from the cache is mostly instantiation and `init`).
+async fn load_all(registry: &Arc<Registry>) {
+    let parallel = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+    let permits = Arc::new(Semaphore::new(parallel.max(2)));
+    let mut loads = tokio::task::JoinSet::new();
+    for name in registry.dist_modules() {
+        let registry = registry.clone();
+        let permits = permits.clone();
+        loads.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            if let Err(reason) = registry.reload(&name).await {
+                tracing::warn!(module = %name, "not loaded: {reason}");
+            }
+        });
+    }
+    while loads.join_next().await.is_some() {}
 }
 
 async fn accept_loop(listener: TcpListener, app: Arc<App>, mut stopped: watch::Receiver<bool>) {

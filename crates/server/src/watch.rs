@@ -1,22 +1,33 @@
-//! The dist watcher: notify-debouncer-full on `<dist>` (create, modify, rename into place,
-//! delete), forwarded to the registry as reloads. Editor and build-tool bursts are coalesced
-//! by the debouncer; temp files (`.name.wasm.tmp`, anything not `*.wasm`) are ignored, so an
-//! atomic temp-file-and-rename write is seen exactly once, complete.
+//! The dist watcher: a notify watcher on `<dist>` whose events become registry reloads.
+//!
+//! There is no debounce timer. A module file is complete when it is renamed into place (how
+//! `build::write_atomic` and every well-behaved tool publish) or closed after writing (an
+//! in-place copy), so exactly those events, and removals, trigger a reload, the moment they
+//! happen. Opening, reading and partial writes do not: the reload's own read of the file must
+//! not trigger the next reload. A burst of events is coalesced per module: at most one reload
+//! runs and at most one more is pending, and each reads whatever the file holds when it
+//! starts, so the last bytes written always win. Temp files (`.name.wasm.tmp`, anything not
+//! `<name>.wasm`) are ignored.
+//!
+//! Why not `notify-debouncer-full` here (the build's source watcher uses it): its timer adds
+//! its timeout plus a tick to every swap (100–125 ms at the old setting), and its tick thread
+//! wakes forty times a second on an idle server. Editors' bursts of writes are what a
+//! debouncer is for, and they happen in module sources, not in `dist`.
 
-use std::collections::BTreeSet;
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use notify_debouncer_full::notify::event::{AccessKind, AccessMode};
-use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify_debouncer_full::notify::{
+    Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _,
+};
 
 use crate::registry::{Registry, module_name_of};
 
 /// A running watcher; dropping it stops watching.
 pub struct DistWatcher {
-    _debouncer: Debouncer<RecommendedWatcher, RecommendedCache>,
+    _watcher: RecommendedWatcher,
 }
 
 impl std::fmt::Debug for DistWatcher {
@@ -25,99 +36,119 @@ impl std::fmt::Debug for DistWatcher {
     }
 }
 
-/// Whether an event can mean new bytes. Opening or reading a file is not a change: without
-/// this filter, the reload's own read of `<name>.wasm` (an open and a close-without-write
-/// event) would trigger the next reload, every debounce period, forever.
-fn changes_content(kind: &EventKind) -> bool {
+/// Whether an event means a module file now holds complete new bytes, or is gone.
+fn completes_a_change(kind: &EventKind) -> bool {
     match kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        // Renamed into (or out of) place, or closed after writing, or removed.
+        EventKind::Modify(ModifyKind::Name(_))
+        | EventKind::Access(AccessKind::Close(AccessMode::Write))
+        | EventKind::Remove(_) => true,
+        // Opening and reading are not changes (and the reload itself reads the file).
         EventKind::Access(_) => false,
+        // Linux reports a close after writing: creation and each write are only steps on
+        // the way there, and reloading on them would read a half-written file.
+        EventKind::Create(_) | EventKind::Modify(_) if cfg!(target_os = "linux") => false,
+        // Elsewhere there is no close-after-write event: a creation or write is the signal.
         _ => true,
     }
 }
 
-/// Watches `dist` and reloads every module whose file changed.
-pub(crate) fn watch(
-    dist: &Path,
-    registry: Arc<Registry>,
-    debounce: Duration,
-) -> anyhow::Result<DistWatcher> {
+/// Per-module reload state: absent when idle.
+#[derive(Default)]
+struct Pending {
+    /// Modules with a reload running; `true` when another is wanted after it.
+    running: HashMap<String, bool>,
+}
+
+/// Watches `dist` and reloads every module whose file changed. Must run inside a tokio
+/// runtime.
+pub(crate) fn watch(dist: &Path, registry: Arc<Registry>) -> anyhow::Result<DistWatcher> {
     std::fs::create_dir_all(dist)?;
-    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel::<BTreeSet<String>>();
-    let mut debouncer =
-        new_debouncer(
-            debounce,
-            None,
-            move |result: DebounceEventResult| match result {
-                Ok(batch) => {
-                    let names: BTreeSet<String> = batch
-                        .iter()
-                        .filter(|event| changes_content(&event.kind))
-                        .flat_map(|event| event.paths.iter())
-                        .filter_map(|path| module_name_of(path))
-                        .collect();
-                    if !names.is_empty() {
-                        let _ = events.send(names);
-                    }
+    let runtime = tokio::runtime::Handle::current();
+    let pending = Arc::new(Mutex::new(Pending::default()));
+    let mut watcher = notify_debouncer_full::notify::recommended_watcher(
+        move |result: notify_debouncer_full::notify::Result<Event>| match result {
+            Ok(event) if completes_a_change(&event.kind) => {
+                for name in event.paths.iter().filter_map(|path| module_name_of(path)) {
+                    schedule(&runtime, &registry, &pending, name);
                 }
-                Err(errors) => {
-                    for error in errors {
-                        tracing::warn!("dist watcher: {error}");
-                    }
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("dist watcher: {error}"),
+        },
+    )?;
+    watcher.watch(dist, RecursiveMode::NonRecursive)?;
+    Ok(DistWatcher { _watcher: watcher })
+}
+
+/// Starts a reload of `name`, or asks the running one to go again when it finishes.
+fn schedule(
+    runtime: &tokio::runtime::Handle,
+    registry: &Arc<Registry>,
+    pending: &Arc<Mutex<Pending>>,
+    name: String,
+) {
+    {
+        let mut state = pending.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(again) = state.running.get_mut(&name) {
+            *again = true;
+            return;
+        }
+        state.running.insert(name.clone(), false);
+    }
+    let registry = registry.clone();
+    let pending = pending.clone();
+    runtime.spawn(async move {
+        loop {
+            match registry.reload(&name).await {
+                Ok(outcome) => tracing::debug!(module = %name, "dist change: {outcome:?}"),
+                Err(reason) => tracing::debug!(module = %name, "dist change rejected: {reason}"),
+            }
+            let mut state = pending.lock().unwrap_or_else(PoisonError::into_inner);
+            match state.running.get_mut(&name) {
+                Some(again) if *again => *again = false,
+                _ => {
+                    state.running.remove(&name);
+                    return;
                 }
-            },
-        )?;
-    debouncer.watch(dist, RecursiveMode::NonRecursive)?;
-    tokio::spawn(async move {
-        while let Some(names) = receiver.recv().await {
-            // One task per module: a slow load of one module doesn't hold up the others.
-            // Reloads of one module are serialized (and read the file when they run) by the
-            // registry's per-module lock.
-            for name in names {
-                let registry = registry.clone();
-                tokio::spawn(async move {
-                    match registry.reload(&name).await {
-                        Ok(outcome) => {
-                            tracing::debug!(module = %name, "dist change: {outcome:?}")
-                        }
-                        Err(reason) => {
-                            tracing::debug!(module = %name, "dist change rejected: {reason}")
-                        }
-                    }
-                });
             }
         }
     });
-    Ok(DistWatcher {
-        _debouncer: debouncer,
-    })
 }
 
 #[cfg(test)]
 mod tests {
-    use notify_debouncer_full::notify::event::{CreateKind, ModifyKind, RemoveKind, RenameMode};
+    use notify_debouncer_full::notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
 
     use super::*;
 
     #[test]
-    fn reads_are_not_changes() {
+    fn only_completed_changes_reload() {
         for kind in [
             EventKind::Access(AccessKind::Open(AccessMode::Any)),
             EventKind::Access(AccessKind::Read),
             EventKind::Access(AccessKind::Close(AccessMode::Read)),
             EventKind::Access(AccessKind::Any),
         ] {
-            assert!(!changes_content(&kind), "{kind:?}");
+            assert!(!completes_a_change(&kind), "{kind:?}");
         }
         for kind in [
             EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            EventKind::Create(CreateKind::File),
             EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            EventKind::Modify(ModifyKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
             EventKind::Remove(RemoveKind::File),
-            EventKind::Any,
         ] {
-            assert!(changes_content(&kind), "{kind:?}");
+            assert!(completes_a_change(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+        ] {
+            assert_eq!(
+                completes_a_change(&kind),
+                !cfg!(target_os = "linux"),
+                "{kind:?}"
+            );
         }
     }
 }

@@ -136,7 +136,7 @@ async fn reading_a_module_file_does_not_reload_it() {
             server.registry().reload_counts();
         (loaded, swapped, unchanged, unloaded, absent, rejected)
     };
-    // Let the events of the install itself settle (debounce 100 ms).
+    // Let the events of the install itself settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let settled = reloads();
     for _ in 0..5 {
