@@ -71,7 +71,7 @@ async fn soak() {
     let quiet_b = server.quiet_sample(addr).await;
     eprintln!("soak: at the end     {quiet_b}");
 
-    // Every swap written was applied, and the trap count is exact.
+    // What the server counted: swaps over all modules, and flaky's traps.
     let status = admin_modules(addr).await;
     let swaps: u64 = status.values().map(|module| module.swaps).sum();
     let flaky_traps = status["flaky"].traps;
