@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify_debouncer_full::notify::{
     Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher as _,
 };
@@ -39,6 +39,9 @@ impl std::fmt::Debug for DistWatcher {
 /// Whether an event means a module file now holds complete new bytes, or is gone.
 fn completes_a_change(kind: &EventKind) -> bool {
     match kind {
+        // A rename inside `dist` comes as `From` (old path), `To` (new path) and `Both`
+        // (the two together): `From` and `To` cover it once.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => false,
         // Renamed into (or out of) place, or closed after writing, or removed.
         EventKind::Modify(ModifyKind::Name(_))
         | EventKind::Access(AccessKind::Close(AccessMode::Write))
@@ -118,7 +121,7 @@ fn schedule(
 
 #[cfg(test)]
 mod tests {
-    use notify_debouncer_full::notify::event::{CreateKind, DataChange, RemoveKind, RenameMode};
+    use notify_debouncer_full::notify::event::{CreateKind, DataChange, RemoveKind};
 
     use super::*;
 
@@ -129,13 +132,15 @@ mod tests {
             EventKind::Access(AccessKind::Read),
             EventKind::Access(AccessKind::Close(AccessMode::Read)),
             EventKind::Access(AccessKind::Any),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
         ] {
             assert!(!completes_a_change(&kind), "{kind:?}");
         }
         for kind in [
             EventKind::Access(AccessKind::Close(AccessMode::Write)),
             EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Any)),
             EventKind::Remove(RemoveKind::File),
         ] {
             assert!(completes_a_change(&kind), "{kind:?}");
