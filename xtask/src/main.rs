@@ -6,7 +6,9 @@
 //! - `cargo xtask deps`: the dependency-direction check alone.
 //! - `cargo xtask build-modules [--watch] [NAME...]`: builds the modules in `modules/` into
 //!   `modules/dist/` with the `build` library, and with `--watch` rebuilds them on save.
+//! - `cargo xtask bench [OPTIONS] [SCENARIO...]`: the benchmarks of `docs/PERFORMANCE.md`.
 
+mod bench;
 mod build_modules;
 mod deps;
 mod run_command;
@@ -25,6 +27,10 @@ commands:
   build-modules [--watch] [--profile NAME] [NAME...]
             build modules/*/wasm into modules/dist (all, or the NAMEs);
             --watch rebuilds a module when its sources change (profile hot)
+  bench [--rounds N] [--seconds S] [--swaps N] [--modules N] [--messages N] [SCENARIO...]
+            build release modhost + loadgen, run the scenarios (bench, users, swap,
+            bus, coldstart, devloop; default all) against their baselines, append
+            the results to docs/PERFORMANCE.md, JSON to docs/perf/
 ";
 
 fn main() -> ExitCode {
@@ -33,6 +39,7 @@ fn main() -> ExitCode {
         Some("verify") => verify::run(&args[1..]),
         Some("deps") => deps::run(),
         Some("build-modules") => build_modules::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             eprint!("{USAGE}");
             return if args.is_empty() {
