@@ -27,6 +27,21 @@ enum Command {
     },
     /// Run scenarios and write the report.
     Run(Run),
+    /// One load run against any server (for profiling): prints the result as JSON.
+    Load {
+        /// Server address.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Path and query.
+        #[arg(long, default_value = "/m/bench")]
+        path: String,
+        /// Connections.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -79,6 +94,25 @@ fn main() -> anyhow::Result<()> {
             loadgen::serve(baseline, listen)
         }
         Command::Run(run) => run_scenarios(run),
+        Command::Load {
+            addr,
+            path,
+            concurrency,
+            seconds,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let result = runtime.block_on(loadgen::run(
+                &loadgen::Target::get(addr, &path),
+                concurrency,
+                Duration::from_millis(500),
+                Duration::from_secs_f64(seconds),
+            ))?;
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            Ok(())
+        }
     }
 }
 
