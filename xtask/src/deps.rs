@@ -77,9 +77,15 @@ const RULES: &[Rule] = &[
     },
     Rule {
         krate: "server",
-        never: &[],
+        never: &["loadgen"],
         never_direct: &["wasmer", "wasmer-wasix"],
-        why: "only wasi-host names wasmer types",
+        why: "only wasi-host names wasmer types; the benchmark harness is a leaf",
+    },
+    Rule {
+        krate: "loadgen",
+        never: &[],
+        never_direct: &["wasmer", "wasmer-wasix", "wasi-host"],
+        why: "the benchmark harness drives modhost through HTTP and the server library",
     },
 ];
 

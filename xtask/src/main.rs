@@ -7,7 +7,9 @@
 //! - `cargo xtask build-modules [--watch] [NAME...]`: builds the modules in `modules/` into
 //!   `modules/dist/` with the `build` library, and with `--watch` rebuilds them on save.
 //! - `cargo xtask soak [--minutes N]`: the soak test against the real binary (default 10 min).
+//! - `cargo xtask bench [OPTIONS] [SCENARIO...]`: the benchmarks of `docs/PERFORMANCE.md`.
 
+mod bench;
 mod build_modules;
 mod deps;
 mod run_command;
@@ -31,6 +33,10 @@ commands:
             the soak test against the real modhost binary: load, a swap every
             500 ms, traps, WebSocket churn, bus traffic; checks RSS, fds and
             threads for leaks (default 10 minutes; verify runs 60 s)
+  bench [--rounds N] [--seconds S] [--swaps N] [--modules N] [--messages N] [SCENARIO...]
+            build release modhost + loadgen, run the scenarios (bench, users, swap,
+            bus, coldstart, devloop; default all) against their baselines, append
+            the results to docs/PERFORMANCE.md, JSON to docs/perf/
 ";
 
 fn main() -> ExitCode {
@@ -40,6 +46,7 @@ fn main() -> ExitCode {
         Some("deps") => deps::run(),
         Some("build-modules") => build_modules::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             eprint!("{USAGE}");
             return if args.is_empty() {

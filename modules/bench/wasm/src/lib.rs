@@ -1,14 +1,80 @@
-//! `bench`: answers every request with `200 ok` and does nothing else — the floor for
-//! benchmarks of the request path (HTTP → host → guest → back).
+//! `bench`: the fixture of `cargo xtask bench`. `GET /m/bench` answers `200 ok` and does
+//! nothing else — the floor for benchmarks of the request path (HTTP → host → guest → back).
+//!
+//! The other routes serve the other scenarios (docs/PERFORMANCE.md):
+//! - `GET /m/bench/version` answers [`MARKER`]. The harness rewrites its digits in a copy of
+//!   the `.wasm` (same length, so nothing else moves) to make versions it can tell apart by
+//!   their answers: the hot-swap scenario.
+//! - `POST /m/bench/subscribe?topic=T` subscribes to `T`; `GET /m/bench/received` answers how
+//!   many messages and payload bytes arrived in `on_message`: the bus scenarios.
+//! - `POST /m/bench/publish?topic=T&n=N&size=S` publishes `N` events of `S` bytes on `T`,
+//!   retrying a message while every subscriber's mailbox is full, and answers
+//!   `published retries`.
 
-use guest::{Module, Request, Response};
+use guest::{Message, Module, Request, Response};
+
+/// What `GET /m/bench/version` answers; the harness patches the trailing digits.
+const MARKER: &str = "modhost-bench-version-000000";
+
+/// Give up on a message after this many attempts against full mailboxes.
+const MAX_RETRIES: u64 = 10_000_000;
 
 #[derive(Debug, Default)]
-struct Bench;
+struct Bench {
+    received: u64,
+    received_bytes: u64,
+}
+
+fn number(request: &Request, name: &str, default: u64) -> u64 {
+    request
+        .query(name)
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+impl Bench {
+    fn publish(request: &Request) -> Response {
+        let Some(topic) = request.query("topic") else {
+            return Response::bad_request();
+        };
+        let count = number(request, "n", 1);
+        let payload = vec![0x5a_u8; usize::try_from(number(request, "size", 64)).unwrap_or(64)];
+        let mut retries = 0_u64;
+        let mut published = 0_u64;
+        while published < count {
+            match guest::publish(&topic, &payload) {
+                Ok(reached) if reached > 0 => published += 1,
+                Ok(_) | Err(_) if retries < MAX_RETRIES => retries += 1,
+                _ => break,
+            }
+        }
+        Response::text(format!("{published} {retries}"))
+    }
+}
 
 impl Module for Bench {
-    fn handle(&mut self, _: Request) -> Response {
-        Response::text("ok")
+    fn handle(&mut self, request: Request) -> Response {
+        match (request.method(), request.path()) {
+            (_, "" | "/") => Response::text("ok"),
+            ("GET", "/version") => Response::text(MARKER),
+            ("GET", "/received") => {
+                Response::text(format!("{} {}", self.received, self.received_bytes))
+            }
+            ("POST", "/subscribe") => match request.query("topic") {
+                Some(topic) => match guest::subscribe(&topic) {
+                    Ok(()) => Response::text("subscribed"),
+                    Err(_) => Response::bad_request(),
+                },
+                None => Response::bad_request(),
+            },
+            ("POST", "/publish") => Bench::publish(&request),
+            _ => Response::not_found(),
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        self.received += 1;
+        self.received_bytes += message.payload.len() as u64;
     }
 }
 

@@ -1,0 +1,23 @@
+//! modhost's benchmark harness, run by `cargo xtask bench` (docs/PERFORMANCE.md): a
+//! keep-alive HTTP/1.1 load generator with fixed concurrency and HdrHistogram latencies, the
+//! baseline servers the modhost figures are compared with (a bare hyper server, the users
+//! module's JSON work in native Rust), and the scenarios, each run interleaved with its
+//! baseline so a noisy machine shows in both.
+//!
+//! It is not a test suite: nothing here asserts; every figure goes into the report, and
+//! targets missed are reported as such. All traffic is on 127.0.0.1; every run is bounded
+//! in time.
+
+mod baseline;
+mod load;
+mod process;
+mod scenarios;
+mod stats;
+mod wasm;
+
+pub use baseline::{Baseline, serve};
+pub use load::{Connection, LoadResult, Target, once, run};
+pub use process::{Modhost, Server, rss_bytes};
+pub use scenarios::{ALL, Settings, bench, bus, coldstart, devloop, swap, users};
+pub use stats::{Row, Section, Verdict, markdown, median, percentile};
+pub use wasm::{MARKER, initial_memory_bytes, variant};

@@ -1,0 +1,175 @@
+//! `cargo xtask bench [OPTIONS] [SCENARIO...]`: builds the release `modhost` and `loadgen`
+//! (profile `bench` = release + line tables, for profilers), rebuilds the `bench` and
+//! `users` modules, runs the scenarios (`crates/loadgen`), appends the markdown section to
+//! `docs/PERFORMANCE.md` and writes the JSON report to `docs/perf/<timestamp>.json`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::step;
+
+/// The cargo profile of the binaries under test: release plus line tables.
+const PROFILE: &str = "bench";
+
+/// Options passed through to `loadgen run`, each with one value.
+const PASS_THROUGH: &[&str] = &[
+    "--rounds",
+    "--seconds",
+    "--swaps",
+    "--modules",
+    "--messages",
+];
+
+fn text(mut command: Command) -> String {
+    command
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+fn command(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(step::root());
+    command
+}
+
+/// `uname`, CPU model and count, memory: the context of the absolute numbers.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("model name"))
+                .and_then(|line| line.split_once(':'))
+                .map(|(_, model)| model.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".to_owned());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map(|kib| format!("{} GiB", kib / 1024 / 1024))
+        .unwrap_or_else(|| "?".to_owned());
+    format!(
+        "{}, {} × {cpu}, {memory} RAM, load average {}",
+        text(command("uname", &["-srm"])),
+        text(command("nproc", &[])),
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|load| load
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "))
+            .unwrap_or_default()
+    )
+}
+
+fn commit() -> String {
+    let hash = text(command("git", &["rev-parse", "--short", "HEAD"]));
+    let dirty = !text(command(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+    ))
+    .is_empty();
+    if dirty {
+        format!("{hash}+changes")
+    } else {
+        hash
+    }
+}
+
+const HEADER: &str = "# Performance\n\nResults of `cargo xtask bench` are appended below.\n";
+
+/// `cargo xtask bench`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    let mut loadgen_args: Vec<String> = Vec::new();
+    let mut scenarios: Vec<String> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if PASS_THROUGH.contains(&arg.as_str()) {
+            let value = iter.next().ok_or(format!("{arg} needs a value"))?;
+            loadgen_args.extend([arg.clone(), value.clone()]);
+        } else if arg.starts_with('-') {
+            return Err(format!(
+                "unknown option {arg:?}; options: {}",
+                PASS_THROUGH.join(" N, ")
+            ));
+        } else {
+            scenarios.push(arg.clone());
+        }
+    }
+    let root = step::root();
+    step::run(step::cargo(&[
+        "build",
+        "--locked",
+        "--profile",
+        PROFILE,
+        "-p",
+        "server",
+        "--bin",
+        "modhost",
+        "-p",
+        "loadgen",
+        "--bin",
+        "loadgen",
+    ]))?;
+    crate::build_modules::run(&["bench".to_owned(), "users".to_owned()])?;
+
+    let stamp = text(command("date", &["-u", "+%Y%m%dT%H%M%SZ"]));
+    let date = text(command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
+    let shown = format!("cargo xtask bench {}", args.join(" "));
+    let bin = root.join("target/release");
+    let out = root.join("target/bench");
+    let perf = root.join("docs/perf");
+    for dir in [&out, &perf] {
+        std::fs::create_dir_all(dir)
+            .map_err(|error| format!("creating {}: {error}", dir.display()))?;
+    }
+    let json = perf.join(format!("{stamp}.json"));
+    let markdown = out.join(format!("{stamp}.md"));
+    let mut loadgen = Command::new(bin.join("loadgen"));
+    loadgen
+        .current_dir(&root)
+        .arg("run")
+        .arg("--modhost")
+        .arg(bin.join("modhost"))
+        .arg("--root")
+        .arg(&root)
+        .arg("--work")
+        .arg(out.join("work"))
+        .arg("--json")
+        .arg(&json)
+        .arg("--markdown")
+        .arg(&markdown)
+        .args(["--meta", &format!("date={date}")])
+        .args(["--meta", &format!("commit={}", commit())])
+        .args(["--meta", &format!("machine={}", machine())])
+        .args(["--meta", &format!("command={}", shown.trim())])
+        .args(&loadgen_args)
+        .args(&scenarios);
+    step::run(loadgen)?;
+    append(&root.join("docs/PERFORMANCE.md"), &markdown)?;
+    eprintln!(
+        "bench: appended to docs/PERFORMANCE.md; JSON in {}",
+        json.strip_prefix(&root).unwrap_or(&json).display()
+    );
+    Ok(())
+}
+
+fn append(document: &Path, section: &Path) -> Result<(), String> {
+    let section = std::fs::read_to_string(section)
+        .map_err(|error| format!("reading {}: {error}", section.display()))?;
+    let mut text = std::fs::read_to_string(document).unwrap_or_else(|_| HEADER.to_owned());
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&section);
+    std::fs::write(document, text)
+        .map_err(|error| format!("writing {}: {error}", document.display()))
+}
