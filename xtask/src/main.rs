@@ -6,9 +6,12 @@
 //! - `cargo xtask deps`: the dependency-direction check alone.
 //! - `cargo xtask build-modules [--watch] [NAME...]`: builds the modules in `modules/` into
 //!   `modules/dist/` with the `build` library, and with `--watch` rebuilds them on save.
+//! - `cargo xtask fuzz [--minutes N] [TARGET...]`: the cargo-fuzz targets in `fuzz/`, each for
+//!   a bounded time (installs cargo-fuzz when it is missing).
 
 mod build_modules;
 mod deps;
+mod fuzz;
 mod run_command;
 mod step;
 mod verify;
@@ -25,6 +28,9 @@ commands:
   build-modules [--watch] [--profile NAME] [NAME...]
             build modules/*/wasm into modules/dist (all, or the NAMEs);
             --watch rebuilds a module when its sources change (profile hot)
+  fuzz [--minutes N | --seconds N] [TARGET...]
+            run the fuzz targets in fuzz/ (all, or the TARGETs), N each
+            (default 60 s); installs cargo-fuzz if missing
 ";
 
 fn main() -> ExitCode {
@@ -33,6 +39,7 @@ fn main() -> ExitCode {
         Some("verify") => verify::run(&args[1..]),
         Some("deps") => deps::run(),
         Some("build-modules") => build_modules::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             eprint!("{USAGE}");
             return if args.is_empty() {
