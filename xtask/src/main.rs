@@ -8,10 +8,13 @@
 //!   `modules/dist/` with the `build` library, and with `--watch` rebuilds them on save.
 //! - `cargo xtask soak [--minutes N]`: the soak test against the real binary (default 10 min).
 //! - `cargo xtask bench [OPTIONS] [SCENARIO...]`: the benchmarks of `docs/PERFORMANCE.md`.
+//! - `cargo xtask fuzz [--minutes N] [TARGET...]`: the cargo-fuzz targets in `fuzz/`, each for
+//!   a bounded time (installs cargo-fuzz when it is missing).
 
 mod bench;
 mod build_modules;
 mod deps;
+mod fuzz;
 mod run_command;
 mod soak;
 mod step;
@@ -37,6 +40,9 @@ commands:
             build release modhost + loadgen, run the scenarios (bench, users, swap,
             bus, coldstart, devloop; default all) against their baselines, append
             the results to docs/PERFORMANCE.md, JSON to docs/perf/
+  fuzz [--minutes N | --seconds N] [TARGET...]
+            run the fuzz targets in fuzz/ (all, or the TARGETs), N each
+            (default 60 s); installs cargo-fuzz if missing
 ";
 
 fn main() -> ExitCode {
@@ -47,6 +53,7 @@ fn main() -> ExitCode {
         Some("build-modules") => build_modules::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("help" | "-h" | "--help") | None => {
             eprint!("{USAGE}");
             return if args.is_empty() {

@@ -40,6 +40,10 @@ const STEPS: &[Step] = &[
         run: end_to_end,
     },
     Step {
+        name: "fuzz decoders (3 x 30 s)",
+        run: fuzz_smoke,
+    },
+    Step {
         name: "soak (60 s)",
         run: crate::soak::verify,
     },
@@ -110,6 +114,12 @@ fn end_to_end() -> Result<(), String> {
         "--",
         "--nocapture",
     ]))
+}
+
+/// The `binary` decoding fuzz targets, 30 s each (`docs/FUZZING.md`); the host-import target
+/// needs an instrumented wasmer build that doesn't fit CI's budget, so it is run by hand.
+fn fuzz_smoke() -> Result<(), String> {
+    crate::fuzz::smoke(30)
 }
 
 enum Outcome {
