@@ -32,28 +32,29 @@ pub(crate) fn watch(
 ) -> anyhow::Result<DistWatcher> {
     std::fs::create_dir_all(dist)?;
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel::<BTreeSet<String>>();
-    let mut debouncer =
-        new_debouncer(
-            debounce,
-            None,
-            move |result: DebounceEventResult| match result {
-                Ok(batch) => {
-                    let names: BTreeSet<String> = batch
-                        .iter()
-                        .flat_map(|event| event.paths.iter())
-                        .filter_map(|path| module_name_of(path))
-                        .collect();
-                    if !names.is_empty() {
-                        let _ = events.send(names);
-                    }
+    let mut debouncer = new_debouncer(
+        debounce,
+        // Events are emitted on the first tick after `debounce` of quiet: ticking at the
+        // debounce period bounds the wait at twice it, with as few wake-ups as that allows.
+        Some(debounce),
+        move |result: DebounceEventResult| match result {
+            Ok(batch) => {
+                let names: BTreeSet<String> = batch
+                    .iter()
+                    .flat_map(|event| event.paths.iter())
+                    .filter_map(|path| module_name_of(path))
+                    .collect();
+                if !names.is_empty() {
+                    let _ = events.send(names);
                 }
-                Err(errors) => {
-                    for error in errors {
-                        tracing::warn!("dist watcher: {error}");
-                    }
+            }
+            Err(errors) => {
+                for error in errors {
+                    tracing::warn!("dist watcher: {error}");
                 }
-            },
-        )?;
+            }
+        },
+    )?;
     debouncer.watch(dist, RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
         while let Some(names) = receiver.recv().await {
