@@ -103,10 +103,10 @@ impl Modhost {
             let mut found = Some(found);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = writeln!(log, "{line}");
-                if let Some(rest) = line.strip_prefix("modhost listening on http://") {
-                    if let (Some(sender), Ok(addr)) = (found.take(), rest.trim().parse()) {
-                        let _ = sender.send((addr, Instant::now()));
-                    }
+                if let Some(rest) = line.strip_prefix("modhost listening on http://")
+                    && let (Some(sender), Ok(addr)) = (found.take(), rest.trim().parse())
+                {
+                    let _ = sender.send((addr, Instant::now()));
                 }
             }
         });
