@@ -717,11 +717,16 @@ pub async fn coldstart(settings: &Settings) -> anyhow::Result<Section> {
             format!("{} / {}", mib(median(&rss_loaded)), mib(median(&rss_empty))),
         ),
         Row::new(
-            "RSS per idle module (its declared linear memory)",
+            "RSS per idle module, everything counted (declared linear memory)",
             format!("{} ({})", mib(per_module), mib(linear as f64)),
         ),
-        Row::new("RSS per idle module beyond its linear memory", mib(beyond))
-            .target("≤ 1 MiB", beyond <= 1048576.0),
+        // Untouched linear memory is not resident, so the difference can be negative: then
+        // the whole per-module figure is within the target.
+        Row::new(
+            "RSS per idle module beyond its declared linear memory",
+            mib(beyond.max(0.0)),
+        )
+        .target("≤ 1 MiB", beyond <= 1048576.0),
     ];
     Ok(Section {
         scenario: "coldstart".into(),

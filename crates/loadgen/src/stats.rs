@@ -151,3 +151,38 @@ pub fn micros(value: f64) -> String {
         format!("{value:.0} µs")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_percentiles() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&hundred, 0.5), 50.0);
+        assert_eq!(percentile(&hundred, 0.99), 99.0);
+        assert_eq!(percentile(&hundred, 1.0), 100.0);
+    }
+
+    #[test]
+    fn rows_render_verdicts_and_small_ratios() {
+        let section = Section {
+            scenario: "x".into(),
+            title: "t".into(),
+            rows: vec![
+                Row::new("a", "1")
+                    .baseline("40", 0.025)
+                    .target("≥ 1", false),
+            ],
+            runs: serde_json::Value::Null,
+        };
+        let table = markdown(&[section]);
+        assert!(
+            table.contains("| a | 1 | 40 | 2.5% | ≥ 1 | **missed** |"),
+            "{table}"
+        );
+    }
+}

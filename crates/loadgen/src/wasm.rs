@@ -63,3 +63,38 @@ pub fn initial_memory_bytes(wasm: &[u8]) -> anyhow::Result<u64> {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module with one memory of 17 pages and the marker in a custom section.
+    fn module() -> Vec<u8> {
+        let mut bytes = b"\0asm\x01\0\0\0".to_vec();
+        bytes.extend([5, 3, 1, 0, 17]);
+        let mut custom = vec![1, b'm'];
+        custom.extend_from_slice(MARKER);
+        bytes.push(0);
+        bytes.push(u8::try_from(custom.len()).unwrap_or(0));
+        bytes.extend(custom);
+        bytes
+    }
+
+    #[test]
+    fn variants_differ_only_in_the_marker() {
+        let original = module();
+        let (bytes, marker) = variant(&original, 42).unwrap_or_default();
+        assert_eq!(marker, "modhost-bench-version-000042");
+        assert_eq!(bytes.len(), original.len());
+        assert!(bytes.windows(marker.len()).any(|w| w == marker.as_bytes()));
+        assert!(variant(&original, 1_000_000).is_err());
+        assert!(variant(b"\0asm\x01\0\0\0", 1).is_err());
+    }
+
+    #[test]
+    fn initial_memory_is_read_from_the_memory_section() {
+        assert_eq!(initial_memory_bytes(&module()).ok(), Some(17 * 65_536));
+        assert_eq!(initial_memory_bytes(b"\0asm\x01\0\0\0").ok(), Some(0));
+        assert!(initial_memory_bytes(b"not wasm").is_err());
+    }
+}

@@ -260,24 +260,25 @@ fn module_of(error: &CallError) -> &str {
 }
 
 /// Calls the current version of `name`; a version closed by a swap between picking it and
-/// queueing the call is retried on the version that replaced it.
+/// queueing the call hands the request back and it is retried on the version that replaced
+/// it (the request is moved, not cloned, on every attempt).
 async fn call(
     registry: &Registry,
     name: &str,
-    request: binary::HttpRequest,
+    mut request: binary::HttpRequest,
 ) -> Result<binary::HttpResponse, CallError> {
-    let mut attempts = 0;
-    loop {
+    for _attempt in 0..6 {
         let Some(entry) = registry.get(name) else {
-            return Err(CallError::Closed {
-                module: name.to_owned(),
-            });
+            break;
         };
-        match entry.current().handle(request.clone()).await {
-            Err(CallError::Closed { .. }) if attempts < 5 => attempts += 1,
-            result => return result,
+        match entry.current().try_handle(request).await {
+            Ok(result) => return result,
+            Err(returned) => request = returned,
         }
     }
+    Err(CallError::Closed {
+        module: name.to_owned(),
+    })
 }
 
 async fn module_request(app: &App, rest: String, request: Request<Incoming>) -> Response<Body> {
@@ -312,6 +313,9 @@ async fn module_request(app: &App, rest: String, request: Request<Incoming>) -> 
     }
 }
 
+/// Client-sent headers with this prefix (any case) are dropped before the pipeline.
+const RESERVED_PREFIX: &str = "x-modhost-";
+
 fn is_pass(response: &binary::HttpResponse) -> bool {
     response.header(PASS_HEADER) == Some("1")
 }
@@ -324,9 +328,12 @@ async fn pipeline(
     target: &str,
     mut request: binary::HttpRequest,
 ) -> Response<Body> {
-    request
-        .headers
-        .retain(|header| !header.name.to_ascii_lowercase().starts_with("x-modhost-"));
+    request.headers.retain(|header| {
+        !header
+            .name
+            .get(..RESERVED_PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_PREFIX))
+    });
     request
         .headers
         .push(binary::Header::new(TARGET_HEADER, target));

@@ -227,6 +227,33 @@ impl LoadedModule {
         response.await.map_err(|_| self.lost())?
     }
 
+    /// Like [`LoadedModule::handle`], but a request this version refuses because it is closed
+    /// (it never reached an instance) comes back as `Err(request)`, so a caller can retry it
+    /// on the version that replaced this one without cloning every request up front.
+    pub async fn try_handle(
+        &self,
+        request: HttpRequest,
+    ) -> Result<Result<HttpResponse, CallError>, HttpRequest> {
+        if self.is_closed() {
+            return Err(request);
+        }
+        let (reply, response) = tokio::sync::oneshot::channel();
+        match self.inner.jobs.try_send(Job::Handle { request, reply }) {
+            Ok(()) => Ok(response.await.unwrap_or_else(|_| Err(self.lost()))),
+            Err(TrySendError::Full(_)) => {
+                Shared::bump(&self.shared().counters.overloaded);
+                Ok(Err(CallError::Overloaded {
+                    module: self.name().to_owned(),
+                    capacity: self.inner.capacity,
+                }))
+            }
+            Err(TrySendError::Disconnected(Job::Handle { request, .. })) => Err(request),
+            Err(TrySendError::Disconnected(Job::Message(_))) => Ok(Err(CallError::Closed {
+                module: self.name().to_owned(),
+            })),
+        }
+    }
+
     /// Like [`LoadedModule::handle`], blocking the calling thread. Don't call it from async
     /// code.
     pub fn handle_blocking(&self, request: HttpRequest) -> Result<HttpResponse, CallError> {
