@@ -57,7 +57,7 @@ fn machine() -> String {
         .map(|kib| format!("{} GiB", kib / 1024 / 1024))
         .unwrap_or_else(|| "?".to_owned());
     format!(
-        "{}, {} × {cpu}, {memory} RAM, load average {}",
+        "{}, {} cores ({cpu}), {memory} RAM, load average {}",
         text(command("uname", &["-srm"])),
         text(command("nproc", &[])),
         std::fs::read_to_string("/proc/loadavg")
