@@ -22,7 +22,16 @@ pub struct ProcessStats {
 impl ProcessStats {
     /// Reads `/proc/self`; `None` where there is no procfs.
     pub fn read() -> Option<ProcessStats> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        ProcessStats::of_dir("/proc/self")
+    }
+
+    /// Reads `/proc/<pid>`; `None` where there is no procfs or no such process.
+    pub fn of(pid: u32) -> Option<ProcessStats> {
+        ProcessStats::of_dir(&format!("/proc/{pid}"))
+    }
+
+    fn of_dir(dir: &str) -> Option<ProcessStats> {
+        let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
         let field = |name: &str| -> Option<u64> {
             status
                 .lines()
@@ -34,7 +43,7 @@ impl ProcessStats {
         };
         Some(ProcessStats {
             rss_bytes: field("VmRSS:")? * 1024,
-            open_fds: std::fs::read_dir("/proc/self/fd").ok()?.count() as u64,
+            open_fds: std::fs::read_dir(format!("{dir}/fd")).ok()?.count() as u64,
             threads: field("Threads:")?,
         })
     }

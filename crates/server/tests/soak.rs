@@ -556,24 +556,15 @@ struct Sample {
 
 impl Sample {
     fn of(pid: u32) -> Option<Sample> {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let field = |name: &str| -> Option<u64> {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(name))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        };
+        let stats = server::ProcessStats::of(pid)?;
         let mut names = BTreeMap::new();
         for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
             let comm = std::fs::read_to_string(task.ok()?.path().join("comm")).unwrap_or_default();
             *names.entry(comm.trim().to_owned()).or_insert(0) += 1;
         }
         Some(Sample {
-            rss_bytes: field("VmRSS:")? * 1024,
-            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count(),
+            rss_bytes: stats.rss_bytes,
+            fds: stats.open_fds as usize,
             threads: (names.values().sum(), names),
         })
     }
