@@ -94,6 +94,16 @@ fn p50(runs: &[LoadResult]) -> f64 {
     median(&runs.iter().map(|run| run.p50_us as f64).collect::<Vec<_>>())
 }
 
+/// `req/s (p50 …, p99 …)` of a set of runs (medians).
+fn summary(runs: &[LoadResult]) -> String {
+    format!(
+        "{} (p50 {}, p99 {})",
+        rate(rps(runs)),
+        micros(p50(runs)),
+        micros(p99(runs))
+    )
+}
+
 fn p99(runs: &[LoadResult]) -> f64 {
     median(&runs.iter().map(|run| run.p99_us as f64).collect::<Vec<_>>())
 }
@@ -134,24 +144,8 @@ pub async fn bench(settings: &Settings) -> anyhow::Result<Section> {
     for (index, &concurrency) in levels.iter().enumerate() {
         let (a, b) = (&modhost_runs[index], &hello_runs[index]);
         let ratio = rps(a) / rps(b);
-        let mut row = Row::new(
-            format!("req/s c={concurrency}"),
-            format!(
-                "{} (p50 {}, p99 {})",
-                rate(rps(a)),
-                micros(p50(a)),
-                micros(p99(a))
-            ),
-        )
-        .baseline(
-            format!(
-                "{} (p50 {}, p99 {})",
-                rate(rps(b)),
-                micros(p50(b)),
-                micros(p99(b))
-            ),
-            ratio,
-        );
+        let mut row =
+            Row::new(format!("req/s c={concurrency}"), summary(a)).baseline(summary(b), ratio);
         if concurrency == 64 {
             row = row.target("≥ 70% of hyper", ratio >= 0.70);
         }
@@ -242,24 +236,8 @@ pub async fn users(settings: &Settings) -> anyhow::Result<Section> {
     for (index, &concurrency) in levels.iter().enumerate() {
         let (a, b) = (&modhost_runs[index], &native_runs[index]);
         rows.push(
-            Row::new(
-                format!("req/s c={concurrency}"),
-                format!(
-                    "{} (p50 {}, p99 {})",
-                    rate(rps(a)),
-                    micros(p50(a)),
-                    micros(p99(a))
-                ),
-            )
-            .baseline(
-                format!(
-                    "{} (p50 {}, p99 {})",
-                    rate(rps(b)),
-                    micros(p50(b)),
-                    micros(p99(b))
-                ),
-                rps(a) / rps(b),
-            ),
+            Row::new(format!("req/s c={concurrency}"), summary(a))
+                .baseline(summary(b), rps(a) / rps(b)),
         );
     }
     let errors: u64 = modhost_runs.iter().map(|runs| failures(runs)).sum();
