@@ -168,6 +168,47 @@ impl<'a> Cursor<'a> {
         self.int(field)
     }
 
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+        self.int(field)
+    }
+
+    pub(crate) fn i64(&mut self, field: &'static str) -> Result<i64, DecodeError> {
+        self.int(field)
+    }
+
+    /// A one-byte tag that must be 0 or 1: a `bool`, or whether an `Option` holds a value.
+    fn flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        let offset = self.offset;
+        match self.int::<u8>(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            value => Err(self.error_at(
+                field,
+                offset,
+                DecodeErrorKind::UnknownTag {
+                    value: u32::from(value),
+                    max: 1,
+                },
+            )),
+        }
+    }
+
+    pub(crate) fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        self.flag(field)
+    }
+
+    /// An `Option<bytes>`: a flag byte, then the length-prefixed bytes when it is 1.
+    pub(crate) fn option_bytes(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<Vec<u8>>, DecodeError> {
+        if self.flag(field)? {
+            Ok(Some(self.bytes(field)?.to_vec()))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// A `u64` count or length, checked to fit in the bytes that are left, each item taking
     /// at least `min_item_size` bytes. Returns it as a `usize`.
     pub(crate) fn len(

@@ -72,6 +72,14 @@ pub enum DecodeErrorKind {
         /// The tag that was read.
         value: u32,
     },
+    /// An enum tag (a key-value operation or response, a write, a `bool` or an `Option`
+    /// flag) outside the known range.
+    UnknownTag {
+        /// The tag that was read.
+        value: u32,
+        /// The highest known tag.
+        max: u32,
+    },
     /// A string field holds bytes that are not UTF-8.
     InvalidUtf8 {
         /// Length of the valid prefix of the string.
@@ -97,6 +105,9 @@ impl fmt::Display for DecodeErrorKind {
             }
             DecodeErrorKind::UnknownKind { value } => {
                 write!(f, "unknown message kind {value} (expected 0..=3)")
+            }
+            DecodeErrorKind::UnknownTag { value, max } => {
+                write!(f, "unknown tag {value} (expected 0..={max})")
             }
             DecodeErrorKind::InvalidUtf8 { valid_up_to } => {
                 write!(f, "invalid UTF-8 after {valid_up_to} valid bytes")

@@ -1,5 +1,6 @@
 //! modhost's wire format: the [`Message`] that travels on the bus and between host and guest,
-//! and the [`HttpRequest`] / [`HttpResponse`] envelopes that cross the host/guest boundary.
+//! the [`HttpRequest`] / [`HttpResponse`] envelopes that cross the host/guest boundary, and the
+//! [`KvRequest`] / [`KvResponse`] of the key-value import.
 //!
 //! Every type is encoded with bincode 2.0.1 in one fixed configuration ([`CONFIG`]):
 //! little-endian, fixed-width integers, `u64` length prefixes, `u32` enum tags. The byte layout
@@ -29,11 +30,13 @@
 mod codec;
 mod error;
 mod http;
+mod kv;
 mod message;
 
 pub use codec::{CONFIG, Config, DEFAULT_MAX_SIZE, DecodeOptions, Envelope};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use http::{Header, HttpRequest, HttpResponse};
+pub use kv::{KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite};
 pub use message::{Message, MessageKind};
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 
 use crate::{
-    CONFIG, DecodeErrorKind, DecodeOptions, Envelope, Header, HttpRequest, HttpResponse, Message,
-    MessageKind,
+    CONFIG, DecodeErrorKind, DecodeOptions, Envelope, Header, HttpRequest, HttpResponse,
+    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageKind,
 };
 
 // ---- golden vectors ------------------------------------------------------------------------
@@ -75,7 +75,63 @@ fn golden_cases() -> Vec<(&'static str, Vec<u8>)> {
                 .with_header("content-type", "application/json")
                 .encode(),
         ),
+        (
+            "kv_request_cas",
+            KvRequest::own(KvOp::CompareAndSwap {
+                key: b"user/7".to_vec(),
+                expected: 0,
+                value: Some(b"ada".to_vec()),
+            })
+            .encode(),
+        ),
+        (
+            "kv_request_batch",
+            KvRequest {
+                store: "sessions".into(),
+                op: KvOp::Batch {
+                    writes: vec![
+                        KvWrite::Set {
+                            key: b"a".to_vec(),
+                            value: b"1".to_vec(),
+                        },
+                        KvWrite::Delete { key: b"b".to_vec() },
+                    ],
+                },
+            }
+            .encode(),
+        ),
+        (
+            "kv_response_entry",
+            KvResponse::Entry {
+                value: b"ada".to_vec(),
+                revision: 3,
+            }
+            .encode(),
+        ),
+        (
+            "kv_response_error",
+            KvResponse::Error {
+                kind: KvErrorKind::Quota,
+                message: "full".into(),
+            }
+            .encode(),
+        ),
     ]
+}
+
+/// Decodes a golden case by its name's envelope prefix.
+fn decode_golden(name: &str, bytes: &[u8]) -> Result<(), crate::DecodeError> {
+    if name.starts_with("message") {
+        Message::decode(bytes).map(drop)
+    } else if name.starts_with("http_request") {
+        HttpRequest::decode(bytes).map(drop)
+    } else if name.starts_with("http_response") {
+        HttpResponse::decode(bytes).map(drop)
+    } else if name.starts_with("kv_request") {
+        KvRequest::decode(bytes).map(drop)
+    } else {
+        KvResponse::decode(bytes).map(drop)
+    }
 }
 
 /// Golden vectors pin the bytes: a codec change that alters them fails here. Regenerate with
@@ -130,6 +186,136 @@ fn golden_vectors_decode_to_their_values() {
     let response = HttpResponse::decode(&read("http_response")).unwrap();
     assert_eq!(response.status, 201);
     assert_eq!(response.header("content-type"), Some("application/json"));
+    let cas = KvRequest::decode(&read("kv_request_cas")).unwrap();
+    assert_eq!(cas.store, "");
+    assert_eq!(cas.op.name(), "cas");
+    let error = KvResponse::decode(&read("kv_response_error")).unwrap();
+    assert!(matches!(
+        error,
+        KvResponse::Error {
+            kind: KvErrorKind::Quota,
+            ..
+        }
+    ));
+}
+
+// ---- key-value envelopes -------------------------------------------------------------------
+
+fn kv_requests() -> Vec<KvRequest> {
+    let key = b"k".to_vec();
+    vec![
+        KvRequest::own(KvOp::Get { key: key.clone() }),
+        KvRequest::own(KvOp::Set {
+            key: key.clone(),
+            value: vec![0, 1, 2],
+        }),
+        KvRequest::own(KvOp::Delete { key: key.clone() }),
+        KvRequest::own(KvOp::Exists { key: key.clone() }),
+        KvRequest::own(KvOp::List {
+            prefix: b"user/".to_vec(),
+            cursor: b"user/7".to_vec(),
+            limit: 100,
+        }),
+        KvRequest::own(KvOp::Increment {
+            key: key.clone(),
+            delta: -5,
+        }),
+        KvRequest::own(KvOp::CompareAndSwap {
+            key: key.clone(),
+            expected: 9,
+            value: None,
+        }),
+        KvRequest {
+            store: "shared".into(),
+            op: KvOp::Batch {
+                writes: vec![
+                    KvWrite::CompareAndSwap {
+                        key: key.clone(),
+                        expected: 0,
+                        value: Some(Vec::new()),
+                    },
+                    KvWrite::Delete { key },
+                ],
+            },
+        },
+    ]
+}
+
+fn kv_responses() -> Vec<KvResponse> {
+    vec![
+        KvResponse::Entry {
+            value: b"v".to_vec(),
+            revision: u64::MAX,
+        },
+        KvResponse::Missing,
+        KvResponse::Revision { revision: 0 },
+        KvResponse::Bool { value: true },
+        KvResponse::Keys {
+            keys: vec![b"a".to_vec(), Vec::new()],
+            cursor: b"a".to_vec(),
+        },
+        KvResponse::Integer { value: i64::MIN },
+        KvResponse::Conflict {
+            index: 3,
+            current: 12,
+        },
+        KvResponse::Applied,
+        KvResponse::Error {
+            kind: KvErrorKind::ReadOnly,
+            message: "disk full".into(),
+        },
+    ]
+}
+
+#[test]
+fn every_kv_envelope_round_trips_at_its_encoded_length() {
+    for request in kv_requests() {
+        check_round_trip(&request);
+    }
+    for response in kv_responses() {
+        check_round_trip(&response);
+    }
+}
+
+#[test]
+fn kv_error_codes_are_stable() {
+    let codes: Vec<u32> = [
+        KvErrorKind::Other,
+        KvErrorKind::Invalid,
+        KvErrorKind::TooLarge,
+        KvErrorKind::Quota,
+        KvErrorKind::Denied,
+        KvErrorKind::NotAnInteger,
+        KvErrorKind::Overflow,
+        KvErrorKind::BadCursor,
+        KvErrorKind::ReadOnly,
+        KvErrorKind::Storage,
+        KvErrorKind::Unavailable,
+    ]
+    .iter()
+    .map(|kind| kind.code())
+    .collect();
+    assert_eq!(codes, (0..=10).collect::<Vec<u32>>());
+    for code in 0..=10 {
+        assert_eq!(KvErrorKind::from_code(code).code(), code);
+    }
+    assert_eq!(KvErrorKind::from_code(77), KvErrorKind::Other);
+}
+
+#[test]
+fn kv_unknown_tags_and_flags_are_refused() {
+    let mut bytes = KvRequest::own(KvOp::Get { key: b"k".to_vec() }).encode();
+    bytes[8..12].copy_from_slice(&8u32.to_le_bytes());
+    let error = KvRequest::decode(&bytes).unwrap_err();
+    assert_eq!(error.field(), "op");
+    assert_eq!(
+        error.kind(),
+        &DecodeErrorKind::UnknownTag { value: 8, max: 7 }
+    );
+    let mut bytes = KvResponse::Bool { value: true }.encode();
+    bytes[4] = 2;
+    let error = KvResponse::decode(&bytes).unwrap_err();
+    assert_eq!((error.field(), error.offset()), ("value", 4));
 }
 
 /// Every example in docs/wire-format.md ("(`test_data/NAME.bin`)" followed by a fenced dump)
@@ -179,13 +365,7 @@ fn message_layout_is_the_documented_one() {
 fn every_truncation_is_a_truncated_error() {
     for (name, bytes) in golden_cases() {
         for cut in 0..bytes.len() {
-            let error = if name.starts_with("message") {
-                Message::decode(&bytes[..cut]).unwrap_err()
-            } else if name.starts_with("http_request") {
-                HttpRequest::decode(&bytes[..cut]).unwrap_err()
-            } else {
-                HttpResponse::decode(&bytes[..cut]).unwrap_err()
-            };
+            let error = decode_golden(name, &bytes[..cut]).unwrap_err();
             assert!(
                 matches!(error.kind(), DecodeErrorKind::Truncated { .. }),
                 "{name} cut at {cut}: {error}"
@@ -411,6 +591,23 @@ proptest! {
     #[test]
     fn response_round_trips(response in response()) {
         check_round_trip(&response);
+    }
+
+    #[test]
+    fn kv_mutations_never_panic(
+        which in 0usize..17,
+        edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+    ) {
+        let requests = kv_requests();
+        let bytes = if which < requests.len() {
+            requests[which].encode()
+        } else {
+            kv_responses()[which - requests.len()].encode()
+        };
+        let bytes = mutate(bytes, &edits, cut);
+        let _ = KvRequest::decode(&bytes);
+        let _ = KvResponse::decode(&bytes);
     }
 
     #[test]
