@@ -1,0 +1,464 @@
+//! `RedbStore`: the [`Store`] in one redb file (the layout is in the crate's docs).
+
+use std::ops::Bound;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::engine::{self, Backend, ReadTables, Stored, WriteTables};
+use crate::error::{OpenError, OpenErrorKind, StoreError, StoreErrorKind};
+use crate::stats::{Recorder, StoreStats};
+use crate::store::Store;
+use crate::types::{
+    BatchOutcome, CasOutcome, Config, Durability, EVENTUAL_FLUSH_INTERVAL, Entry, Limits,
+    Namespace, Page, Usage, WriteOp,
+};
+
+/// Full key (`[namespace length: u8][namespace][key]`) → `[revision: u64 LE][value]`.
+const ENTRIES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("entries");
+/// Namespace name → (keys, bytes).
+const USAGE: TableDefinition<'static, &str, (u64, u64)> = TableDefinition::new("usage");
+/// `"format_version"` → [`FORMAT_VERSION`], `"revision"` → the last revision handed out.
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+
+const FORMAT_VERSION_KEY: &str = "format_version";
+const REVISION_KEY: &str = "revision";
+
+/// The layout version this build reads and writes; a file with another one is refused.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// The [`Store`] in one redb database file: ACID transactions, checksummed copy-on-write
+/// pages, crash-safe. Open a file once per process (redb locks it).
+///
+/// ```no_run
+/// use state::{Config, Namespace, RedbStore, Store};
+///
+/// let store = RedbStore::open("/var/lib/modhost/state/modhost.redb".as_ref(), Config::default())?;
+/// store.set(&Namespace::new("users"), b"alice", b"admin")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct RedbStore {
+    db: redb::Database,
+    path: PathBuf,
+    config: Config,
+    recorder: Recorder,
+    /// When a commit last reached the disk (drives [`Durability::Eventual`]'s flushes).
+    last_durable: Mutex<Instant>,
+    /// The file system refused a write: redb then refuses writes until reopened, and reports
+    /// `PreviousIo`, which is classified `ReadOnly` too.
+    write_refused: AtomicBool,
+}
+
+impl RedbStore {
+    /// Opens the database at `path`, creating it (and its parent directories) if missing.
+    ///
+    /// A file that is not a redb database of this layout, or is damaged, is an [`OpenError`]
+    /// and is left exactly as it was.
+    pub fn open(path: &Path, config: Config) -> Result<RedbStore, OpenError> {
+        let fail = |kind| OpenError::new(path, kind);
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|error| fail(OpenErrorKind::Io(error)))?;
+        }
+        // redb documents that opening a file damaged outside redb may panic rather than return
+        // an error; a damaged file must not take the host down.
+        let opened = catch_unwind(AssertUnwindSafe(|| redb::Database::create(path)));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(error)) => return Err(fail(open_error_kind(error.into()))),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("redb panicked");
+                return Err(fail(OpenErrorKind::Corrupt(message.to_owned())));
+            }
+        };
+        init_tables(&db).map_err(fail)?;
+        Ok(RedbStore {
+            db,
+            path: path.to_path_buf(),
+            config,
+            recorder: Recorder::default(),
+            last_durable: Mutex::new(Instant::now()),
+            write_refused: AtomicBool::new(false),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Makes every committed write durable now (an fsync'd commit). Only useful with
+    /// [`Durability::Eventual`]; with `Immediate` every write already is.
+    pub fn flush(&self) -> Result<(), StoreErrorKind> {
+        let mut txn = self.db.begin_write().map_err(|error| self.kind(error))?;
+        txn.set_durability(redb::Durability::Immediate)
+            .map_err(|error| self.kind(error))?;
+        self.commit(txn, true)
+    }
+
+    /// Classifies a redb error, remembering a refused write for the `PreviousIo` that follows.
+    fn kind(&self, error: impl Into<redb::Error>) -> StoreErrorKind {
+        match error.into() {
+            redb::Error::Io(error) => {
+                let kind = StoreErrorKind::from_io(&error);
+                if matches!(kind, StoreErrorKind::ReadOnly(_)) {
+                    self.write_refused.store(true, Ordering::Relaxed);
+                }
+                kind
+            }
+            redb::Error::PreviousIo if self.write_refused.load(Ordering::Relaxed) => {
+                StoreErrorKind::ReadOnly(
+                    "an earlier write was refused; writes resume once the store is reopened"
+                        .to_owned(),
+                )
+            }
+            other => StoreErrorKind::Storage(other.to_string()),
+        }
+    }
+
+    fn commit(&self, txn: redb::WriteTransaction, durable: bool) -> Result<(), StoreErrorKind> {
+        let started = Instant::now();
+        txn.commit().map_err(|error| self.kind(error))?;
+        self.recorder.commit(started.elapsed());
+        if durable {
+            *self
+                .last_durable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Whether the next commit goes to the disk (see [`Durability::Eventual`]).
+    fn next_commit_durable(&self) -> bool {
+        match self.config.durability {
+            Durability::Immediate => true,
+            Durability::Eventual => {
+                let last = *self
+                    .last_durable
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                last.elapsed() >= EVENTUAL_FLUSH_INTERVAL
+            }
+        }
+    }
+}
+
+/// Creates the tables of a new file, or checks an existing file's format version.
+fn init_tables(db: &redb::Database) -> Result<(), OpenErrorKind> {
+    let storage = |error: redb::Error| open_error_kind(error);
+    let txn = db.begin_write().map_err(|error| storage(error.into()))?;
+    {
+        let entries = txn
+            .open_table(ENTRIES)
+            .map_err(|error| storage(error.into()))?;
+        txn.open_table(USAGE)
+            .map_err(|error| storage(error.into()))?;
+        let mut meta = txn
+            .open_table(META)
+            .map_err(|error| storage(error.into()))?;
+        let found = meta
+            .get(FORMAT_VERSION_KEY)
+            .map_err(|error| storage(error.into()))?
+            .map(|version| version.value());
+        match found {
+            Some(FORMAT_VERSION) => {}
+            Some(found) => {
+                return Err(OpenErrorKind::UnsupportedFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+            None => {
+                if !entries.is_empty().map_err(|error| storage(error.into()))? {
+                    return Err(OpenErrorKind::Corrupt(
+                        "entries without a format version".to_owned(),
+                    ));
+                }
+                meta.insert(FORMAT_VERSION_KEY, FORMAT_VERSION)
+                    .map_err(|error| storage(error.into()))?;
+            }
+        }
+    }
+    txn.commit().map_err(|error| storage(error.into()))
+}
+
+fn open_error_kind(error: redb::Error) -> OpenErrorKind {
+    match error {
+        redb::Error::DatabaseAlreadyOpen => OpenErrorKind::AlreadyOpen,
+        redb::Error::Corrupted(reason) => OpenErrorKind::Corrupt(reason),
+        redb::Error::Io(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            OpenErrorKind::Corrupt(error.to_string())
+        }
+        redb::Error::Io(error) => OpenErrorKind::Io(error),
+        other => OpenErrorKind::Storage(other.to_string()),
+    }
+}
+
+fn decode_stored(bytes: &[u8]) -> Result<Stored, StoreErrorKind> {
+    let (revision, value) = bytes
+        .split_first_chunk::<8>()
+        .ok_or_else(|| StoreErrorKind::Storage("an entry is shorter than its revision".into()))?;
+    Ok(Stored {
+        revision: u64::from_le_bytes(*revision),
+        value: value.to_vec(),
+    })
+}
+
+/// The tables of one transaction: `E`/`U` are read-only tables in a read transaction and
+/// writable ones in a write transaction; `M` is the meta table (unused by reads).
+struct Tables<'s, E, U, M> {
+    store: &'s RedbStore,
+    entries: E,
+    usage: U,
+    meta: M,
+}
+
+impl<E, U, M> ReadTables for Tables<'_, E, U, M>
+where
+    E: ReadableTable<&'static [u8], &'static [u8]>,
+    U: ReadableTable<&'static str, (u64, u64)>,
+{
+    fn entry(&self, full_key: &[u8]) -> Result<Option<Stored>, StoreErrorKind> {
+        let found = self
+            .entries
+            .get(full_key)
+            .map_err(|error| self.store.kind(error))?;
+        found.map(|bytes| decode_stored(bytes.value())).transpose()
+    }
+
+    fn keys(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreErrorKind> {
+        let range = self
+            .entries
+            .range::<&[u8]>((start, end))
+            .map_err(|error| self.store.kind(error))?;
+        range
+            .take(limit)
+            .map(|item| {
+                item.map(|(key, _)| key.value().to_vec())
+                    .map_err(|error| self.store.kind(error))
+            })
+            .collect()
+    }
+
+    fn usage(&self, namespace: &str) -> Result<Usage, StoreErrorKind> {
+        let found = self
+            .usage
+            .get(namespace)
+            .map_err(|error| self.store.kind(error))?;
+        Ok(found.map_or(Usage::default(), |usage| {
+            let (keys, bytes) = usage.value();
+            Usage { keys, bytes }
+        }))
+    }
+}
+
+type WriteTablesOf<'s, 'txn> = Tables<
+    's,
+    redb::Table<'txn, &'static [u8], &'static [u8]>,
+    redb::Table<'txn, &'static str, (u64, u64)>,
+    redb::Table<'txn, &'static str, u64>,
+>;
+
+impl WriteTables for WriteTablesOf<'_, '_> {
+    fn put(&mut self, full_key: &[u8], stored: &Stored) -> Result<(), StoreErrorKind> {
+        let mut bytes = Vec::with_capacity(8 + stored.value.len());
+        bytes.extend_from_slice(&stored.revision.to_le_bytes());
+        bytes.extend_from_slice(&stored.value);
+        self.entries
+            .insert(full_key, bytes.as_slice())
+            .map_err(|error| self.store.kind(error))?;
+        Ok(())
+    }
+
+    fn remove(&mut self, full_key: &[u8]) -> Result<(), StoreErrorKind> {
+        self.entries
+            .remove(full_key)
+            .map_err(|error| self.store.kind(error))?;
+        Ok(())
+    }
+
+    fn set_usage(&mut self, namespace: &str, usage: Usage) -> Result<(), StoreErrorKind> {
+        let result = if usage == Usage::default() {
+            self.usage.remove(namespace).map(drop)
+        } else {
+            self.usage
+                .insert(namespace, (usage.keys, usage.bytes))
+                .map(drop)
+        };
+        result.map_err(|error| self.store.kind(error))
+    }
+
+    fn last_revision(&self) -> Result<u64, StoreErrorKind> {
+        let found = self
+            .meta
+            .get(REVISION_KEY)
+            .map_err(|error| self.store.kind(error))?;
+        Ok(found.map_or(0, |revision| revision.value()))
+    }
+
+    fn set_last_revision(&mut self, revision: u64) -> Result<(), StoreErrorKind> {
+        self.meta
+            .insert(REVISION_KEY, revision)
+            .map_err(|error| self.store.kind(error))?;
+        Ok(())
+    }
+}
+
+impl Backend for RedbStore {
+    fn limits(&self) -> &Limits {
+        &self.config.limits
+    }
+
+    fn recorder(&self) -> &Recorder {
+        &self.recorder
+    }
+
+    fn read<R>(
+        &self,
+        read: impl FnOnce(&dyn ReadTables) -> Result<R, StoreErrorKind>,
+    ) -> Result<R, StoreErrorKind> {
+        let txn = self.db.begin_read().map_err(|error| self.kind(error))?;
+        let tables = Tables {
+            store: self,
+            entries: txn.open_table(ENTRIES).map_err(|error| self.kind(error))?,
+            usage: txn.open_table(USAGE).map_err(|error| self.kind(error))?,
+            meta: (),
+        };
+        read(&tables)
+    }
+
+    fn write<R>(
+        &self,
+        write: impl FnOnce(&mut dyn WriteTables) -> Result<(R, bool), StoreErrorKind>,
+    ) -> Result<R, StoreErrorKind> {
+        // redb runs one write transaction at a time: `begin_write` waits for the others, so the
+        // reads and writes of `write` are one atomic step.
+        let mut txn = self.db.begin_write().map_err(|error| self.kind(error))?;
+        let durable = self.next_commit_durable();
+        let durability = if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        txn.set_durability(durability)
+            .map_err(|error| self.kind(error))?;
+        let (result, changed) = {
+            let mut tables = Tables {
+                store: self,
+                entries: txn.open_table(ENTRIES).map_err(|error| self.kind(error))?,
+                usage: txn.open_table(USAGE).map_err(|error| self.kind(error))?,
+                meta: txn.open_table(META).map_err(|error| self.kind(error))?,
+            };
+            write(&mut tables)?
+        };
+        if changed {
+            self.commit(txn, durable)?;
+        }
+        // Otherwise dropping `txn` aborts it: nothing to write, no fsync to pay.
+        Ok(result)
+    }
+}
+
+impl Store for RedbStore {
+    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        engine::get(self, ns, key)
+    }
+
+    fn set(&self, ns: &Namespace, key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
+        engine::set(self, ns, key, value)
+    }
+
+    fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
+        engine::delete(self, ns, key)
+    }
+
+    fn exists(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
+        engine::exists(self, ns, key)
+    }
+
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        engine::list(self, ns, prefix, cursor, limit)
+    }
+
+    fn increment(&self, ns: &Namespace, key: &[u8], delta: i64) -> Result<i64, StoreError> {
+        engine::increment(self, ns, key, delta)
+    }
+
+    fn compare_and_swap(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        expected: Option<u64>,
+        value: Option<&[u8]>,
+    ) -> Result<CasOutcome, StoreError> {
+        engine::compare_and_swap(self, ns, key, expected, value)
+    }
+
+    fn batch(&self, ns: &Namespace, ops: &[WriteOp]) -> Result<BatchOutcome, StoreError> {
+        engine::batch(self, ns, ops)
+    }
+
+    fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
+        engine::usage(self, ns)
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.recorder.snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::refuses_writes;
+
+    #[test]
+    fn refused_writes_are_read_only_other_io_is_storage() {
+        use std::io::{Error, ErrorKind};
+        for kind in [
+            ErrorKind::ReadOnlyFilesystem,
+            ErrorKind::StorageFull,
+            ErrorKind::PermissionDenied,
+            ErrorKind::QuotaExceeded,
+            ErrorKind::FileTooLarge,
+        ] {
+            assert!(refuses_writes(kind), "{kind:?}");
+            assert!(matches!(
+                StoreErrorKind::from_io(&Error::from(kind)),
+                StoreErrorKind::ReadOnly(_)
+            ));
+        }
+        assert!(matches!(
+            StoreErrorKind::from_io(&Error::from(ErrorKind::InvalidData)),
+            StoreErrorKind::Storage(_)
+        ));
+    }
+}
