@@ -108,7 +108,8 @@ impl RedbStore {
     }
 
     /// Makes every committed write durable now (an fsync'd commit). Only useful with
-    /// [`Durability::Eventual`]; with `Immediate` every write already is.
+    /// [`Durability::Eventual`]; with `Immediate` every write already is. The error has no
+    /// namespace: a flush is for the whole store.
     pub fn flush(&self) -> Result<(), StoreErrorKind> {
         let mut txn = self.db.begin_write().map_err(|error| self.kind(error))?;
         txn.set_durability(redb::Durability::Immediate)

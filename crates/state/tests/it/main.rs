@@ -1,6 +1,8 @@
 //! The `state` integration tests: one behaviour suite run against every backend, real-file
 //! faults (corrupt, truncated, SIGKILL) and concurrency.
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns: a panic is the failure report
+
 mod concurrency;
 mod files;
 mod suite;
