@@ -130,17 +130,27 @@ fn a_truncated_database_is_refused_and_left_alone() {
 
 /// Environment variable that turns `sigkill_child_writer` into the writer (its database path).
 const CHILD_DATABASE: &str = "STATE_TEST_SIGKILL_DATABASE";
+/// `eventual` makes the child write with `Durability::Eventual`; anything else, `Immediate`.
+const CHILD_DURABILITY: &str = "STATE_TEST_SIGKILL_DURABILITY";
 const CHILD_NAMESPACE: &str = "durable";
 
-/// The child role of `acknowledged_writes_survive_sigkill`; passes trivially when run as an
-/// ordinary test. Writes keys with `Durability::Immediate` and prints `ack <n>` after each
-/// write returns, for at most 30 s (in case the parent is gone).
+/// The child role of the SIGKILL tests; passes trivially when run as an ordinary test. Writes
+/// keys `key-00000000`, `key-00000001`, … and prints `ack <n>` after each write returns, for at
+/// most 30 s (in case the parent is gone).
 #[test]
 fn sigkill_child_writer() {
     let Some(path) = std::env::var_os(CHILD_DATABASE) else {
         return;
     };
-    let store = open(Path::new(&path));
+    let durability = match std::env::var(CHILD_DURABILITY).as_deref() {
+        Ok("eventual") => Durability::Eventual,
+        _ => Durability::Immediate,
+    };
+    let config = Config {
+        durability,
+        ..Config::default()
+    };
+    let store = RedbStore::open(Path::new(&path), config).unwrap();
     let ns = Namespace::new(CHILD_NAMESPACE);
     let started = Instant::now();
     let mut index: u64 = 0;
@@ -154,10 +164,9 @@ fn sigkill_child_writer() {
     }
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("modhost.redb");
+/// Runs the child writer on `path`, SIGKILLs it after `acks` acknowledgements, and returns
+/// every index it acknowledged (including those still in the pipe at the kill).
+fn write_then_sigkill(path: &Path, durability: &str, acks: usize) -> Vec<u64> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "files::sigkill_child_writer",
@@ -165,7 +174,8 @@ fn acknowledged_writes_survive_sigkill() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CHILD_DATABASE, &path)
+        .env(CHILD_DATABASE, path)
+        .env(CHILD_DURABILITY, durability)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -173,7 +183,7 @@ fn acknowledged_writes_survive_sigkill() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut acknowledged = Vec::new();
     // The child stops by itself after 30 s, closing stdout, so this loop is bounded.
-    while acknowledged.len() < 300 {
+    while acknowledged.len() < acks {
         let Some(line) = lines.next() else { break };
         if let Some(index) = line.unwrap().strip_prefix("ack ") {
             acknowledged.push(index.parse::<u64>().unwrap());
@@ -181,7 +191,7 @@ fn acknowledged_writes_survive_sigkill() {
     }
     assert_eq!(
         acknowledged.len(),
-        300,
+        acks,
         "the child stopped acknowledging early"
     );
     child.kill().unwrap(); // SIGKILL
@@ -191,9 +201,16 @@ fn acknowledged_writes_survive_sigkill() {
             acknowledged.push(index.parse().unwrap());
         }
     }
-    eprintln!("{} acknowledged writes before the kill", acknowledged.len());
     let status = child.wait().unwrap();
     assert!(!status.success(), "the child was not killed: {status}");
+    acknowledged
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("modhost.redb");
+    let acknowledged = write_then_sigkill(&path, "immediate", 300);
 
     let store = open(&path);
     let ns = Namespace::new(CHILD_NAMESPACE);
@@ -214,4 +231,45 @@ fn acknowledged_writes_survive_sigkill() {
         "{usage:?} for {acked} acks"
     );
     store.set(&ns, b"after", b"reopen").unwrap();
+}
+
+/// What `Durability::Eventual` documents: a SIGKILL may lose the writes since the last durable
+/// commit, but the file reopens consistent, holding exactly a prefix of the writes.
+#[test]
+fn eventual_writes_after_sigkill_are_a_consistent_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("modhost.redb");
+    let acknowledged = write_then_sigkill(&path, "eventual", 300);
+
+    let store = open(&path);
+    let ns = Namespace::new(CHILD_NAMESPACE);
+    let usage = store.usage(&ns).unwrap();
+    let kept = usage.keys;
+    assert!(kept <= acknowledged.len() as u64 + 1, "{usage:?}");
+    // The usage row, the entries and the revision counter were committed together.
+    let mut listed = 0;
+    let mut cursor = None;
+    loop {
+        let page = store.list(&ns, b"key-", cursor.as_deref(), 1000).unwrap();
+        for key in &page.keys {
+            assert_eq!(
+                key,
+                format!("key-{listed:08}").as_bytes(),
+                "a hole in the prefix"
+            );
+            listed += 1;
+        }
+        let Some(next) = page.cursor else { break };
+        cursor = Some(next);
+    }
+    assert_eq!(listed, kept);
+    eprintln!(
+        "eventual: {kept} of {} acknowledged writes kept",
+        acknowledged.len()
+    );
+    let revision = store.set(&ns, b"after", b"reopen").unwrap();
+    assert!(
+        revision > kept,
+        "revision {revision} reused after the crash"
+    );
 }
