@@ -230,17 +230,17 @@ pub(crate) fn list<B: Backend>(
         }
         let namespace_prefix = namespace_prefix(&namespace.name)?;
         let scan_prefix = full_key(&namespace_prefix, prefix);
-        let start = match cursor {
-            None => scan_prefix.clone(),
-            Some(cursor) => full_key(
+        // From the prefix itself, or from just after the previous page's last key.
+        let after = match cursor {
+            None => None,
+            Some(cursor) => Some(full_key(
                 &namespace_prefix,
                 decode_cursor(limits, &namespace_prefix, prefix, cursor)?,
-            ),
+            )),
         };
-        let start = match cursor {
-            None => Bound::Included(start.as_slice()),
-            Some(_) => Bound::Excluded(start.as_slice()),
-        };
+        let start = after
+            .as_deref()
+            .map_or(Bound::Included(scan_prefix.as_slice()), Bound::Excluded);
         let end = prefix_end(&scan_prefix);
         let end = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         // `limit` <= max_page_keys (a u32), so this fits in usize; one extra key tells whether

@@ -35,9 +35,11 @@ impl StoreError {
 
 /// Why a store call failed.
 ///
-/// Everything up to [`Overflow`](StoreErrorKind::Overflow) is the caller's doing and wrote
-/// nothing; [`ReadOnly`](StoreErrorKind::ReadOnly) and [`Storage`](StoreErrorKind::Storage) are
-/// the host's, and also wrote nothing (the transaction is not committed).
+/// Every kind up to [`Overflow`](StoreErrorKind::Overflow) is the caller's doing, found before
+/// anything is committed: the call wrote nothing. [`ReadOnly`](StoreErrorKind::ReadOnly) and
+/// [`Storage`](StoreErrorKind::Storage) are the host's; the call's writes are all there or all
+/// absent, and usually absent, but a commit the disk failed part-way may, as redb documents,
+/// already have become durable, so a caller must not assume it was rolled back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreErrorKind {

@@ -60,17 +60,26 @@ impl RedbStore {
     /// A file that is not a redb database of this layout, or is damaged, is an [`OpenError`]
     /// and is left exactly as it was.
     pub fn open(path: &Path, config: Config) -> Result<RedbStore, OpenError> {
-        let fail = |kind| OpenError::new(path, kind);
         if let Some(parent) = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
         {
-            std::fs::create_dir_all(parent).map_err(|error| fail(OpenErrorKind::Io(error)))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|error| OpenError::new(path, OpenErrorKind::Io(error)))?;
         }
+        RedbStore::open_with(path, config, || redb::Database::create(path))
+    }
+
+    /// Opens the database `open` returns; `path` names it in errors.
+    fn open_with(
+        path: &Path,
+        config: Config,
+        open: impl FnOnce() -> Result<redb::Database, redb::DatabaseError>,
+    ) -> Result<RedbStore, OpenError> {
+        let fail = |kind| OpenError::new(path, kind);
         // redb documents that opening a file damaged outside redb may panic rather than return
         // an error; a damaged file must not take the host down.
-        let opened = catch_unwind(AssertUnwindSafe(|| redb::Database::create(path)));
-        let db = match opened {
+        let db = match catch_unwind(AssertUnwindSafe(open)) {
             Ok(Ok(db)) => db,
             Ok(Err(error)) => return Err(fail(open_error_kind(error.into()))),
             Err(panic) => {
@@ -99,7 +108,8 @@ impl RedbStore {
     }
 
     /// Makes every committed write durable now (an fsync'd commit). Only useful with
-    /// [`Durability::Eventual`]; with `Immediate` every write already is.
+    /// [`Durability::Eventual`]; with `Immediate` every write already is. The error has no
+    /// namespace: a flush is for the whole store.
     pub fn flush(&self) -> Result<(), StoreErrorKind> {
         let mut txn = self.db.begin_write().map_err(|error| self.kind(error))?;
         txn.set_durability(redb::Durability::Immediate)
@@ -437,8 +447,225 @@ impl Store for RedbStore {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::error::refuses_writes;
+
+    /// A real file whose writes the "file system" can start refusing, as a full disk or a
+    /// read-only remount would. Tests run as root, where `chmod` stops nothing, and mounting
+    /// needs privileges a test does not have; redb's storage backend is where the kernel's
+    /// errors enter, so that is where this injects them.
+    #[derive(Debug)]
+    struct RefusingFile {
+        file: redb::backends::FileBackend,
+        refuse: Arc<AtomicBool>,
+        refusal: std::io::ErrorKind,
+    }
+
+    impl RefusingFile {
+        fn check(&self) -> std::io::Result<()> {
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from(self.refusal));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for RefusingFile {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.file.sync_data()
+        }
+
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+
+        fn close(&self) -> std::io::Result<()> {
+            self.file.close()
+        }
+
+        fn try_lock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.file.try_lock_range(start, end)
+        }
+
+        fn try_lock_shared_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.file.try_lock_shared_range(start, end)
+        }
+
+        fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), redb::BackendError> {
+            self.file.lock_range(start, end)
+        }
+
+        fn lock_shared_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> Result<(), redb::BackendError> {
+            self.file.lock_shared_range(start, end)
+        }
+
+        fn unlock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> Result<(), redb::BackendError> {
+            self.file.unlock_range(start, end)
+        }
+
+        fn query_lock_range(
+            &self,
+            start: Bound<u64>,
+            end: Bound<u64>,
+        ) -> Result<bool, redb::BackendError> {
+            self.file.query_lock_range(start, end)
+        }
+    }
+
+    fn open_refusing(
+        path: &Path,
+        refusal: std::io::ErrorKind,
+        durability: Durability,
+    ) -> (RedbStore, Arc<AtomicBool>) {
+        let refuse = Arc::new(AtomicBool::new(false));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
+        let backend = RefusingFile {
+            file: redb::backends::FileBackend::new(file).unwrap(),
+            refuse: Arc::clone(&refuse),
+            refusal,
+        };
+        let config = Config {
+            durability,
+            ..Config::default()
+        };
+        let store = RedbStore::open_with(path, config, || {
+            redb::Builder::new().create_with_backend(backend)
+        })
+        .unwrap();
+        (store, refuse)
+    }
+
+    #[test]
+    fn a_refused_write_is_read_only_and_reads_keep_working() {
+        use std::io::ErrorKind;
+        for refusal in [
+            ErrorKind::StorageFull,
+            ErrorKind::ReadOnlyFilesystem,
+            ErrorKind::PermissionDenied,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("modhost.redb");
+            let ns = Namespace::new("users");
+            {
+                let (store, refuse) = open_refusing(&path, refusal, Durability::Immediate);
+                store.set(&ns, b"kept", b"1").unwrap();
+                refuse.store(true, Ordering::SeqCst);
+                for attempt in [&b"refused"[..], b"again"] {
+                    let error = store.set(&ns, attempt, b"2").unwrap_err();
+                    assert!(
+                        matches!(error.kind(), StoreErrorKind::ReadOnly(_)),
+                        "{refusal:?}: {error}"
+                    );
+                    assert!(
+                        error
+                            .to_string()
+                            .starts_with(r#"store "users": storage refused the write: "#)
+                    );
+                }
+                assert_eq!(store.get(&ns, b"kept").unwrap().unwrap().value, b"1");
+                assert_eq!(
+                    store.list(&ns, b"", None, 10).unwrap().keys,
+                    vec![b"kept".to_vec()]
+                );
+                assert_eq!(store.usage(&ns).unwrap(), Usage { keys: 1, bytes: 5 });
+                assert!(store.stats().errors >= 2);
+            }
+            // Once the file system takes writes again, a reopened store writes.
+            let store = RedbStore::open(&path, Config::default()).unwrap();
+            assert_eq!(store.get(&ns, b"kept").unwrap().unwrap().value, b"1");
+            assert!(!store.exists(&ns, b"again").unwrap());
+            store.set(&ns, b"later", b"3").unwrap();
+        }
+    }
+
+    #[test]
+    fn an_unknown_format_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("modhost.redb");
+        drop(RedbStore::open(&path, Config::default()).unwrap());
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT_VERSION_KEY, 99)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let error = RedbStore::open(&path, Config::default()).unwrap_err();
+        assert!(matches!(
+            error.kind(),
+            OpenErrorKind::UnsupportedFormat {
+                found: 99,
+                supported: 1
+            }
+        ));
+        assert_eq!(
+            error.to_string(),
+            format!("state database {path:?} has format version 99, this build reads version 1")
+        );
+    }
+
+    #[test]
+    fn eventual_commits_go_to_disk_after_the_flush_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("modhost.redb");
+        let store = RedbStore::open(
+            &path,
+            Config {
+                durability: Durability::Eventual,
+                ..Config::default()
+            },
+        )
+        .unwrap();
+        assert!(!store.next_commit_durable());
+        *store.last_durable.lock().unwrap() = Instant::now() - EVENTUAL_FLUSH_INTERVAL;
+        assert!(store.next_commit_durable());
+        store.set(&Namespace::new("n"), b"k", b"v").unwrap();
+        assert!(
+            !store.next_commit_durable(),
+            "the durable commit resets the clock"
+        );
+    }
 
     #[test]
     fn refused_writes_are_read_only_other_io_is_storage() {

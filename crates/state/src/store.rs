@@ -45,7 +45,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ///
     /// The cursor comes from the previous [`Page`] of the same namespace and prefix (another
     /// one is [`CursorInvalid`](crate::StoreErrorKind::CursorInvalid)); if its key was deleted
-    /// since, listing simply continues after it.
+    /// since, listing simply continues after it. A prefix longer than the longest key is
+    /// [`KeyTooLong`](crate::StoreErrorKind::KeyTooLong).
     fn list(
         &self,
         ns: &Namespace,
