@@ -49,6 +49,8 @@ pub struct RedbStore {
     recorder: Recorder,
     /// When a commit last reached the disk (drives [`Durability::Eventual`]'s flushes).
     last_durable: Mutex<Instant>,
+    /// Commits made since the last durable one (only [`Durability::Eventual`] makes them).
+    pending: AtomicBool,
     /// The file system refused a write: redb then refuses writes until reopened, and reports
     /// `PreviousIo`, which is classified `ReadOnly` too.
     write_refused: AtomicBool,
@@ -98,6 +100,7 @@ impl RedbStore {
             config,
             recorder: Recorder::default(),
             last_durable: Mutex::new(Instant::now()),
+            pending: AtomicBool::new(false),
             write_refused: AtomicBool::new(false),
         })
     }
@@ -108,9 +111,12 @@ impl RedbStore {
     }
 
     /// Makes every committed write durable now (an fsync'd commit). Only useful with
-    /// [`Durability::Eventual`]; with `Immediate` every write already is. The error has no
-    /// namespace: a flush is for the whole store.
+    /// [`Durability::Eventual`]; with `Immediate` every write already is, and with nothing
+    /// pending it does nothing. The error has no namespace: a flush is for the whole store.
     pub fn flush(&self) -> Result<(), StoreErrorKind> {
+        if !self.pending.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut txn = self.db.begin_write().map_err(|error| self.kind(error))?;
         txn.set_durability(redb::Durability::Immediate)
             .map_err(|error| self.kind(error))?;
@@ -139,7 +145,13 @@ impl RedbStore {
 
     fn commit(&self, txn: redb::WriteTransaction, durable: bool) -> Result<(), StoreErrorKind> {
         let started = Instant::now();
-        txn.commit().map_err(|error| self.kind(error))?;
+        // Set while this transaction holds redb's write lock, so the flag follows commit order.
+        let was_pending = self.pending.swap(!durable, Ordering::AcqRel);
+        if let Err(error) = txn.commit() {
+            self.pending
+                .store(was_pending || !durable, Ordering::Release);
+            return Err(self.kind(error));
+        }
         self.recorder.commit(started.elapsed());
         if durable {
             *self

@@ -164,6 +164,13 @@ fn sigkill_child_writer() {
     }
 }
 
+/// The index of an `ack N` line. The first one shares its line with the harness's
+/// `test files::sigkill_child_writer ... ` (printed without a newline under `--nocapture`).
+fn ack(line: &str) -> Option<u64> {
+    let at = line.find("ack ")?;
+    Some(line[at + 4..].trim().parse().unwrap())
+}
+
 /// Runs the child writer on `path`, SIGKILLs it after `acks` acknowledgements, and returns
 /// every index it acknowledged (including those still in the pipe at the kill).
 fn write_then_sigkill(path: &Path, durability: &str, acks: usize) -> Vec<u64> {
@@ -185,8 +192,8 @@ fn write_then_sigkill(path: &Path, durability: &str, acks: usize) -> Vec<u64> {
     // The child stops by itself after 30 s, closing stdout, so this loop is bounded.
     while acknowledged.len() < acks {
         let Some(line) = lines.next() else { break };
-        if let Some(index) = line.unwrap().strip_prefix("ack ") {
-            acknowledged.push(index.parse::<u64>().unwrap());
+        if let Some(index) = ack(&line.unwrap()) {
+            acknowledged.push(index);
         }
     }
     assert_eq!(
@@ -197,8 +204,8 @@ fn write_then_sigkill(path: &Path, durability: &str, acks: usize) -> Vec<u64> {
     child.kill().unwrap(); // SIGKILL
     // Acks already in the pipe count too: those writes returned before the kill.
     for line in lines {
-        if let Some(index) = line.unwrap().strip_prefix("ack ") {
-            acknowledged.push(index.parse().unwrap());
+        if let Some(index) = ack(&line.unwrap()) {
+            acknowledged.push(index);
         }
     }
     let status = child.wait().unwrap();
