@@ -459,7 +459,6 @@ impl fmt::Debug for Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::IntoResponse;
 
     #[test]
     fn request_accessors_read_the_envelope() {
@@ -531,6 +530,8 @@ mod tests {
     #[cfg(feature = "json")]
     #[test]
     fn json_bodies_round_trip_and_errors_are_400_json() {
+        use crate::IntoResponse;
+
         #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
         struct User {
             id: u32,

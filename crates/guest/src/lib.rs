@@ -141,6 +141,8 @@
 //! This crate does not do I/O of its own, spawn threads or know the server: everything goes
 //! through the host imports.
 
+#![warn(missing_docs)]
+
 mod bus;
 mod error;
 mod export;

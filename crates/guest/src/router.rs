@@ -500,4 +500,35 @@ mod tests {
         assert_eq!(missing.body_text(), "no route for GET /7/x");
         assert_eq!(log, ["list", "create", "get 7", "get 8", "delete 7"]);
     }
+
+    #[test]
+    fn handlers_return_anything_into_response_and_the_fallback_takes_the_rest() {
+        struct Count(u32);
+        impl Count {
+            // An opaque return type must not capture `&mut self`'s lifetime (see `Router`).
+            fn bump(&mut self, _: Request) -> impl IntoResponse + use<> {
+                self.0 += 1;
+                (201, format!("now {}", self.0))
+            }
+            fn fail(&mut self, _: Request) -> crate::Result<()> {
+                Err(crate::HttpError::conflict("busy"))
+            }
+        }
+        let router = Router::new()
+            .post("/", Count::bump)
+            .delete("/", Count::fail)
+            .fallback(|_: &mut Count, request| format!("fallback {}", request.path()));
+        let mut count = Count(0);
+        let bumped = router.handle(&mut count, Request::new("POST", ""));
+        assert_eq!((bumped.status(), bumped.body_text()), (201, "now 1".into()));
+        let failed = router.handle(&mut count, Request::new("DELETE", "/"));
+        assert_eq!(failed.body_text(), r#"{"error":"busy"}"#);
+        let other = router.handle(&mut count, Request::new("GET", "/x"));
+        assert_eq!(other.body_text(), "fallback /x");
+        assert_eq!(
+            router.handle(&mut count, Request::new("GET", "/")).status(),
+            405
+        );
+        assert!(Router::<Count>::new().is_empty());
+    }
 }
