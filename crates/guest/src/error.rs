@@ -126,7 +126,7 @@ impl std::error::Error for Error {
 
 /// The error of an HTTP handler: a status, a message, and optionally extra headers. It answers
 /// `status` with the body `{"error": message}` (`content-type: application/json`), the shape
-/// of [`Response::json_error`].
+/// of [`Response::json_error`](crate::Response::json_error).
 ///
 /// Every parse error of a [`Request`](crate::Request) (`text`, `json`) is an `HttpError` with
 /// status `400`, and every [`std::error::Error`] converts into one with status `500` and the

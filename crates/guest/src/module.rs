@@ -42,6 +42,10 @@ pub trait Module: Sized + 'static {
 
     /// Answers one HTTP request to `/m/{name}[/rest]` that [`Module::router`] sent here. The
     /// default answers `404`.
+    ///
+    /// Implement it with the same return type, `-> impl IntoResponse`; the body may return a
+    /// [`Response`], text, [`guest::Result<T>`](crate::Result), ... (spelling out a concrete
+    /// type instead compiles, with rustc's `refining_impl_trait` warning).
     fn handle(&mut self, request: Request) -> impl IntoResponse {
         let _ = request;
         Response::not_found().with_text("this module does not serve HTTP")

@@ -195,7 +195,9 @@ struct Route<M> {
 ///         Ok(Response::created())
 ///     }
 ///     fn get(&mut self, request: Request) -> guest::Result<String> {
-///         let index: usize = request.param("index").unwrap_or_default().parse()?; // 500
+///         // `?` on a plain `ParseIntError` would answer 500: say what the client got wrong.
+///         let index: usize = request.param("index").unwrap_or_default().parse()
+///             .map_err(|_| HttpError::bad_request("the index is a number"))?;
 ///         let note = self.notes.get(index).ok_or_else(|| HttpError::not_found("no such note"))?;
 ///         Ok(note.clone())
 ///     }
@@ -214,6 +216,7 @@ struct Route<M> {
 /// assert_eq!(notes.handle(Request::new("POST", "").with_body("hello")).status(), 201);
 /// assert_eq!(notes.handle(Request::new("GET", "/0")).body_text(), "hello");
 /// assert_eq!(notes.handle(Request::new("GET", "/1")).status(), 404);
+/// assert_eq!(notes.handle(Request::new("GET", "/x")).status(), 400);
 /// assert_eq!(notes.handle(Request::new("DELETE", "/0")).status(), 405);
 /// ```
 pub struct Router<M> {
