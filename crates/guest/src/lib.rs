@@ -113,7 +113,8 @@
 //!   [`Pattern`] for sub-paths, [`parse_query`] / [`percent_decode`].
 //! - Middleware: [`Response::pass`] and the convention in [`middleware`].
 //! - Tests: on every target but `wasm32` the imports are replaced by the recording host in
-//!   `guest::testing`, so a module's logic is unit-tested with a plain `cargo test`.
+//!   `guest::testing`, so a module's logic is unit-tested with a plain `cargo test`, driven
+//!   through [`Instance`] as the exports drive it.
 //!
 //! Errors from host calls are [`Error`] values naming the call, the topic and the reason
 //! ([`ErrorKind`], from the ABI's return codes); in a handler, `?` turns one into a `500`
