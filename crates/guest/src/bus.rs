@@ -89,7 +89,7 @@ pub fn ws_broadcast(topic: &str, payload: impl AsRef<[u8]>) {
 ///
 /// let reply = guest::request("users.get", b"7".to_vec(), Duration::from_millis(500))?;
 /// assert_eq!(reply.payload, b"{\"id\":7}");
-/// # Ok::<(), guest::RequestError>(())
+/// # Ok::<(), guest::Error>(())
 /// ```
 pub fn request(
     topic: &str,
@@ -133,45 +133,49 @@ pub fn topic_matches(pattern: &str, topic: &str) -> bool {
     }
 }
 
-type Handler<M> = Box<dyn Fn(&mut M, Message)>;
+pub(crate) type Handler<M> = Box<dyn Fn(&mut M, Message) -> Result<(), Error>>;
 
-/// Message handlers by topic pattern, for [`Module::on_message`](crate::Module::on_message).
+/// Message handlers by topic pattern: what [`Module::topics`](crate::Module::topics) returns.
 ///
 /// The host calls one `on_message` for every subscription, without saying which one matched;
 /// `Topics` finds the handler by the message's topic. Patterns are tried in the order they
 /// were added and the **first** match wins, so put specific patterns before general ones.
-/// [`Topics::subscribe_all`] subscribes to every pattern, so one table declares both.
+/// A module's table is built once per instance; the generated `init` subscribes to every
+/// pattern ([`Topics::subscribe_all`]) and `on_message` dispatches with it, so one table
+/// declares both. A handler returns what [`Module::on_message`](crate::Module::on_message)
+/// does: an error is logged.
 ///
 /// ```
-/// use guest::{Message, Module, Topics};
+/// use guest::{Instance, Message, Module, Topics};
 ///
 /// #[derive(Default)]
 /// struct Audit { created: u32, other: u32 }
 ///
-/// impl Audit {
+/// impl Module for Audit {
 ///     fn topics() -> Topics<Audit> {
 ///         Topics::new()
-///             .on("users.created", |audit: &mut Audit, _| audit.created += 1)
-///             .on("*", |audit: &mut Audit, _| audit.other += 1)
+///             .on("users.created", Audit::created)
+///             .on("*", |audit: &mut Audit, _| {
+///                 audit.other += 1;
+///                 Ok(())
+///             })
 ///     }
 /// }
 ///
-/// impl Module for Audit {
-///     fn init(&mut self) {
-///         if let Err(error) = Audit::topics().subscribe_all() {
-///             guest::error!("{error}");
-///         }
-///     }
-///     fn on_message(&mut self, message: Message) {
-///         Audit::topics().dispatch(self, message);
+/// impl Audit {
+///     fn created(&mut self, message: Message) -> Result<(), guest::Error> {
+///         self.created += 1;
+///         guest::publish("audit.seen", &message.topic)?;
+///         Ok(())
 ///     }
 /// }
 ///
-/// let mut audit = Audit::default();
+/// let mut audit = Instance::new(Audit::default());
 /// audit.init();
+/// assert_eq!(guest::testing::subscriptions(), ["users.created", "*"]);
 /// audit.on_message(Message::event("users.created", vec![]));
 /// audit.on_message(Message::event("orders.paid", vec![]));
-/// assert_eq!((audit.created, audit.other), (1, 1));
+/// assert_eq!((audit.module().created, audit.module().other), (1, 1));
 /// ```
 pub struct Topics<M> {
     handlers: Vec<(String, Handler<M>)>,
@@ -186,7 +190,11 @@ impl<M> Topics<M> {
     }
 
     /// Adds `handler` for messages whose topic matches `pattern` (see [`topic_matches`]).
-    pub fn on(mut self, pattern: &str, handler: impl Fn(&mut M, Message) + 'static) -> Self {
+    pub fn on(
+        mut self,
+        pattern: &str,
+        handler: impl Fn(&mut M, Message) -> Result<(), Error> + 'static,
+    ) -> Self {
         self.handlers.push((pattern.to_owned(), Box::new(handler)));
         self
     }
@@ -201,20 +209,24 @@ impl<M> Topics<M> {
         self.patterns().try_for_each(subscribe)
     }
 
-    /// Calls the first handler whose pattern matches the message's topic. Returns whether
-    /// one did; a message no pattern matches is dropped.
-    pub fn dispatch(&self, module: &mut M, message: Message) -> bool {
-        match self
-            .handlers
+    /// Whether no handler was added.
+    pub fn is_empty(&self) -> bool {
+        self.handlers.is_empty()
+    }
+
+    /// The first handler whose pattern matches `topic`.
+    pub(crate) fn find(&self, topic: &str) -> Option<&Handler<M>> {
+        self.handlers
             .iter()
-            .find(|(pattern, _)| topic_matches(pattern, &message.topic))
-        {
-            Some((_, handler)) => {
-                handler(module, message);
-                true
-            }
-            None => false,
-        }
+            .find(|(pattern, _)| topic_matches(pattern, topic))
+            .map(|(_, handler)| handler)
+    }
+
+    /// Calls the first handler whose pattern matches the message's topic and returns what
+    /// it returned; `None` when no pattern matches (the message is dropped).
+    pub fn dispatch(&self, module: &mut M, message: Message) -> Option<Result<(), Error>> {
+        let handler = self.find(&message.topic)?;
+        Some(handler(module, message))
     }
 }
 
@@ -253,24 +265,44 @@ mod tests {
     #[test]
     fn the_first_matching_handler_wins() {
         let topics = Topics::<Vec<&'static str>>::new()
-            .on("a.b", |seen, _| seen.push("exact"))
-            .on("a.*", |seen, _| seen.push("prefix"))
-            .on("*", |seen, _| seen.push("all"));
+            .on("a.b", |seen, _| {
+                seen.push("exact");
+                Ok(())
+            })
+            .on("a.*", |seen, _| {
+                seen.push("prefix");
+                Ok(())
+            })
+            .on("*", |seen, _| {
+                seen.push("all");
+                Ok(())
+            });
         let mut seen = Vec::new();
         for topic in ["a.b", "a.c", "b", "a"] {
-            assert!(topics.dispatch(&mut seen, Message::event(topic, vec![])));
+            assert_eq!(
+                topics.dispatch(&mut seen, Message::event(topic, vec![])),
+                Some(Ok(()))
+            );
         }
         assert_eq!(seen, ["exact", "prefix", "all", "all"]);
-        let narrow = Topics::<Vec<&'static str>>::new().on("a.*", |seen, _| seen.push("a"));
-        assert!(!narrow.dispatch(&mut seen, Message::event("b", vec![])));
+        let narrow = Topics::<Vec<&'static str>>::new().on("a.*", |seen, _| {
+            seen.push("a");
+            Ok(())
+        });
+        assert_eq!(
+            narrow.dispatch(&mut seen, Message::event("b", vec![])),
+            None
+        );
     }
 
     #[test]
     fn subscribe_all_subscribes_in_order_and_reports_refusals() {
-        let topics = Topics::<()>::new().on("x.*", |_, _| {}).on("y", |_, _| {});
+        let topics = Topics::<()>::new()
+            .on("x.*", |_, _| Ok(()))
+            .on("y", |_, _| Ok(()));
         topics.subscribe_all().unwrap();
         assert_eq!(testing::subscriptions(), ["x.*", "y"]);
-        let bad = Topics::<()>::new().on("a.*.b", |_, _| {});
+        let bad = Topics::<()>::new().on("a.*.b", |_, _| Ok(()));
         let error = bad.subscribe_all().unwrap_err();
         assert_eq!(error.kind(), &ErrorKind::InvalidInput);
         assert_eq!(

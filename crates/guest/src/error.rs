@@ -1,6 +1,9 @@
-//! [`Error`]: why a host call (publish, subscribe, request, ...) failed.
+//! [`Error`]: why a host call (publish, subscribe, request, ...) failed; [`HttpError`]: the
+//! error a handler returns with `?`, answered as a status and a `{"error": ...}` body.
 
 use std::fmt;
+
+use binary::Header;
 
 /// Why a host call failed. The negative codes are the ones `docs/ABI.md` lists.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,9 +84,6 @@ pub struct Error {
     kind: ErrorKind,
 }
 
-/// What [`crate::request`] returns when no `Response` came back: the same [`Error`] type.
-pub type RequestError = Error;
-
 impl Error {
     pub(crate) fn new(call: &'static str, topic: impl Into<String>, kind: ErrorKind) -> Error {
         Error {
@@ -124,9 +124,128 @@ impl std::error::Error for Error {
     }
 }
 
+/// The error of an HTTP handler: a status, a message, and optionally extra headers. It answers
+/// `status` with the body `{"error": message}` (`content-type: application/json`), the shape
+/// of [`Response::json_error`](crate::Response::json_error).
+///
+/// Every parse error of a [`Request`](crate::Request) (`text`, `json`) is an `HttpError` with
+/// status `400`, and every [`std::error::Error`] converts into one with status `500` and the
+/// error's `Display` as the message (a host-call [`Error`] reads
+/// `request "users.get": timed out (code -4)`). So one handler return type,
+/// [`guest::Result<T>`](crate::Result) (`Result<T, HttpError>`), takes `?` on both:
+///
+/// ```
+/// use guest::{HttpError, IntoResponse, Request, Response};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Note { text: String }
+///
+/// fn add(request: Request) -> guest::Result<Response> {
+///     let note: Note = request.json()?; // 400 {"error":"invalid JSON body: ..."}
+///     if note.text.is_empty() {
+///         return Err(HttpError::new(422, "text must not be empty"));
+///     }
+///     guest::publish("notes.added", &note.text)?; // 500 {"error":"publish \"notes.added\": ..."}
+///     Ok(Response::created())
+/// }
+///
+/// let response = add(Request::new("POST", "").with_body("{")).into_response();
+/// assert_eq!(response.status(), 400);
+/// let response = add(Request::new("POST", "").with_body(r#"{"text":""}"#)).into_response();
+/// assert_eq!(response.body_text(), r#"{"error":"text must not be empty"}"#);
+/// ```
+///
+/// `HttpError` deliberately does not implement `std::error::Error` itself: that is what lets
+/// the blanket `From<E: std::error::Error>` exist (as with `anyhow::Error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpError {
+    status: u16,
+    message: String,
+    headers: Vec<Header>,
+}
+
+impl HttpError {
+    /// An error answered with `status` and `{"error": message}`.
+    pub fn new(status: u16, message: impl Into<String>) -> HttpError {
+        HttpError {
+            status,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// `400 Bad Request` with `message`.
+    pub fn bad_request(message: impl Into<String>) -> HttpError {
+        HttpError::new(400, message)
+    }
+
+    /// `404 Not Found` with `message`.
+    pub fn not_found(message: impl Into<String>) -> HttpError {
+        HttpError::new(404, message)
+    }
+
+    /// `409 Conflict` with `message`.
+    pub fn conflict(message: impl Into<String>) -> HttpError {
+        HttpError::new(409, message)
+    }
+
+    /// `500 Internal Server Error` with `message`.
+    pub fn internal(message: impl Into<String>) -> HttpError {
+        HttpError::new(500, message)
+    }
+
+    /// Adds a header to the response (`www-authenticate` on a `401`, `retry-after` on a
+    /// `503`); the name is lower-cased.
+    pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> HttpError {
+        self.headers
+            .push(Header::new(name.to_ascii_lowercase(), value));
+        self
+    }
+
+    /// Replaces the status.
+    pub fn with_status(mut self, status: u16) -> HttpError {
+        self.status = status;
+        self
+    }
+
+    /// The status it is answered with.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The message (the `error` field of the body).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The extra headers.
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// Takes the parts apart: status, message, headers.
+    pub(crate) fn into_parts(self) -> (u16, String, Vec<Header>) {
+        (self.status, self.message, self.headers)
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.message)
+    }
+}
+
+/// Any error becomes a `500` whose message is its `Display` (a host-call [`Error`] included).
+impl<E: std::error::Error> From<E> for HttpError {
+    fn from(error: E) -> HttpError {
+        HttpError::internal(error.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::IntoResponse;
 
     #[test]
     fn codes_round_trip() {
@@ -143,6 +262,27 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "request \"users.get\": timed out (code -4)"
+        );
+    }
+
+    #[test]
+    fn http_errors_are_json_with_their_status_and_headers() {
+        let response = HttpError::new(401, "wrong token")
+            .with_header("WWW-Authenticate", "Bearer")
+            .into_response();
+        assert_eq!(response.status(), 401);
+        assert_eq!(response.body_text(), r#"{"error":"wrong token"}"#);
+        assert_eq!(response.header("content-type"), Some("application/json"));
+        assert_eq!(response.header("www-authenticate"), Some("Bearer"));
+    }
+
+    #[test]
+    fn host_call_errors_become_500s_naming_the_call() {
+        let error: HttpError = Error::new("publish", "a.*", ErrorKind::InvalidInput).into();
+        assert_eq!(error.status(), 500);
+        assert_eq!(
+            error.into_response().body_text(),
+            r#"{"error":"publish \"a.*\": refused as invalid input (code -1)"}"#
         );
     }
 }

@@ -9,8 +9,11 @@ pub const ABI_VERSION: i32 = 1;
 /// - `export!(MyModule)` creates the instance with `MyModule::default()`;
 /// - `export!(MyModule, MyModule::new("x"))` with the given expression.
 ///
-/// The instance is created on the first call (`init`, normally) and lives in the wasm
-/// instance's memory from then on. Generated exports (only when compiling for `wasm32`; on
+/// The instance is created on the first call (`init`, normally) as an
+/// [`Instance`](crate::Instance) (the module plus its [`Module::router`](crate::Module::router)
+/// and [`Module::topics`](crate::Module::topics), built then and only then, and named with
+/// the crate's package name for its error lines) and lives in the wasm instance's memory
+/// from then on. Generated exports (only when compiling for `wasm32`; on
 /// other targets the macro only checks that the type implements `Module` and that the
 /// constructor has the right type, so `cargo test` works on the developer's machine):
 ///
@@ -20,9 +23,9 @@ pub const ABI_VERSION: i32 = 1;
 /// | `_initialize` | `() -> ()` | runs the module's static constructors (`__wasm_call_ctors`), once |
 /// | `alloc` | `(len: i32) -> i32` | a buffer of `len` bytes for the host to write into |
 /// | `dealloc` | `(ptr: i32, len: i32) -> ()` | frees a buffer from `alloc` or a `handle` response |
-/// | `init` | `() -> ()` | [`Module::init`](crate::Module::init) |
-/// | `handle` | `(ptr: i32, len: i32) -> i64` | decodes the `HttpRequest` (taking ownership of the buffer), calls [`Module::handle`](crate::Module::handle), returns `(ptr << 32) \| len` of the encoded `HttpResponse` |
-/// | `on_message` | `(ptr: i32, len: i32) -> ()` | decodes the `Message`, calls [`Module::on_message`](crate::Module::on_message) |
+/// | `init` | `() -> ()` | subscribes to [`Module::topics`](crate::Module::topics), calls [`Module::init`](crate::Module::init); errors are logged at error level, naming the module and the export |
+/// | `handle` | `(ptr: i32, len: i32) -> i64` | decodes the `HttpRequest` (taking ownership of the buffer), dispatches it with [`Module::router`](crate::Module::router) (by default to [`Module::handle`](crate::Module::handle)), returns `(ptr << 32) \| len` of the encoded `HttpResponse` |
+/// | `on_message` | `(ptr: i32, len: i32) -> ()` | decodes the `Message`, calls the handler of [`Module::topics`](crate::Module::topics) or [`Module::on_message`](crate::Module::on_message); an error is logged like `init`'s |
 /// | `drain` | `() -> i32` | [`Module::drain`](crate::Module::drain), clamped to `i32::MAX` |
 ///
 /// Use it once per module crate (the export names are global), at the crate root or
@@ -44,22 +47,26 @@ macro_rules! export {
                 $constructor
             }
 
+            fn __modhost_instance() -> $crate::Instance<$module> {
+                $crate::Instance::new(__modhost_construct()).named(::core::env!("CARGO_PKG_NAME"))
+            }
+
             // Checked on every target, so a module's type errors show up in `cargo test` too.
             const _: fn() = || {
                 fn is_module<M: $crate::Module>() {}
                 is_module::<$module>();
-                let _ = __modhost_construct;
+                let _ = __modhost_instance;
             };
 
             #[cfg(target_family = "wasm")]
             ::std::thread_local! {
-                static __MODHOST_INSTANCE: $crate::__private::Slot<$module> =
+                static __MODHOST_INSTANCE: $crate::__private::Slot<$crate::Instance<$module>> =
                     const { $crate::__private::Slot::new() };
             }
 
             #[cfg(target_family = "wasm")]
-            fn __modhost_with<R>(body: impl FnOnce(&mut $module) -> R) -> R {
-                __MODHOST_INSTANCE.with(|slot| slot.with(__modhost_construct, body))
+            fn __modhost_with<R>(body: impl FnOnce(&mut $crate::Instance<$module>) -> R) -> R {
+                __MODHOST_INSTANCE.with(|slot| slot.with(__modhost_instance, body))
             }
 
             /// ABI 1 marker.
@@ -94,11 +101,11 @@ macro_rules! export {
                 unsafe { $crate::__private::dealloc(ptr, len) }
             }
 
-            /// `Module::init`.
+            /// `Module::topics` subscribed, then `Module::init`.
             #[cfg(target_family = "wasm")]
             #[unsafe(no_mangle)]
             pub extern "C" fn init() {
-                __modhost_with(|module| $crate::Module::init(module));
+                __modhost_with(|instance| instance.init());
             }
 
             /// `Module::handle` on an encoded `HttpRequest`.
@@ -110,7 +117,8 @@ macro_rules! export {
             pub unsafe extern "C" fn handle(ptr: *mut u8, len: usize) -> i64 {
                 // SAFETY: the caller (the host) keeps the contract above.
                 let request = unsafe { $crate::__private::take(ptr, len) };
-                let response = __modhost_with(|module| $crate::__private::handle(module, &request));
+                let response =
+                    __modhost_with(|instance| $crate::__private::handle(instance, &request));
                 drop(request);
                 $crate::__private::pack(response)
             }
@@ -124,14 +132,14 @@ macro_rules! export {
             pub unsafe extern "C" fn on_message(ptr: *mut u8, len: usize) {
                 // SAFETY: the caller (the host) keeps the contract above.
                 let message = unsafe { $crate::__private::take(ptr, len) };
-                __modhost_with(|module| $crate::__private::on_message(module, &message));
+                __modhost_with(|instance| $crate::__private::on_message(instance, &message));
             }
 
             /// `Module::drain`.
             #[cfg(target_family = "wasm")]
             #[unsafe(no_mangle)]
             pub extern "C" fn drain() -> i32 {
-                __modhost_with(|module| $crate::__private::drain(module))
+                __modhost_with(|instance| $crate::__private::drain(instance))
             }
         };
     };
@@ -145,7 +153,7 @@ pub mod __private {
 
     use binary::{Envelope, HttpRequest, Message};
 
-    use crate::{Level, Module, Request, Response};
+    use crate::{Instance, Level, Module, Request, Response};
 
     /// The module instance, created on first use.
     pub struct Slot<M>(RefCell<Option<M>>);
@@ -260,22 +268,22 @@ pub mod __private {
         }
     }
 
-    /// `handle`: decode, [`Module::handle`], encode. An undecodable request (a host bug) is
+    /// `handle`: decode, [`Instance::handle`], encode. An undecodable request (a host bug) is
     /// answered with a `400` saying why.
-    pub fn handle<M: Module>(module: &mut M, bytes: &[u8]) -> Vec<u8> {
+    pub fn handle<M: Module>(instance: &mut Instance<M>, bytes: &[u8]) -> Vec<u8> {
         let response = match HttpRequest::decode(bytes) {
-            Ok(http) => module.handle(Request::from(http)),
+            Ok(http) => instance.handle(Request::from(http)),
             Err(error) => Response::bad_request()
                 .with_text(format!("modhost guest: undecodable request: {error}")),
         };
         response.into_http().encode()
     }
 
-    /// `on_message`: decode, [`Module::on_message`]. An undecodable message is logged and
+    /// `on_message`: decode, [`Instance::on_message`]. An undecodable message is logged and
     /// dropped.
-    pub fn on_message<M: Module>(module: &mut M, bytes: &[u8]) {
+    pub fn on_message<M: Module>(instance: &mut Instance<M>, bytes: &[u8]) {
         match Message::decode(bytes) {
-            Ok(message) => module.on_message(message),
+            Ok(message) => instance.on_message(message),
             Err(error) => crate::log(
                 Level::Error,
                 &format!("modhost guest: undecodable message dropped: {error}"),
@@ -283,9 +291,9 @@ pub mod __private {
         }
     }
 
-    /// `drain`: [`Module::drain`] clamped into the export's `i32`.
-    pub fn drain<M: Module>(module: &mut M) -> i32 {
-        i32::try_from(module.drain()).unwrap_or(i32::MAX)
+    /// `drain`: [`Instance::drain`] clamped into the export's `i32`.
+    pub fn drain<M: Module>(instance: &mut Instance<M>) -> i32 {
+        i32::try_from(instance.drain()).unwrap_or(i32::MAX)
     }
 }
 
@@ -294,7 +302,7 @@ mod tests {
     use binary::{Envelope, HttpRequest, HttpResponse, Message};
 
     use super::__private;
-    use crate::{Level, Module, Request, Response, testing};
+    use crate::{Error, Instance, IntoResponse, Level, Module, Request, testing};
 
     #[derive(Default)]
     struct Counter {
@@ -304,21 +312,22 @@ mod tests {
     }
 
     impl Module for Counter {
-        fn init(&mut self) {
+        fn init(&mut self) -> Result<(), Error> {
             self.inits += 1;
+            crate::subscribe("bad.*.topic")
         }
 
-        fn handle(&mut self, request: Request) -> Response {
-            Response::text(format!(
-                "{} {} {}",
-                request.method(),
-                request.path(),
-                self.inits
-            ))
+        fn handle(&mut self, request: Request) -> impl IntoResponse {
+            format!("{} {} {}", request.method(), request.path(), self.inits)
         }
 
-        fn on_message(&mut self, message: Message) {
-            self.seen.push(message.topic);
+        fn on_message(&mut self, message: Message) -> Result<(), Error> {
+            self.seen.push(message.topic.clone());
+            match message.topic.as_str() {
+                "fail" => crate::publish("bad.*", b""),
+                _ => Ok(0),
+            }
+            .map(drop)
         }
 
         fn drain(&mut self) -> u32 {
@@ -338,7 +347,7 @@ mod tests {
 
     #[test]
     fn handle_decodes_dispatches_and_encodes() {
-        let mut module = Counter::default();
+        let mut module = Instance::new(Counter::default());
         let request = HttpRequest::new("GET", "/7").encode();
         let response = HttpResponse::decode(&__private::handle(&mut module, &request)).unwrap();
         assert_eq!(response.status, 200);
@@ -350,11 +359,43 @@ mod tests {
     }
 
     #[test]
+    fn init_and_on_message_log_the_errors_they_return() {
+        let mut module = Instance::new(Counter::default()).named("counter");
+        module.init();
+        module.on_message(Message::event("fail", vec![]));
+        let logs = testing::take_logs();
+        assert_eq!(
+            logs,
+            [
+                (
+                    Level::Error,
+                    "module \"counter\": export \"init\" failed: subscribe \"bad.*.topic\": \
+                     refused as invalid input (code -1)"
+                        .to_owned()
+                ),
+                (
+                    Level::Error,
+                    "module \"counter\": export \"on_message\" on topic \"fail\" failed: \
+                     publish \"bad.*\": refused as invalid input (code -1)"
+                        .to_owned()
+                )
+            ]
+        );
+        let mut unnamed = Instance::new(Counter::default());
+        unnamed.init();
+        assert!(
+            testing::take_logs()[0]
+                .1
+                .starts_with("export \"init\" failed: ")
+        );
+    }
+
+    #[test]
     fn on_message_decodes_or_logs() {
-        let mut module = Counter::default();
+        let mut module = Instance::new(Counter::default());
         __private::on_message(&mut module, &Message::event("a.b", vec![1]).encode());
         __private::on_message(&mut module, b"junk");
-        assert_eq!(module.seen, ["a.b"]);
+        assert_eq!(module.module().seen, ["a.b"]);
         let logs = testing::take_logs();
         assert_eq!(logs.len(), 1);
         assert_eq!(logs[0].0, Level::Error);
@@ -366,12 +407,12 @@ mod tests {
 
     #[test]
     fn drain_is_clamped() {
-        let mut module = Counter {
+        let mut module = Instance::new(Counter {
             pending: u32::MAX,
             ..Counter::default()
-        };
+        });
         assert_eq!(__private::drain(&mut module), i32::MAX);
-        module.pending = 250;
+        module.module_mut().pending = 250;
         assert_eq!(__private::drain(&mut module), 250);
     }
 
@@ -384,8 +425,8 @@ mod tests {
                 ..Counter::default()
             }
         }
-        slot.with(make, |module| module.init());
-        slot.with(make, |module| module.init());
+        slot.with(make, |module| module.inits += 1);
+        slot.with(make, |module| module.inits += 1);
         assert_eq!(slot.with(make, |module| module.inits), 102);
     }
 

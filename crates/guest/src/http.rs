@@ -4,6 +4,7 @@ use std::fmt;
 
 use binary::{Header, HttpRequest, HttpResponse};
 
+use crate::error::HttpError;
 use crate::middleware;
 use crate::query::parse_query;
 use crate::router::Params;
@@ -102,29 +103,32 @@ impl Request {
         &self.http.body
     }
 
-    /// The body as UTF-8 text, or a ready `400` response saying it isn't.
-    pub fn text(&self) -> Result<&str, Response> {
+    /// The body as UTF-8 text, or a `400` [`HttpError`] saying it isn't (`?` in a handler
+    /// answers it).
+    pub fn text(&self) -> Result<&str, HttpError> {
         std::str::from_utf8(&self.http.body)
-            .map_err(|_| Response::bad_request().with_text("the body is not UTF-8 text"))
+            .map_err(|_| HttpError::bad_request("the body is not UTF-8 text"))
     }
 
-    /// The body parsed as JSON, or a ready `400` response (`{"error": "..."}`) saying why not.
+    /// The body parsed as JSON, or a `400` [`HttpError`] saying why not, answered as
+    /// `{"error": "invalid JSON body: ..."}` (`?` in a handler answers it).
     ///
     /// ```
-    /// #[derive(serde::Deserialize)]
+    /// #[derive(serde::Deserialize, Debug)]
     /// struct NewUser { name: String }
     ///
     /// let request = guest::Request::new("POST", "").with_body(r#"{"name":"Ada"}"#);
-    /// let user: NewUser = request.json().unwrap();
+    /// let user: NewUser = request.json()?;
     /// assert_eq!(user.name, "Ada");
     ///
     /// let broken = guest::Request::new("POST", "").with_body("{");
-    /// assert_eq!(broken.json::<NewUser>().err().unwrap().status(), 400);
+    /// assert_eq!(broken.json::<NewUser>().unwrap_err().status(), 400);
+    /// # Ok::<(), guest::HttpError>(())
     /// ```
     #[cfg(feature = "json")]
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, Response> {
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, HttpError> {
         serde_json::from_slice(&self.http.body)
-            .map_err(|error| Response::json_error(400, &format!("invalid JSON body: {error}")))
+            .map_err(|error| HttpError::bad_request(format!("invalid JSON body: {error}")))
     }
 
     /// The path parameter `name` matched by a [`crate::Router`] (`{id}` in `/{id}`), decoded.
@@ -167,7 +171,8 @@ impl From<HttpRequest> for Request {
     }
 }
 
-/// An HTTP response: status constructors, then `with_*` builders.
+/// An HTTP response: status constructors, then `with_*` builders, each taking `self` and
+/// returning it changed.
 ///
 /// ```
 /// use guest::Response;
@@ -264,16 +269,22 @@ impl Response {
         Response::ok().with_json(value)
     }
 
-    /// A JSON error body `{"error": message}` with `status`: the shape the example modules
-    /// use for validation errors.
+    /// A JSON error body `{"error": message}` with `status`: the shape of every error this
+    /// SDK answers ([`HttpError`]). Needs no feature: the one string is escaped here, as
+    /// serde_json would.
     ///
     /// ```
     /// let response = guest::Response::json_error(400, "name must not be empty");
     /// assert_eq!(response.body(), br#"{"error":"name must not be empty"}"#);
     /// ```
-    #[cfg(feature = "json")]
     pub fn json_error(status: u16, message: &str) -> Response {
-        Response::new(status).with_json(&serde_json::json!({ "error": message }))
+        let mut body = String::with_capacity(message.len() + 12);
+        body.push_str("{\"error\":");
+        push_json_string(&mut body, message);
+        body.push('}');
+        Response::new(status)
+            .with_replaced_header("content-type", APPLICATION_JSON)
+            .with_body(body)
     }
 
     /// For a middleware: let the request go on to the next middleware or the target module.
@@ -296,7 +307,7 @@ impl Response {
     /// On a [`Response::pass`]: asks the server to set request header `name` to `value` for
     /// the stages after this middleware (replacing any value it had). Names starting with
     /// `x-modhost-` are reserved and ignored by the server.
-    pub fn with_request_header(self, name: &str, value: impl Into<Vec<u8>>) -> Response {
+    pub fn with_request_header(self, name: &str, value: impl Into<Vec<u8>>) -> Self {
         let name = format!(
             "{}{}",
             middleware::SET_HEADER_PREFIX,
@@ -306,21 +317,21 @@ impl Response {
     }
 
     /// Sets the status.
-    pub fn with_status(mut self, status: u16) -> Response {
+    pub fn with_status(mut self, status: u16) -> Self {
         self.http.status = status;
         self
     }
 
     /// Adds a header (the name is lower-cased). Headers may repeat (`set-cookie`).
-    pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Response {
+    pub fn with_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
         self.http
             .headers
             .push(Header::new(name.to_ascii_lowercase(), value));
         self
     }
 
-    /// Replaces every header called `name` with one header.
-    pub fn set_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Response {
+    /// Replaces every header called `name` (ASCII case-insensitive) with one header.
+    pub fn with_replaced_header(mut self, name: &str, value: impl Into<Vec<u8>>) -> Self {
         self.http
             .headers
             .retain(|header| !header.name.eq_ignore_ascii_case(name));
@@ -328,24 +339,24 @@ impl Response {
     }
 
     /// Sets the body, leaving the headers alone.
-    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Response {
+    pub fn with_body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.http.body = body.into();
         self
     }
 
     /// Sets a text body and `content-type: text/plain; charset=utf-8`.
-    pub fn with_text(self, body: impl Into<String>) -> Response {
-        self.set_header("content-type", TEXT_PLAIN)
+    pub fn with_text(self, body: impl Into<String>) -> Self {
+        self.with_replaced_header("content-type", TEXT_PLAIN)
             .with_body(body.into().into_bytes())
     }
 
     /// Sets `value` as a JSON body and `content-type: application/json`. A value that can't
     /// be serialised (a map with non-string keys) gives a `500` saying so instead.
     #[cfg(feature = "json")]
-    pub fn with_json<T: serde::Serialize + ?Sized>(self, value: &T) -> Response {
+    pub fn with_json<T: serde::Serialize + ?Sized>(self, value: &T) -> Self {
         match serde_json::to_vec(value) {
             Ok(body) => self
-                .set_header("content-type", APPLICATION_JSON)
+                .with_replaced_header("content-type", APPLICATION_JSON)
                 .with_body(body),
             Err(error) => {
                 Response::internal_error().with_text(format!("serialising the response: {error}"))
@@ -387,6 +398,29 @@ impl Response {
     pub fn into_http(self) -> HttpResponse {
         self.http
     }
+}
+
+/// Appends `text` to `out` as a JSON string literal, escaped exactly as serde_json does: `"`,
+/// `\` and the control characters below U+0020 (`\n` where JSON has a short form,
+/// `\u00XX` in lower-case hex otherwise); everything else verbatim.
+fn push_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    for character in text.chars() {
+        match character {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            control if u32::from(control) < 0x20 => {
+                out.push_str(&format!("\\u{:04x}", u32::from(control)));
+            }
+            other => out.push(other),
+        }
+    }
+    out.push('"');
 }
 
 impl From<HttpResponse> for Response {
@@ -439,7 +473,7 @@ mod tests {
         assert_eq!(request.query_pairs().len(), 3);
         assert_eq!(request.header("AUTHORIZATION"), Some("Bearer  s3cret "));
         assert_eq!(request.bearer_token(), Some("s3cret"));
-        assert_eq!(request.text(), Ok("hi"));
+        assert_eq!(request.text().ok(), Some("hi"));
         assert_eq!(request.target(), None);
     }
 
@@ -483,7 +517,21 @@ mod tests {
 
     #[cfg(feature = "json")]
     #[test]
+    fn json_error_escapes_like_serde_json() {
+        let mut every: String = (0_u8..0x80).map(char::from).collect();
+        every.push_str("é\u{2028}\u{1F600}\u{7f}");
+        for message in ["", "plain", "say \"hi\" \\ bye", every.as_str()] {
+            let expected =
+                serde_json::to_string(&serde_json::json!({ "error": message })).unwrap_or_default();
+            assert_eq!(Response::json_error(400, message).body_text(), expected);
+        }
+    }
+
+    #[cfg(feature = "json")]
+    #[test]
     fn json_bodies_round_trip_and_errors_are_400_json() {
+        use crate::IntoResponse;
+
         #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
         struct User {
             id: u32,
@@ -502,7 +550,8 @@ mod tests {
         let error = Request::new("POST", "")
             .with_body(r#"{"id":"x"}"#)
             .json::<User>()
-            .unwrap_err();
+            .unwrap_err()
+            .into_response();
         assert_eq!(error.status(), 400);
         assert_eq!(error.header("content-type"), Some(APPLICATION_JSON));
         assert!(

@@ -3,12 +3,14 @@
 //!
 //! A module is a `cdylib` crate in `modules/<name>/wasm/`, compiled for `wasm32-wasip1` into
 //! `modules/dist/<name>.wasm` (`cargo xtask build-modules`, or the server's dev mode). It is
-//! a type implementing [`Module`] (every method has a default) plus one [`export!`] line:
+//! a type implementing [`Module`] (every method has a default) plus one [`export!`] line.
+//! Handlers return anything [`IntoResponse`] and use `?`: request-parsing errors answer `400`,
+//! failed host calls `500`, both as [`HttpError`]s with a `{"error": ...}` body.
 //!
 //! ```
 //! use std::collections::BTreeMap;
 //!
-//! use guest::{Message, Module, Request, Response, Router};
+//! use guest::{HttpError, Instance, Message, Module, Request, Router, Topics};
 //!
 //! /// A tiny key/value store: `PUT /m/kv/{key}`, `GET /m/kv/{key}`, `GET /m/kv`.
 //! #[derive(Default)]
@@ -17,66 +19,59 @@
 //! }
 //!
 //! impl Kv {
-//!     fn list(&mut self, _: Request) -> Response {
+//!     fn list(&mut self, _: Request) -> String {
 //!         let lines: Vec<String> = self.entries.iter().map(|(k, v)| format!("{k}={v}")).collect();
-//!         Response::text(lines.join("\n"))
+//!         lines.join("\n")
 //!     }
 //!
-//!     fn get(&mut self, request: Request) -> Response {
-//!         match request.param("key").and_then(|key| self.entries.get(key)) {
-//!             Some(value) => Response::text(value.clone()),
-//!             None => Response::not_found().with_text("no such key"),
-//!         }
+//!     fn get(&mut self, request: Request) -> guest::Result<String> {
+//!         let key = request.param("key").unwrap_or_default();
+//!         let value = self.entries.get(key).ok_or_else(|| HttpError::not_found("no such key"))?;
+//!         Ok(value.clone())
 //!     }
 //!
-//!     fn put(&mut self, request: Request) -> Response {
+//!     fn put(&mut self, request: Request) -> guest::Result<()> {
 //!         let key = request.param("key").unwrap_or_default().to_owned();
-//!         let value = match request.text() {
-//!             Ok(value) => value.to_owned(),
-//!             Err(response) => return response, // a ready 400
-//!         };
+//!         let value = request.text()?.to_owned(); // not UTF-8: 400
 //!         guest::info!("kv: {key} = {value}");
-//!         if let Err(error) = guest::publish("kv.changed", &key) {
-//!             guest::warn!("{error}");
-//!         }
+//!         guest::publish("kv.changed", &key)?; // refused: 500 naming the call
 //!         self.entries.insert(key, value);
-//!         Response::no_content()
+//!         Ok(()) // 204
+//!     }
+//!
+//!     fn clear(&mut self, _: Message) -> Result<(), guest::Error> {
+//!         self.entries.clear();
+//!         guest::ws_broadcast("kv", "cleared");
+//!         Ok(())
 //!     }
 //! }
 //!
 //! impl Module for Kv {
-//!     fn init(&mut self) {
-//!         // Live once this version is swapped in.
-//!         if let Err(error) = guest::subscribe("kv.clear") {
-//!             guest::error!("{error}");
-//!         }
-//!     }
-//!
-//!     fn handle(&mut self, request: Request) -> Response {
+//!     // Built once per instance, like `topics`.
+//!     fn router() -> Router<Kv> {
 //!         Router::new()
 //!             .get("/", Kv::list)
 //!             .get("/{key}", Kv::get)
 //!             .put("/{key}", Kv::put)
-//!             .handle(self, request)
 //!     }
 //!
-//!     fn on_message(&mut self, message: Message) {
-//!         if message.topic == "kv.clear" {
-//!             self.entries.clear();
-//!             guest::ws_broadcast("kv", "cleared");
-//!         }
+//!     // Subscribed before `init`; live once this version is swapped in.
+//!     fn topics() -> Topics<Kv> {
+//!         Topics::new().on("kv.clear", Kv::clear)
 //!     }
 //! }
 //!
 //! guest::export!(Kv);
 //!
-//! // The same code runs natively in `cargo test`, against the recording host in `testing`:
-//! let mut kv = Kv::default();
+//! // The same code runs natively in `cargo test`, against the recording host in `testing`,
+//! // through the `Instance` the generated exports use:
+//! let mut kv = Instance::new(Kv::default());
 //! kv.init();
 //! let put = kv.handle(Request::new("PUT", "/colour").with_body("blue"));
 //! assert_eq!(put.status(), 204);
 //! assert_eq!(kv.handle(Request::new("GET", "/colour")).body_text(), "blue");
 //! assert_eq!(kv.handle(Request::new("GET", "/")).body_text(), "colour=blue");
+//! assert_eq!(kv.handle(Request::new("GET", "/shape")).status(), 404);
 //! assert_eq!(guest::testing::take_published()[0].topic, "kv.changed");
 //! kv.on_message(Message::event("kv.clear", vec![]));
 //! assert_eq!(kv.handle(Request::new("GET", "")).body_text(), "");
@@ -104,23 +99,30 @@
 //!
 //! # What is here
 //! - [`Module`] and [`export!`]: the exports of `docs/ABI.md` (ABI 1), generated. The instance
-//!   of your type is created on the first call and keeps its state between calls.
+//!   of your type is created on the first call, wrapped in an [`Instance`] with its
+//!   [`Router`] and [`Topics`] (built then, once), and keeps its state between calls.
 //! - Bus: [`publish`], [`publish_message`], [`subscribe`], [`unsubscribe`], [`request`] (with
 //!   a timeout), [`reply`] / [`reply_error`], [`topic_matches`] and [`Topics`] (handlers by
 //!   topic pattern: the host does not say which subscription a message matched).
 //! - Browsers: [`ws_broadcast`] to `/ws?topic=T` clients.
 //! - Logs: [`log()`](crate::log()) and [`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`].
 //! - HTTP: [`Request`] (query parsing with percent-decoding, headers, bearer token, text and
-//!   JSON bodies, router parameters), [`Response`] (status constructors, headers, text and JSON
-//!   bodies), [`Router`] / [`Pattern`] for sub-paths, [`parse_query`] / [`percent_decode`].
+//!   JSON bodies, router parameters), [`Response`] (status constructors, `with_*` builders,
+//!   text and JSON bodies), [`IntoResponse`] (what handlers return: `Response`, text, `()`,
+//!   [`Json`], `(status, T)`, `Result`), [`HttpError`] and [`Result`] for `?`, [`Router`] /
+//!   [`Pattern`] for sub-paths, [`parse_query`] / [`percent_decode`].
 //! - Middleware: [`Response::pass`] and the convention in [`middleware`].
 //! - Tests: on every target but `wasm32` the imports are replaced by the recording host in
-//!   `guest::testing`, so a module's logic is unit-tested with a plain `cargo test`.
+//!   `guest::testing`, so a module's logic is unit-tested with a plain `cargo test`, driven
+//!   through [`Instance`] as the exports drive it.
 //!
 //! Errors from host calls are [`Error`] values naming the call, the topic and the reason
-//! ([`ErrorKind`], from the ABI's return codes). JSON support (`Request::json`,
-//! `Response::json`, `Response::json_error`) is the default feature `json` (serde and
-//! serde_json); without it this crate depends on `binary` alone.
+//! ([`ErrorKind`], from the ABI's return codes); in a handler, `?` turns one into a `500`
+//! [`HttpError`]. `init`, `on_message` and topic handlers return `Result<(), Error>`, and
+//! the generated exports log an error they return. JSON support (`Request::json`,
+//! `Response::json`, [`Json`]) is the default feature `json` (serde and serde_json); without
+//! it this crate depends on `binary` alone (`Response::json_error` and [`HttpError`] need
+//! neither).
 //!
 //! # Why `export!` is a `macro_rules!` macro
 //! A proc-macro would need a second crate and compile `syn`/`quote` for the host in every
@@ -140,6 +142,8 @@
 //! This crate does not do I/O of its own, spawn threads or know the server: everything goes
 //! through the host imports.
 
+#![warn(missing_docs)]
+
 mod bus;
 mod error;
 mod export;
@@ -148,6 +152,7 @@ mod log;
 pub mod middleware;
 mod module;
 mod query;
+mod respond;
 mod router;
 mod sys;
 #[cfg(not(target_family = "wasm"))]
@@ -158,12 +163,19 @@ pub use bus::{
     Topics, publish, publish_message, reply, reply_error, request, subscribe, topic_matches,
     unsubscribe, ws_broadcast,
 };
-pub use error::{Error, ErrorKind, RequestError};
+pub use error::{Error, ErrorKind, HttpError};
 #[doc(hidden)]
 pub use export::__private;
 pub use export::ABI_VERSION;
 pub use http::{APPLICATION_JSON, Request, Response, TEXT_PLAIN};
 pub use log::{Level, log};
-pub use module::Module;
+pub use module::{Instance, Module};
 pub use query::{parse_query, percent_decode};
+pub use respond::IntoResponse;
+#[cfg(feature = "json")]
+pub use respond::Json;
 pub use router::{Params, Pattern, Router};
+
+/// What a handler returns to use `?`: `Result<T, HttpError>`, where `T` is any
+/// [`IntoResponse`] (see [`HttpError`] for what converts into the error).
+pub type Result<T, E = HttpError> = std::result::Result<T, E>;

@@ -24,13 +24,13 @@
 //! `docs/middleware.md` is the same contract from the server's side.
 //!
 //! ```
-//! use guest::{Module, Request, Response};
+//! use guest::{Instance, IntoResponse, Module, Request, Response};
 //!
 //! #[derive(Default)]
 //! struct RequireJson;
 //!
 //! impl Module for RequireJson {
-//!     fn handle(&mut self, request: Request) -> Response {
+//!     fn handle(&mut self, request: Request) -> impl IntoResponse {
 //!         match (request.method(), request.header("content-type")) {
 //!             ("POST" | "PUT", Some(kind)) if !kind.starts_with("application/json") => {
 //!                 Response::new(415).with_text("send JSON")
@@ -40,7 +40,7 @@
 //!     }
 //! }
 //!
-//! let mut middleware = RequireJson;
+//! let mut middleware = Instance::new(RequireJson);
 //! let request = Request::new("POST", "").with_header("content-type", "text/plain");
 //! assert_eq!(middleware.handle(request).status(), 415);
 //! assert!(middleware.handle(Request::new("GET", "/7")).is_pass());

@@ -4,6 +4,7 @@ use std::fmt;
 
 use crate::http::{Request, Response};
 use crate::query::percent_decode;
+use crate::respond::IntoResponse;
 
 /// Path parameters matched by a [`Pattern`], decoded, in pattern order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -170,129 +171,153 @@ struct Route<M> {
 /// `GET` route. Routes are tried in the order they were added; the first match wins.
 ///
 /// Handlers get the module and the [`Request`], whose [`Request::param`] holds the matched
-/// parameters. Build the router in `handle` (it is a few small allocations) or keep it in a
-/// `thread_local!`.
+/// parameters, and return anything [`IntoResponse`]: a [`Response`], text, `()` (`204`),
+/// [`Json`](crate::Json), `(status, T)`, or [`guest::Result<T>`](crate::Result) to use `?`.
+/// A module returns its router from [`Module::router`](crate::Module::router), which the
+/// generated exports call once per instance.
+///
+/// Return a named type from a method used as a handler: `fn f(&mut self, ..) -> impl
+/// IntoResponse` borrows `self` in its result (Rust 2024 captures every lifetime), which a
+/// handler can't; write `-> impl IntoResponse + use<>` if you want an opaque type.
 ///
 /// ```
-/// use guest::{Module, Request, Response, Router};
+/// use guest::{HttpError, Instance, Module, Request, Response, Router};
 ///
 /// #[derive(Default)]
 /// struct Notes { notes: Vec<String> }
 ///
 /// impl Notes {
-///     fn list(&mut self, _: Request) -> Response {
-///         Response::text(self.notes.join("\n"))
+///     fn list(&mut self, _: Request) -> String {
+///         self.notes.join("\n")
 ///     }
-///     fn add(&mut self, request: Request) -> Response {
-///         match request.text() {
-///             Ok(text) => { self.notes.push(text.to_owned()); Response::created() }
-///             Err(response) => response,
-///         }
+///     fn add(&mut self, request: Request) -> guest::Result<Response> {
+///         self.notes.push(request.text()?.to_owned());
+///         Ok(Response::created())
 ///     }
-///     fn get(&mut self, request: Request) -> Response {
-///         let note = request.param("index").and_then(|index| index.parse::<usize>().ok())
-///             .and_then(|index| self.notes.get(index));
-///         match note {
-///             Some(note) => Response::text(note.clone()),
-///             None => Response::not_found(),
-///         }
+///     fn get(&mut self, request: Request) -> guest::Result<String> {
+///         // `?` on a plain `ParseIntError` would answer 500: say what the client got wrong.
+///         let index: usize = request.param("index").unwrap_or_default().parse()
+///             .map_err(|_| HttpError::bad_request("the index is a number"))?;
+///         let note = self.notes.get(index).ok_or_else(|| HttpError::not_found("no such note"))?;
+///         Ok(note.clone())
 ///     }
 /// }
 ///
 /// impl Module for Notes {
-///     fn handle(&mut self, request: Request) -> Response {
+///     fn router() -> Router<Notes> {
 ///         Router::new()
 ///             .get("/", Notes::list)
 ///             .post("/", Notes::add)
 ///             .get("/{index}", Notes::get)
-///             .handle(self, request)
 ///     }
 /// }
 ///
-/// let mut notes = Notes::default();
+/// let mut notes = Instance::new(Notes::default());
 /// assert_eq!(notes.handle(Request::new("POST", "").with_body("hello")).status(), 201);
 /// assert_eq!(notes.handle(Request::new("GET", "/0")).body_text(), "hello");
 /// assert_eq!(notes.handle(Request::new("GET", "/1")).status(), 404);
+/// assert_eq!(notes.handle(Request::new("GET", "/x")).status(), 400);
 /// assert_eq!(notes.handle(Request::new("DELETE", "/0")).status(), 405);
 /// ```
 pub struct Router<M> {
     routes: Vec<Route<M>>,
+    fallback: Option<Handler<M>>,
 }
 
 impl<M> Router<M> {
     /// A router with no routes.
     pub fn new() -> Router<M> {
-        Router { routes: Vec::new() }
+        Router {
+            routes: Vec::new(),
+            fallback: None,
+        }
+    }
+
+    /// Sends every request no route's pattern matches to `handler` instead of answering
+    /// `404` (a pattern that matches with another method still answers `405`).
+    pub fn fallback<R: IntoResponse>(
+        mut self,
+        handler: impl Fn(&mut M, Request) -> R + 'static,
+    ) -> Self {
+        self.fallback = Some(Box::new(move |module, request| {
+            handler(module, request).into_response()
+        }));
+        self
+    }
+
+    /// Whether no route and no fallback was added.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty() && self.fallback.is_none()
     }
 
     /// Adds a route for `method` (`"*"` = any method) and `pattern` (see [`Pattern`]).
     ///
     /// # Panics
     /// On a malformed pattern, see [`Pattern::parse`].
-    pub fn route(
+    pub fn route<R: IntoResponse>(
         mut self,
         method: &str,
         pattern: &str,
-        handler: impl Fn(&mut M, Request) -> Response + 'static,
+        handler: impl Fn(&mut M, Request) -> R + 'static,
     ) -> Self {
         self.routes.push(Route {
             method: method.to_ascii_uppercase(),
             pattern: Pattern::parse(pattern),
-            handler: Box::new(handler),
+            handler: Box::new(move |module, request| handler(module, request).into_response()),
         });
         self
     }
 
     /// Adds a `GET` route (also serving `HEAD`).
-    pub fn get(
+    pub fn get<R: IntoResponse>(
         self,
         pattern: &str,
-        handler: impl Fn(&mut M, Request) -> Response + 'static,
+        handler: impl Fn(&mut M, Request) -> R + 'static,
     ) -> Self {
         self.route("GET", pattern, handler)
     }
 
     /// Adds a `POST` route.
-    pub fn post(
+    pub fn post<R: IntoResponse>(
         self,
         pattern: &str,
-        handler: impl Fn(&mut M, Request) -> Response + 'static,
+        handler: impl Fn(&mut M, Request) -> R + 'static,
     ) -> Self {
         self.route("POST", pattern, handler)
     }
 
     /// Adds a `PUT` route.
-    pub fn put(
+    pub fn put<R: IntoResponse>(
         self,
         pattern: &str,
-        handler: impl Fn(&mut M, Request) -> Response + 'static,
+        handler: impl Fn(&mut M, Request) -> R + 'static,
     ) -> Self {
         self.route("PUT", pattern, handler)
     }
 
     /// Adds a `PATCH` route.
-    pub fn patch(
+    pub fn patch<R: IntoResponse>(
         self,
         pattern: &str,
-        handler: impl Fn(&mut M, Request) -> Response + 'static,
+        handler: impl Fn(&mut M, Request) -> R + 'static,
     ) -> Self {
         self.route("PATCH", pattern, handler)
     }
 
     /// Adds a `DELETE` route.
-    pub fn delete(
+    pub fn delete<R: IntoResponse>(
         self,
         pattern: &str,
-        handler: impl Fn(&mut M, Request) -> Response + 'static,
+        handler: impl Fn(&mut M, Request) -> R + 'static,
     ) -> Self {
         self.route("DELETE", pattern, handler)
     }
 
     /// Adds a route for every method.
-    pub fn any(
+    pub fn any<R: IntoResponse>(
         self,
         pattern: &str,
-        handler: impl Fn(&mut M, Request) -> Response + 'static,
+        handler: impl Fn(&mut M, Request) -> R + 'static,
     ) -> Self {
         self.route("*", pattern, handler)
     }
@@ -317,6 +342,9 @@ impl<M> Router<M> {
             }
         }
         if allowed.is_empty() {
+            if let Some(fallback) = &self.fallback {
+                return fallback(module, request);
+            }
             let path = if request.path().is_empty() {
                 "/"
             } else {
@@ -474,5 +502,36 @@ mod tests {
         let missing = call("GET", "/7/x");
         assert_eq!(missing.body_text(), "no route for GET /7/x");
         assert_eq!(log, ["list", "create", "get 7", "get 8", "delete 7"]);
+    }
+
+    #[test]
+    fn handlers_return_anything_into_response_and_the_fallback_takes_the_rest() {
+        struct Count(u32);
+        impl Count {
+            // An opaque return type must not capture `&mut self`'s lifetime (see `Router`).
+            fn bump(&mut self, _: Request) -> impl IntoResponse + use<> {
+                self.0 += 1;
+                (201, format!("now {}", self.0))
+            }
+            fn fail(&mut self, _: Request) -> crate::Result<()> {
+                Err(crate::HttpError::conflict("busy"))
+            }
+        }
+        let router = Router::new()
+            .post("/", Count::bump)
+            .delete("/", Count::fail)
+            .fallback(|_: &mut Count, request| format!("fallback {}", request.path()));
+        let mut count = Count(0);
+        let bumped = router.handle(&mut count, Request::new("POST", ""));
+        assert_eq!((bumped.status(), bumped.body_text()), (201, "now 1".into()));
+        let failed = router.handle(&mut count, Request::new("DELETE", "/"));
+        assert_eq!(failed.body_text(), r#"{"error":"busy"}"#);
+        let other = router.handle(&mut count, Request::new("GET", "/x"));
+        assert_eq!(other.body_text(), "fallback /x");
+        assert_eq!(
+            router.handle(&mut count, Request::new("GET", "/")).status(),
+            405
+        );
+        assert!(Router::<Count>::new().is_empty());
     }
 }

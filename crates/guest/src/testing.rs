@@ -20,6 +20,11 @@
 //! # Ok::<(), guest::Error>(())
 //! ```
 //!
+//! Drive a module through [`Instance`](crate::Instance), as the generated exports do:
+//! `Instance::new(MyModule::default())`, then `init`, `handle(Request::new(..))` and
+//! `on_message(..)` go through the module's router and topic table, and an error returned by
+//! `init` or `on_message` shows up in [`take_logs`].
+//!
 //! This module does not exist when compiling for `wasm32`.
 
 use std::cell::RefCell;

@@ -7,7 +7,7 @@
 //! environment by default, and then the token is [`DEFAULT_TOKEN`] — fine for a demo, never
 //! for production.
 
-use guest::{Module, Request, Response};
+use guest::{HttpError, IntoResponse, Module, Request, Response};
 
 /// The token when `AUTH_TOKEN` is not granted.
 const DEFAULT_TOKEN: &str = "letmein";
@@ -39,31 +39,28 @@ fn same(left: &[u8], right: &[u8]) -> bool {
 }
 
 impl Module for Auth {
-    fn init(&mut self) {
+    fn init(&mut self) -> Result<(), guest::Error> {
         if self.token == DEFAULT_TOKEN {
             guest::warn!("AUTH_TOKEN is not granted: using the default token");
         }
+        Ok(())
     }
 
-    fn handle(&mut self, request: Request) -> Response {
-        match request.bearer_token() {
-            Some(token) if same(token.as_bytes(), self.token.as_bytes()) => Response::pass(),
-            presented => {
-                let reason = if presented.is_some() {
-                    "wrong token"
-                } else {
-                    "missing bearer token"
-                };
-                guest::info!(
-                    "refused {} /m/{}{}: {reason}",
-                    request.method(),
-                    request.target().unwrap_or("?"),
-                    request.path()
-                );
-                Response::json_error(401, reason)
-                    .with_header("www-authenticate", "Bearer realm=\"modhost\"")
+    fn handle(&mut self, request: Request) -> impl IntoResponse {
+        let reason = match request.bearer_token() {
+            Some(token) if same(token.as_bytes(), self.token.as_bytes()) => {
+                return Ok(Response::pass());
             }
-        }
+            Some(_) => "wrong token",
+            None => "missing bearer token",
+        };
+        guest::info!(
+            "refused {} /m/{}{}: {reason}",
+            request.method(),
+            request.target().unwrap_or("?"),
+            request.path()
+        );
+        Err(HttpError::new(401, reason).with_header("www-authenticate", "Bearer realm=\"modhost\""))
     }
 }
 
@@ -72,12 +69,13 @@ guest::export!(Auth, Auth::from_env());
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest::Instance;
 
     #[test]
     fn only_the_right_token_passes() {
-        let mut auth = Auth {
+        let mut auth = Instance::new(Auth {
             token: "s3cret".into(),
-        };
+        });
         let with = |value: &str| Request::new("GET", "").with_header("authorization", value);
         assert!(auth.handle(with("Bearer s3cret")).is_pass());
         for refused in [
@@ -92,7 +90,12 @@ mod tests {
                 response.header("www-authenticate"),
                 Some("Bearer realm=\"modhost\"")
             );
+            assert_eq!(response.header("content-type"), Some("application/json"));
         }
+        let missing = auth.handle(Request::new("GET", ""));
+        assert_eq!(missing.body_text(), r#"{"error":"missing bearer token"}"#);
+        let wrong = auth.handle(with("Bearer nope"));
+        assert_eq!(wrong.body_text(), r#"{"error":"wrong token"}"#);
     }
 
     #[test]

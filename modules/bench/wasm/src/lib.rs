@@ -11,7 +11,7 @@
 //!   retrying a message while every subscriber's mailbox is full, and answers
 //!   `published retries`.
 
-use guest::{Message, Module, Request, Response};
+use guest::{IntoResponse, Message, Module, Request, Response};
 
 /// What `GET /m/bench/version` answers; the harness patches the trailing digits.
 const MARKER: &str = "modhost-bench-version-000000";
@@ -53,29 +53,72 @@ impl Bench {
 }
 
 impl Module for Bench {
-    fn handle(&mut self, request: Request) -> Response {
+    fn handle(&mut self, request: Request) -> impl IntoResponse {
         match (request.method(), request.path()) {
             (_, "" | "/") => Response::text("ok"),
             ("GET", "/version") => Response::text(MARKER),
             ("GET", "/received") => {
                 Response::text(format!("{} {}", self.received, self.received_bytes))
             }
-            ("POST", "/subscribe") => match request.query("topic") {
-                Some(topic) => match guest::subscribe(&topic) {
-                    Ok(()) => Response::text("subscribed"),
-                    Err(_) => Response::bad_request(),
-                },
-                None => Response::bad_request(),
+            ("POST", "/subscribe") => match request.query("topic").map(|t| guest::subscribe(&t)) {
+                Some(Ok(())) => Response::text("subscribed"),
+                _ => Response::bad_request(),
             },
             ("POST", "/publish") => Bench::publish(&request),
             _ => Response::not_found(),
         }
     }
 
-    fn on_message(&mut self, message: Message) {
+    fn on_message(&mut self, message: Message) -> Result<(), guest::Error> {
         self.received += 1;
         self.received_bytes += message.payload.len() as u64;
+        Ok(())
     }
 }
 
 guest::export!(Bench);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use guest::Instance;
+
+    #[test]
+    fn answers_the_scenarios_routes() {
+        let mut bench = Instance::new(Bench::default());
+        let call = |bench: &mut Instance<Bench>, method: &str, path: &str, query: &str| {
+            let response = bench.handle(Request::new(method, path).with_query(query));
+            (response.status(), response.body_text())
+        };
+        assert_eq!(call(&mut bench, "GET", "", ""), (200, "ok".to_owned()));
+        assert_eq!(
+            call(&mut bench, "GET", "/version", ""),
+            (200, MARKER.to_owned())
+        );
+        assert_eq!(
+            call(&mut bench, "POST", "/subscribe", ""),
+            (400, String::new())
+        );
+        assert_eq!(
+            call(&mut bench, "POST", "/subscribe", "topic=a.*.b"),
+            (400, String::new())
+        );
+        assert_eq!(
+            call(&mut bench, "POST", "/subscribe", "topic=bench.x"),
+            (200, "subscribed".to_owned())
+        );
+        assert_eq!(
+            call(&mut bench, "POST", "/publish", ""),
+            (400, String::new())
+        );
+        assert_eq!(
+            call(&mut bench, "GET", "/nothing", ""),
+            (404, String::new())
+        );
+        bench.on_message(Message::event("bench.x", vec![0; 5]));
+        assert_eq!(
+            call(&mut bench, "GET", "/received", ""),
+            (200, "1 5".to_owned())
+        );
+    }
+}

@@ -5,7 +5,7 @@
 //! A trap throws the instance away and the host creates a fresh one, whose count starts again
 //! at zero, so the rate stays 1% whatever the load.
 
-use guest::{Module, Request, Response};
+use guest::{IntoResponse, Module, Request};
 
 /// One request in this many traps.
 const EVERY: u64 = 100;
@@ -16,7 +16,7 @@ struct Flaky {
 }
 
 impl Module for Flaky {
-    fn handle(&mut self, request: Request) -> Response {
+    fn handle(&mut self, request: Request) -> impl IntoResponse {
         self.requests += 1;
         if request.path() == "/trap" {
             panic!("flaky: trap requested");
@@ -24,7 +24,7 @@ impl Module for Flaky {
         if self.requests.is_multiple_of(EVERY) {
             panic!("flaky: request {} traps on purpose", self.requests);
         }
-        Response::text(format!("ok {}", self.requests))
+        format!("ok {}", self.requests)
     }
 }
 
@@ -33,12 +33,15 @@ guest::export!(Flaky);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest::Instance;
 
     #[test]
     fn one_in_a_hundred_traps() {
-        let mut flaky = Flaky::default();
-        for _ in 1..EVERY {
-            assert_eq!(flaky.handle(Request::new("GET", "")).status(), 200);
+        let mut flaky = Instance::new(Flaky::default());
+        for request in 1..EVERY {
+            let response = flaky.handle(Request::new("GET", ""));
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.body_text(), format!("ok {request}"));
         }
         let trapped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             flaky.handle(Request::new("GET", ""))

@@ -3,7 +3,7 @@
 //!
 //! See `guest::middleware` for the pass convention.
 
-use guest::{Module, Request, Response};
+use guest::{IntoResponse, Module, Request, Response};
 
 #[derive(Debug, Default)]
 struct Logger {
@@ -11,7 +11,7 @@ struct Logger {
 }
 
 impl Module for Logger {
-    fn handle(&mut self, request: Request) -> Response {
+    fn handle(&mut self, request: Request) -> impl IntoResponse {
         self.seen += 1;
         let target = request.target().unwrap_or("?");
         let query = match request.raw_query() {
@@ -34,11 +34,11 @@ guest::export!(Logger);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest::{Level, testing};
+    use guest::{Instance, Level, testing};
 
     #[test]
     fn logs_and_passes() {
-        let mut logger = Logger::default();
+        let mut logger = Instance::new(Logger::default());
         let request = Request::new("GET", "/7")
             .with_query("a=1")
             .with_header("x-modhost-target", "users");

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use guest::{Message, Module, Request, Response, Topics};
+use guest::{IntoResponse, Message, Module, Request, Response, Topics};
 
 /// How many payloads `GET /m/receiver` shows.
 const KEEP: usize = 10;
@@ -17,12 +17,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    /// The subscriptions and their handlers, in one table.
-    fn topics() -> Topics<Receiver> {
-        Topics::new().on("greetings.*", Receiver::relay)
-    }
-
-    fn relay(&mut self, message: Message) {
+    fn relay(&mut self, message: Message) -> Result<(), guest::Error> {
         self.received += 1;
         if self.last.len() == KEEP {
             self.last.pop_front();
@@ -35,17 +30,17 @@ impl Receiver {
             message.payload.len()
         );
         guest::ws_broadcast(&message.topic, &message.payload);
+        Ok(())
     }
 }
 
 impl Module for Receiver {
-    fn init(&mut self) {
-        if let Err(error) = Receiver::topics().subscribe_all() {
-            guest::error!("{error}");
-        }
+    /// The subscriptions and their handlers, in one table.
+    fn topics() -> Topics<Receiver> {
+        Topics::new().on("greetings.*", Receiver::relay)
     }
 
-    fn handle(&mut self, request: Request) -> Response {
+    fn handle(&mut self, request: Request) -> impl IntoResponse {
         match (request.method(), request.path()) {
             ("GET", "" | "/") => Response::json(&serde_json::json!({
                 "received": self.received,
@@ -55,10 +50,9 @@ impl Module for Receiver {
         }
     }
 
-    fn on_message(&mut self, message: Message) {
-        if !Receiver::topics().dispatch(self, message) {
-            guest::debug!("ignored a message on a topic without a handler");
-        }
+    fn on_message(&mut self, _: Message) -> Result<(), guest::Error> {
+        guest::debug!("ignored a message on a topic without a handler");
+        Ok(())
     }
 }
 
@@ -67,11 +61,11 @@ guest::export!(Receiver);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest::testing;
+    use guest::{Instance, testing};
 
     #[test]
     fn subscribes_and_relays() {
-        let mut receiver = Receiver::default();
+        let mut receiver = Instance::new(Receiver::default());
         receiver.init();
         assert_eq!(testing::subscriptions(), ["greetings.*"]);
         receiver.on_message(Message::event("greetings.hello", b"hi".to_vec()));
@@ -82,5 +76,6 @@ mod tests {
         );
         let status = receiver.handle(Request::new("GET", ""));
         assert_eq!(status.body_text(), r#"{"last":["hi"],"received":1}"#);
+        assert_eq!(receiver.handle(Request::new("POST", "")).status(), 404);
     }
 }

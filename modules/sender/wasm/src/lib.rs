@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use guest::{ErrorKind, Module, Request, Response, Router};
+use guest::{ErrorKind, HttpError, Module, Request, Response, Router};
 
 /// The topic `receiver` listens to (`greetings.*`).
 const DEFAULT_TOPIC: &str = "greetings.hello";
@@ -22,42 +22,41 @@ struct Sender {
 }
 
 impl Sender {
-    fn send(&mut self, request: Request) -> Response {
+    fn send(&mut self, request: Request) -> guest::Result<Response> {
         let topic = request
             .query("topic")
             .unwrap_or_else(|| DEFAULT_TOPIC.to_owned());
-        match guest::publish(&topic, request.body()) {
-            Ok(delivered) => {
-                self.sent += 1;
-                Response::json(&serde_json::json!({ "topic": topic, "delivered": delivered }))
-            }
-            Err(error) => Response::json_error(400, &error.to_string()),
-        }
+        let delivered = guest::publish(&topic, request.body())
+            .map_err(|error| HttpError::bad_request(error.to_string()))?;
+        self.sent += 1;
+        Ok(Response::json(
+            &serde_json::json!({ "topic": topic, "delivered": delivered }),
+        ))
     }
 
-    fn ask(&mut self, request: Request) -> Response {
+    fn ask(&mut self, request: Request) -> guest::Result<Response> {
         let topic = request
             .query("topic")
             .unwrap_or_else(|| "users.get".to_owned());
-        let timeout_ms = match request.query("timeout_ms").map(|ms| ms.parse::<u64>()) {
+        let timeout_ms = match request.query("timeout_ms") {
             None => 500,
-            Some(Ok(ms)) => ms,
-            Some(Err(_)) => return Response::json_error(400, "timeout_ms must be a number"),
+            Some(ms) => ms
+                .parse()
+                .map_err(|_| HttpError::bad_request("timeout_ms must be a number"))?,
         };
-        match guest::request(&topic, request.body(), Duration::from_millis(timeout_ms)) {
-            Ok(reply) => Response::ok()
-                .with_header("content-type", "application/json")
-                .with_body(reply.payload),
-            Err(error) => {
+        let reply = guest::request(&topic, request.body(), Duration::from_millis(timeout_ms))
+            .map_err(|error| {
                 let status = match error.kind() {
                     ErrorKind::ErrorReply(_) => 502,
                     ErrorKind::TimedOut => 504,
                     ErrorKind::NoSubscriber | ErrorKind::Overloaded => 503,
                     _ => 500,
                 };
-                Response::json_error(status, &error.to_string())
-            }
-        }
+                HttpError::new(status, error.to_string())
+            })?;
+        Ok(Response::ok()
+            .with_header("content-type", "application/json")
+            .with_body(reply.payload))
     }
 
     fn status(&mut self, _: Request) -> Response {
@@ -66,19 +65,17 @@ impl Sender {
 }
 
 impl Module for Sender {
-    fn init(&mut self) {
-        match guest::publish(DEFAULT_TOPIC, "sender started") {
-            Ok(delivered) => guest::info!("said hello to {delivered} mailboxes"),
-            Err(error) => guest::warn!("{error}"),
-        }
+    fn init(&mut self) -> Result<(), guest::Error> {
+        let delivered = guest::publish(DEFAULT_TOPIC, "sender started")?;
+        guest::info!("said hello to {delivered} mailboxes");
+        Ok(())
     }
 
-    fn handle(&mut self, request: Request) -> Response {
+    fn router() -> Router<Sender> {
         Router::new()
             .get("/", Sender::status)
             .post("/send", Sender::send)
             .post("/ask", Sender::ask)
-            .handle(self, request)
     }
 }
 
@@ -87,11 +84,11 @@ guest::export!(Sender);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest::testing;
+    use guest::{Instance, testing};
 
     #[test]
     fn init_and_send_publish() {
-        let mut sender = Sender::default();
+        let mut sender = Instance::new(Sender::default());
         sender.init();
         let response = sender.handle(
             Request::new("POST", "/send")
@@ -107,12 +104,18 @@ mod tests {
         );
         let refused = sender.handle(Request::new("POST", "/send").with_query("topic=bad.*"));
         assert_eq!(refused.status(), 400);
+        assert_eq!(
+            refused.body_text(),
+            r#"{"error":"publish \"bad.*\": refused as invalid input (code -1)"}"#
+        );
+        let status = sender.handle(Request::new("GET", ""));
+        assert_eq!(status.body_text(), r#"{"sent":1}"#);
     }
 
     #[test]
     fn ask_maps_reply_kinds_to_statuses() {
-        let mut sender = Sender::default();
-        let ask = |sender: &mut Sender, body: &str| {
+        let mut sender = Instance::new(Sender::default());
+        let ask = |sender: &mut Instance<Sender>, body: &str| {
             sender
                 .handle(Request::new("POST", "/ask").with_body(body))
                 .status()
@@ -126,5 +129,10 @@ mod tests {
         assert_eq!(ask(&mut sender, "1"), 200);
         assert_eq!(ask(&mut sender, "2"), 502);
         assert_eq!(ask(&mut sender, "late"), 504);
+        let bad = sender.handle(Request::new("POST", "/ask").with_query("timeout_ms=x"));
+        assert_eq!(
+            bad.body_text(),
+            r#"{"error":"timeout_ms must be a number"}"#
+        );
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use guest::{Module, Request, Response, Router};
+use guest::{HttpError, Module, Request, Response, Router};
 
 const DEFAULT_MS: u64 = 300;
 const MAX_MS: u64 = 60_000;
@@ -37,20 +37,23 @@ impl Slow {
         })
     }
 
-    fn work(&mut self, request: Request) -> Response {
+    fn work(&mut self, request: Request) -> guest::Result<Response> {
         let ms = match request.query("ms").map(|ms| ms.parse::<u64>()) {
             None => DEFAULT_MS,
             Some(Ok(ms)) if (1..=MAX_MS).contains(&ms) => ms,
-            _ => return Response::json_error(400, &format!("ms must be a number in 1..={MAX_MS}")),
+            _ => {
+                let message = format!("ms must be a number in 1..={MAX_MS}");
+                return Err(HttpError::bad_request(message));
+            }
         };
         self.pending
             .push(Instant::now() + Duration::from_millis(ms));
         self.started += 1;
         let remaining = self.remaining_ms();
-        Response::accepted().with_json(&serde_json::json!({
+        Ok(Response::accepted().with_json(&serde_json::json!({
             "pending": self.pending.len(),
             "done_in_ms": remaining,
-        }))
+        })))
     }
 
     fn status(&mut self, _: Request) -> Response {
@@ -64,12 +67,11 @@ impl Slow {
 }
 
 impl Module for Slow {
-    fn handle(&mut self, request: Request) -> Response {
+    fn router() -> Router<Slow> {
         Router::new()
             .get("/", Slow::status)
             .post("/work", Slow::work)
             .get("/work", Slow::work)
-            .handle(self, request)
     }
 
     fn drain(&mut self) -> u32 {
@@ -91,10 +93,11 @@ guest::export!(Slow);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest::Instance;
 
     #[test]
     fn drain_asks_for_time_until_the_work_is_done() {
-        let mut slow = Slow::default();
+        let mut slow = Instance::new(Slow::default());
         assert_eq!(slow.drain(), 0);
         let response = slow.handle(Request::new("POST", "/work").with_query("ms=50"));
         assert_eq!(response.status(), 202, "{response:?}");
@@ -102,10 +105,11 @@ mod tests {
         assert!((1..=50).contains(&first), "{first}");
         std::thread::sleep(Duration::from_millis(u64::from(first)));
         assert_eq!(slow.drain(), 0);
+        let refused = slow.handle(Request::new("GET", "/work").with_query("ms=0"));
+        assert_eq!(refused.status(), 400);
         assert_eq!(
-            slow.handle(Request::new("GET", "/work").with_query("ms=0"))
-                .status(),
-            400
+            refused.body_text(),
+            r#"{"error":"ms must be a number in 1..=60000"}"#
         );
     }
 }

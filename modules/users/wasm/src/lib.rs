@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use guest::{Message, MessageKind, Module, Request, Response, Router};
+use guest::{HttpError, Message, MessageKind, Module, Request, Response, Router, Topics};
 use serde::{Deserialize, Serialize};
 
 /// What `GET /m/users/version` answers.
@@ -47,14 +47,16 @@ struct Users {
     last_id: u64,
 }
 
-/// Checks a new user; the message is what the client sees in the 400.
-fn validate(new: &NewUser) -> Result<(), String> {
+/// Checks a new user: a 400 saying what is wrong.
+fn validate(new: &NewUser) -> guest::Result<()> {
     let name = new.name.trim();
     if name.is_empty() {
-        return Err("name must not be empty".into());
+        return Err(HttpError::bad_request("name must not be empty"));
     }
     if name.chars().count() > MAX_NAME {
-        return Err(format!("name must be at most {MAX_NAME} characters"));
+        return Err(HttpError::bad_request(format!(
+            "name must be at most {MAX_NAME} characters"
+        )));
     }
     let email = new.email.trim();
     let valid_email = match email.split_once('@') {
@@ -64,7 +66,10 @@ fn validate(new: &NewUser) -> Result<(), String> {
         None => false,
     };
     if !valid_email || email.len() > MAX_EMAIL || email.contains(char::is_whitespace) {
-        return Err(format!("email {:?} is not a valid address", new.email));
+        return Err(HttpError::bad_request(format!(
+            "email {:?} is not a valid address",
+            new.email
+        )));
     }
     Ok(())
 }
@@ -78,31 +83,28 @@ fn announce(topic: &str, user: &User) {
 }
 
 impl Users {
-    fn id(request: &Request) -> Result<u64, Response> {
+    fn id(request: &Request) -> guest::Result<u64> {
         let id = request.param("id").unwrap_or_default();
         id.parse()
-            .map_err(|_| Response::json_error(400, &format!("{id:?} is not a user id")))
+            .map_err(|_| HttpError::bad_request(format!("{id:?} is not a user id")))
     }
 
-    fn missing(id: u64) -> Response {
-        Response::json_error(404, &format!("no user {id}"))
+    fn missing(id: u64) -> HttpError {
+        HttpError::not_found(format!("no user {id}"))
     }
 
     fn list(&mut self, _: Request) -> Response {
         Response::json(&self.users.values().collect::<Vec<_>>())
     }
 
-    fn create(&mut self, request: Request) -> Response {
-        let new: NewUser = match request.json() {
-            Ok(new) => new,
-            Err(response) => return response,
-        };
-        if let Err(message) = validate(&new) {
-            return Response::json_error(400, &message);
-        }
+    fn create(&mut self, request: Request) -> guest::Result<Response> {
+        let new: NewUser = request.json()?;
+        validate(&new)?;
         let email = new.email.trim().to_ascii_lowercase();
         if self.users.values().any(|user| user.email == email) {
-            return Response::json_error(409, &format!("email {email:?} is already used"));
+            return Err(HttpError::conflict(format!(
+                "email {email:?} is already used"
+            )));
         }
         self.last_id += 1;
         let user = User {
@@ -116,76 +118,58 @@ impl Users {
             .with_header("location", format!("/m/users/{}", user.id))
             .with_json(&user);
         self.users.insert(user.id, user);
-        response
+        Ok(response)
     }
 
-    fn get(&mut self, request: Request) -> Response {
-        match Users::id(&request) {
-            Ok(id) => match self.users.get(&id) {
-                Some(user) => Response::json(user),
-                None => Users::missing(id),
-            },
-            Err(response) => response,
-        }
+    fn get(&mut self, request: Request) -> guest::Result<Response> {
+        let id = Users::id(&request)?;
+        let user = self.users.get(&id).ok_or_else(|| Users::missing(id))?;
+        Ok(Response::json(user))
     }
 
-    fn delete(&mut self, request: Request) -> Response {
-        match Users::id(&request) {
-            Ok(id) => match self.users.remove(&id) {
-                Some(user) => {
-                    guest::info!("deleted user {id}");
-                    announce("users.deleted", &user);
-                    Response::no_content()
-                }
-                None => Users::missing(id),
-            },
-            Err(response) => response,
-        }
+    fn delete(&mut self, request: Request) -> guest::Result<()> {
+        let id = Users::id(&request)?;
+        let user = self.users.remove(&id).ok_or_else(|| Users::missing(id))?;
+        guest::info!("deleted user {id}");
+        announce("users.deleted", &user);
+        Ok(())
     }
 
-    fn version(&mut self, _: Request) -> Response {
-        Response::text(VERSION)
+    fn version(&mut self, _: Request) -> &'static str {
+        VERSION
     }
 
     /// Answers a `users.get` request: payload = the id as text.
-    fn answer(&self, request: &Message) {
+    fn answer(&mut self, request: Message) -> Result<(), guest::Error> {
+        if request.kind != MessageKind::Request {
+            return Ok(());
+        }
         let id = String::from_utf8_lossy(&request.payload);
         let found = id
             .trim()
             .parse()
             .ok()
             .and_then(|id: u64| self.users.get(&id));
-        let sent = match found {
-            Some(user) => guest::reply(request, serde_json::to_vec(user).unwrap_or_default()),
-            None => guest::reply_error(request, format!("no user {id}")),
-        };
-        if let Err(error) = sent {
-            guest::warn!("{error}");
-        }
+        match found {
+            Some(user) => guest::reply(&request, serde_json::to_vec(user).unwrap_or_default()),
+            None => guest::reply_error(&request, format!("no user {id}")),
+        }?;
+        Ok(())
     }
 }
 
 impl Module for Users {
-    fn init(&mut self) {
-        if let Err(error) = guest::subscribe("users.get") {
-            guest::error!("{error}");
-        }
-    }
-
-    fn handle(&mut self, request: Request) -> Response {
+    fn router() -> Router<Users> {
         Router::new()
             .get("/", Users::list)
             .post("/", Users::create)
             .get("/version", Users::version)
             .get("/{id}", Users::get)
             .delete("/{id}", Users::delete)
-            .handle(self, request)
     }
 
-    fn on_message(&mut self, message: Message) {
-        if message.topic == "users.get" && message.kind == MessageKind::Request {
-            self.answer(&message);
-        }
+    fn topics() -> Topics<Users> {
+        Topics::new().on("users.get", Users::answer)
     }
 }
 
@@ -194,15 +178,15 @@ guest::export!(Users);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guest::testing;
+    use guest::{Instance, testing};
 
-    fn post(users: &mut Users, body: &str) -> Response {
+    fn post(users: &mut Instance<Users>, body: &str) -> Response {
         users.handle(Request::new("POST", "").with_body(body))
     }
 
     #[test]
     fn create_get_list_delete() {
-        let mut users = Users::default();
+        let mut users = Instance::new(Users::default());
         let created = post(&mut users, r#"{"name":" Ada ","email":"Ada@example.org"}"#);
         assert_eq!(created.status(), 201, "{created:?}");
         assert_eq!(created.header("location"), Some("/m/users/1"));
@@ -223,13 +207,24 @@ mod tests {
         );
         assert_eq!(users.handle(Request::new("DELETE", "/1")).status(), 204);
         assert_eq!(testing::take_published()[0].topic, "users.deleted");
-        assert_eq!(users.handle(Request::new("GET", "/1")).status(), 404);
-        assert_eq!(users.handle(Request::new("GET", "/x")).status(), 400);
+        let missing = users.handle(Request::new("GET", "/1"));
+        assert_eq!(missing.status(), 404);
+        assert_eq!(missing.body_text(), r#"{"error":"no user 1"}"#);
+        assert_eq!(missing.header("content-type"), Some("application/json"));
+        let bad = users.handle(Request::new("GET", "/x"));
+        assert_eq!(bad.status(), 400);
+        assert_eq!(bad.body_text(), r#"{"error":"\"x\" is not a user id"}"#);
+        let version = users.handle(Request::new("GET", "/version"));
+        assert_eq!(version.body_text(), VERSION);
+        assert_eq!(
+            version.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
     }
 
     #[test]
     fn validation_errors_are_400_and_duplicates_409() {
-        let mut users = Users::default();
+        let mut users = Instance::new(Users::default());
         for body in [
             r#"{"name":"","email":"a@b.c"}"#,
             r#"{"name":"A","email":"nope"}"#,
@@ -249,15 +244,19 @@ mod tests {
             post(&mut users, r#"{"name":"A","email":"a@b.c"}"#).status(),
             201
         );
+        let taken = post(&mut users, r#"{"name":"B","email":"A@b.c"}"#);
+        assert_eq!(taken.status(), 409);
         assert_eq!(
-            post(&mut users, r#"{"name":"B","email":"A@b.c"}"#).status(),
-            409
+            taken.body_text(),
+            r#"{"error":"email \"a@b.c\" is already used"}"#
         );
     }
 
     #[test]
     fn bus_requests_are_answered() {
-        let mut users = Users::default();
+        let mut users = Instance::new(Users::default());
+        users.init();
+        assert_eq!(testing::subscriptions(), ["users.get"]);
         post(&mut users, r#"{"name":"Ada","email":"ada@example.org"}"#);
         testing::take_published();
         users.on_message(Message::request("users.get", 5, b"1".to_vec()));
