@@ -1,8 +1,6 @@
 //! The end-to-end suite's support code: a temp copy of the example project, its modules built
 //! by the real build pipeline, the real server started in-process on `127.0.0.1:0`, and real
-//! HTTP and WebSocket clients. The tests themselves are in `tests/e2e.rs`, one per step of the
-//! verification plan (`../shared/BRIEF.md`); steps 1 and 2 are the `bus` and `binary` unit
-//! tests.
+//! HTTP and WebSocket clients. The tests themselves are in `tests/e2e.rs`.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test support: a panic is the report
 

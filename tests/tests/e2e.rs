@@ -1,6 +1,7 @@
-//! The verification plan, end to end: the example modules built by the real pipeline, the
-//! real server, real HTTP and WebSocket clients. Steps 1 and 2 are the `bus` and `binary`
-//! unit tests; steps 3–6 are here, plus a module written against the original ABI only.
+//! End to end: the example modules built by the real pipeline, the real server, real HTTP and
+//! WebSocket clients. Serving and relaying (`users`, `sender` → `receiver` → a browser), a
+//! source edit hot-swapped under load, a drain that delays the close of the old version, and
+//! a module written against the original ABI only.
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns: a panic is the failure report
 
@@ -31,7 +32,7 @@ async fn next_text(
     }
 }
 
-/// Step 3 (HTTP + WebSocket against `users`, `sender`, `receiver`), step 6 (module A →
+/// HTTP + WebSocket against `users`, `sender`, `receiver`, and module → module (A →
 /// module B → browser, a burst of 1,000 in order), and an original-ABI module.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_step3_and_step6_http_websocket_and_pubsub() {
@@ -45,7 +46,7 @@ async fn e2e_step3_and_step6_http_websocket_and_pubsub() {
     let server = project.start().await;
     let addr = server.addr();
 
-    // Step 3: users is loaded, behind the auth middleware.
+    // users is loaded, behind the auth middleware.
     assert_eq!(
         get(addr, "/m/users").await.status,
         401,
@@ -91,7 +92,7 @@ async fn e2e_step3_and_step6_http_websocket_and_pubsub() {
     .unwrap();
     assert_eq!(reply.status, 400, "{}", reply.body);
 
-    // Step 3/6: sender publishes → receiver's on_message → ws_broadcast → this client.
+    // sender publishes → receiver's on_message → ws_broadcast → this client.
     let (mut socket, _) =
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws?topic=greetings.hello"))
             .await
@@ -114,7 +115,7 @@ async fn e2e_step3_and_step6_http_websocket_and_pubsub() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(next_text(&mut socket).await, "hello browser");
 
-    // Step 6: a burst of 1,000 publishes by the module arrives complete and in order.
+    // A burst of 1,000 publishes by the module arrives complete and in order.
     let started = Instant::now();
     for index in 0..1000 {
         let reply = request(
@@ -132,7 +133,7 @@ async fn e2e_step3_and_step6_http_websocket_and_pubsub() {
         assert_eq!(next_text(&mut socket).await, format!("burst {index}"));
     }
     eprintln!(
-        "step 6: 1000 messages sender → receiver → WebSocket in {:?}",
+        "relay: 1000 messages sender → receiver → WebSocket in {:?}",
         started.elapsed()
     );
 
@@ -145,7 +146,7 @@ async fn e2e_step3_and_step6_http_websocket_and_pubsub() {
     server.shutdown().await;
 }
 
-/// Step 4: edit `modules/users/wasm/src/lib.rs`, the build watcher rebuilds it, the server
+/// Hot reload: edit `modules/users/wasm/src/lib.rs`, the build watcher rebuilds it, the server
 /// swaps it, the client loop sees the new behaviour with zero failed requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_step4_hot_reload_from_source_loses_no_request() {
@@ -165,7 +166,7 @@ async fn e2e_step4_hot_reload_from_source_loses_no_request() {
         build::Selection::Only(vec!["users".into()]),
         |event| {
             if let build::WatchEvent::Built(report) = event {
-                eprintln!("step 4: {report}");
+                eprintln!("hot reload: {report}");
             }
         },
     )
@@ -224,7 +225,7 @@ async fn e2e_step4_hot_reload_from_source_loses_no_request() {
         failed.load(Ordering::Relaxed),
     );
     eprintln!(
-        "step 4: edit-to-live {edit_to_live:?}; {served} requests during the run, {failed} failed"
+        "hot reload: edit-to-live {edit_to_live:?}; {served} requests during the run, {failed} failed"
     );
     assert_eq!(failed, 0, "of {served} requests");
     assert!(served > 0);
@@ -250,7 +251,7 @@ fn with_custom_section(mut wasm: Vec<u8>, tag: &str) -> Vec<u8> {
     wasm
 }
 
-/// Step 5: `slow`'s old version is kept alive by `drain()` for as long as its pending work
+/// Drain: `slow`'s old version is kept alive by `drain()` for as long as its pending work
 /// needs, and requests it already accepted complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_step5_drain_delays_the_close_of_the_old_version() {
@@ -298,7 +299,7 @@ async fn e2e_step5_drain_delays_the_close_of_the_old_version() {
     let lived = accepted_at.elapsed();
     let drained = swapped_at.elapsed();
     eprintln!(
-        "step 5: old version closed {lived:?} after accepting 1500 ms of work ({drained:?} of drain for {work_left:?} of work left)"
+        "drain: old version closed {lived:?} after accepting 1500 ms of work ({drained:?} of drain for {work_left:?} of work left)"
     );
     assert!(
         lived >= Duration::from_millis(1400),

@@ -63,6 +63,21 @@ const RULES: &[Rule] = &[
         why: "only server knows HTTP and WebSocket",
     },
     Rule {
+        krate: "state",
+        never: &[
+            "wasmer",
+            "wasmer-wasix",
+            "hyper",
+            "tokio-tungstenite",
+            "async-nats",
+            "bus",
+            "wasi-host",
+            "server",
+        ],
+        never_direct: &[],
+        why: "state knows its backends, not WebAssembly, HTTP or NATS",
+    },
+    Rule {
         krate: "build",
         never: &[
             "wasmer",

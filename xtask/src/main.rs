@@ -26,8 +26,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  verify    run everything CI checks: fmt, clippy, dependency direction,
-            wasm32-wasip1 builds, all tests
+  verify [--quick] [STEP...]
+            run everything CI checks: fmt, clippy, deps, wasm, modules, tests,
+            e2e, fuzz, soak, readme (or just the STEPs); --quick: fmt, clippy,
+            tests, e2e
   deps      check the dependency-direction rules (cargo tree)
   build-modules [--watch] [--profile NAME] [NAME...]
             build modules/*/wasm into modules/dist (all, or the NAMEs);
@@ -38,7 +40,7 @@ commands:
             threads for leaks (default 10 minutes; verify runs 60 s)
   bench [--rounds N] [--seconds S] [--swaps N] [--modules N] [--messages N] [SCENARIO...]
             build release modhost + loadgen, run the scenarios (bench, users, swap,
-            bus, coldstart, devloop; default all) against their baselines, append
+            bus, coldstart, devloop, state; default all) against their baselines, append
             the results to docs/PERFORMANCE.md, JSON to docs/perf/
   fuzz [--minutes N | --seconds N] [TARGET...]
             run the fuzz targets in fuzz/ (all, or the TARGETs), N each

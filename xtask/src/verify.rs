@@ -4,51 +4,75 @@ use std::time::{Duration, Instant};
 
 use crate::{deps, step};
 
-/// One step of the plan.
+/// One step of the check.
 struct Step {
     name: &'static str,
+    /// What it does, for the summary.
+    what: &'static str,
+    /// Part of `--quick` (the edit-test loop).
+    quick: bool,
     run: fn() -> Result<(), String>,
 }
 
 const STEPS: &[Step] = &[
     Step {
         name: "fmt",
+        what: "formatting",
+        quick: true,
         run: fmt,
     },
     Step {
         name: "clippy",
+        what: "clippy -D warnings",
+        quick: true,
         run: clippy,
     },
     Step {
-        name: "dependency direction",
+        name: "deps",
+        what: "dependency direction",
+        quick: false,
         run: dependency_direction,
     },
     Step {
-        name: "wasm32-wasip1 build",
+        name: "wasm",
+        what: "binary + guest for wasm32-wasip1",
+        quick: false,
         run: wasm_build,
     },
     Step {
-        name: "example modules (wasm32-wasip1)",
+        name: "modules",
+        what: "example modules (wasm32-wasip1)",
+        quick: false,
         run: crate::build_modules::verify,
     },
     Step {
-        name: "unit + integration tests",
+        name: "tests",
+        what: "unit + integration tests",
+        quick: true,
         run: tests,
     },
     Step {
-        name: "end-to-end suite",
+        name: "e2e",
+        what: "end-to-end suite",
+        quick: true,
         run: end_to_end,
     },
     Step {
-        name: "fuzz decoders (3 x 30 s)",
+        name: "fuzz",
+        what: "fuzz decoders (3 x 30 s)",
+        quick: false,
         run: fuzz_smoke,
     },
     Step {
-        name: "soak (60 s)",
+        name: "soak",
+        what: "soak (60 s)",
+        quick: false,
         run: crate::soak::verify,
     },
     Step {
-        name: "README run command",
+        name: "readme",
+        what: "README run command",
+        quick: false,
         run: crate::run_command::check,
     },
 ];
@@ -103,7 +127,7 @@ fn tests() -> Result<(), String> {
     ]))
 }
 
-/// The verification plan's steps 3–6 (`tests/tests/e2e.rs`).
+/// The end-to-end suite (`tests/tests/e2e.rs`).
 fn end_to_end() -> Result<(), String> {
     step::run(step::cargo(&[
         "test",
@@ -128,8 +152,11 @@ enum Outcome {
     Skipped,
 }
 
-/// `cargo xtask verify [STEP...]`: with names, only those steps run.
+/// `cargo xtask verify [--quick] [STEP...]`: with names, only those steps run; `--quick` runs
+/// the edit-test loop's steps (fmt, clippy, tests, e2e).
 pub fn run(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let args: Vec<&String> = args.iter().filter(|arg| *arg != "--quick").collect();
     if let Some(unknown) = args
         .iter()
         .find(|arg| !STEPS.iter().any(|step| step.name == arg.as_str()))
@@ -142,7 +169,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     let selected: Vec<&Step> = STEPS
         .iter()
-        .filter(|step| args.is_empty() || args.iter().any(|arg| arg == step.name))
+        .filter(|step| !quick || step.quick)
+        .filter(|step| args.is_empty() || args.iter().any(|arg| *arg == step.name))
         .collect();
     let started = Instant::now();
     let mut outcomes = Vec::new();
@@ -153,10 +181,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
             continue;
         }
         eprintln!(
-            "\n==> verify [{}/{}] {}",
+            "\n==> verify [{}/{}] {}: {}",
             index + 1,
             selected.len(),
-            current.name
+            current.name,
+            current.what
         );
         let step_started = Instant::now();
         match (current.run)() {

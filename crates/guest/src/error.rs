@@ -27,6 +27,14 @@ pub enum ErrorKind {
     ErrorReply(String),
     /// The reply the host wrote did not decode as a `Message`.
     BadReply(binary::DecodeError),
+    /// A key-value call was refused or failed; the host's message names the module, the
+    /// store and the reason.
+    Kv {
+        /// Why, as the code the host sent.
+        kind: binary::KvErrorKind,
+        /// The host's explanation.
+        message: String,
+    },
 }
 
 impl ErrorKind {
@@ -53,7 +61,7 @@ impl ErrorKind {
             ErrorKind::NoSubscriber => Some(-5),
             ErrorKind::Overloaded => Some(-6),
             ErrorKind::Unknown(code) => Some(*code),
-            ErrorKind::ErrorReply(_) | ErrorKind::BadReply(_) => None,
+            ErrorKind::ErrorReply(_) | ErrorKind::BadReply(_) | ErrorKind::Kv { .. } => None,
         }
     }
 }
@@ -69,7 +77,8 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Overloaded => f.write_str("every responder is overloaded (code -6)"),
             ErrorKind::Unknown(code) => write!(f, "failed with unknown code {code}"),
             ErrorKind::ErrorReply(reason) => write!(f, "answered with an error: {reason}"),
-            ErrorKind::BadReply(error) => write!(f, "the reply is not a message: {error}"),
+            ErrorKind::BadReply(error) => write!(f, "the answer did not decode: {error}"),
+            ErrorKind::Kv { kind, message } => write!(f, "{} ({message})", kind.name()),
         }
     }
 }
@@ -93,12 +102,13 @@ impl Error {
         }
     }
 
-    /// The call that failed: `"publish"`, `"subscribe"`, `"unsubscribe"` or `"request"`.
+    /// The call that failed: `"publish"`, `"subscribe"`, `"unsubscribe"`, `"request"`, or a
+    /// key-value call (`"kv get"`, `"kv set"`, ...).
     pub fn call(&self) -> &'static str {
         self.call
     }
 
-    /// The topic (or pattern) the call was about.
+    /// The topic (or pattern) the call was about; for a key-value call, the key.
     pub fn topic(&self) -> &str {
         &self.topic
     }

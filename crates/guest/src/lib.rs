@@ -105,6 +105,9 @@
 //!   a timeout), [`reply`] / [`reply_error`], [`topic_matches`] and [`Topics`] (handlers by
 //!   topic pattern: the host does not say which subscription a message matched).
 //! - Browsers: [`ws_broadcast`] to `/ws?topic=T` clients.
+//! - State: [`kv`] — durable keys and values that survive swaps, traps, restarts and every
+//!   instance of a pool (get, set, delete, exists, list, increment, compare-and-swap, batches,
+//!   JSON helpers, shared stores by grant).
 //! - Logs: [`log()`](crate::log()) and [`trace!`], [`debug!`], [`info!`], [`warn!`], [`error!`].
 //! - HTTP: [`Request`] (query parsing with percent-decoding, headers, bearer token, text and
 //!   JSON bodies, router parameters), [`Response`] (status constructors, `with_*` builders,
@@ -148,6 +151,7 @@ mod bus;
 mod error;
 mod export;
 mod http;
+pub mod kv;
 mod log;
 pub mod middleware;
 mod module;
@@ -158,7 +162,7 @@ mod sys;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
 
-pub use binary::{Header, HttpRequest, HttpResponse, Message, MessageKind};
+pub use binary::{Header, HttpRequest, HttpResponse, KvErrorKind, Message, MessageKind};
 pub use bus::{
     Topics, publish, publish_message, reply, reply_error, request, subscribe, topic_matches,
     unsubscribe, ws_broadcast,

@@ -19,7 +19,32 @@ mod imports {
         );
         pub fn request(ptr: *const u8, len: usize, timeout_ms: i32) -> i64;
         pub fn log_at(level: i32, ptr: *const u8, len: usize);
+        pub fn kv(ptr: *const u8, len: usize) -> i64;
     }
+}
+
+/// `kv`: the encoded `KvResponse`, or the negative code.
+#[cfg(target_family = "wasm")]
+pub(crate) fn kv(request: &[u8]) -> Result<Vec<u8>, i32> {
+    // SAFETY: a live slice, read only. The host calls our `alloc` export during the call to
+    // place the answer; `alloc` touches no state this function holds.
+    let packed = unsafe { imports::kv(request.as_ptr(), request.len()) };
+    take_packed(packed)
+}
+
+/// Takes ownership of the `(ptr << 32) | len` buffer an import returned, or its negative code.
+#[cfg(target_family = "wasm")]
+fn take_packed(packed: i64) -> Result<Vec<u8>, i32> {
+    if packed < 0 {
+        // Codes are small negative numbers; anything that doesn't fit is reported as -1.
+        return Err(i32::try_from(packed).unwrap_or(-1));
+    }
+    let ptr = (packed >> 32) as u32 as usize as *mut u8;
+    let len = packed as u32 as usize;
+    // SAFETY: per docs/ABI.md the answer was written into a buffer the host obtained from our
+    // `alloc` export with exactly `len` bytes (wasi-host calls `alloc(encoded.len())`), so it
+    // is ours to own with the layout `take` expects.
+    Ok(unsafe { crate::__private::take(ptr, len) })
 }
 
 /// `publish_message`: mailboxes reached (≥ 0) or a negative code.
@@ -64,19 +89,12 @@ pub(crate) fn request(message: &[u8], timeout_ms: i32) -> Result<Vec<u8>, i32> {
     // SAFETY: a live slice, read only. The host may call our `alloc` export during the call
     // (to place the reply); `alloc` touches no state this function holds.
     let packed = unsafe { imports::request(message.as_ptr(), message.len(), timeout_ms) };
-    if packed < 0 {
-        // Codes are small negative numbers; anything that doesn't fit is reported as -1.
-        return Err(i32::try_from(packed).unwrap_or(-1));
-    }
-    let ptr = (packed >> 32) as u32 as usize as *mut u8;
-    let len = packed as u32 as usize;
-    // SAFETY: per docs/ABI.md the reply was written into a buffer the host obtained from our
-    // `alloc` export with exactly `len` bytes (wasi-host calls `alloc(encoded.len())`), so it
-    // is ours to own with the layout `take` expects.
-    Ok(unsafe { crate::__private::take(ptr, len) })
+    take_packed(packed)
 }
 
 #[cfg(not(target_family = "wasm"))]
 pub(crate) use crate::testing::host::{
     log_at, publish_message, request, subscribe_topic, unsubscribe, ws_broadcast,
 };
+#[cfg(not(target_family = "wasm"))]
+pub(crate) use crate::testing::kv::serve as kv;

@@ -31,6 +31,8 @@ use std::cell::RefCell;
 
 use binary::Message;
 
+pub(crate) mod kv;
+
 use crate::{ErrorKind, Level};
 
 /// Answers a request in tests: the reply (`message.response(..)` or `message.error_reply(..)`),
@@ -81,9 +83,16 @@ pub fn set_responder(responder: impl FnMut(&Message) -> Result<Message, ErrorKin
     with(|state| state.responder = Some(Box::new(responder)));
 }
 
-/// Forgets everything recorded on this thread and the responder.
+/// Forgets everything recorded on this thread, the responder, and the key-value store.
 pub fn reset() {
     with(|state| *state = State::default());
+    kv::reset();
+}
+
+/// Grants this thread's module the shared key-value store `name`, as `stores = ["name"]` in
+/// the server's configuration would ([`crate::kv::Store::shared`]).
+pub fn grant_store(name: &str) {
+    kv::grant(name);
 }
 
 /// Whether `topic` is a valid topic or subscription pattern: non-empty, and `*` only as the

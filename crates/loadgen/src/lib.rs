@@ -9,6 +9,7 @@
 //! in time.
 
 mod baseline;
+mod kv_scenario;
 mod load;
 mod process;
 mod scenarios;
@@ -16,6 +17,7 @@ mod stats;
 mod wasm;
 
 pub use baseline::{Baseline, serve};
+pub use kv_scenario::state;
 pub use load::{Connection, LoadResult, Target, once, run};
 pub use process::{Modhost, Server, rss_bytes};
 pub use scenarios::{ALL, Settings, bench, bus, coldstart, devloop, swap, users};

@@ -160,6 +160,7 @@ fn run_scenarios(run: Run) -> anyhow::Result<()> {
                 "swap" => loadgen::swap(&settings).await,
                 "bus" => loadgen::bus(&settings).await,
                 "coldstart" => loadgen::coldstart(&settings).await,
+                "state" => loadgen::state(&settings).await,
                 _ => loadgen::devloop(&settings).await,
             }
         });

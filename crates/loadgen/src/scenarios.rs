@@ -16,7 +16,15 @@ use crate::stats::{Row, Section, median, micros, percentile, rate};
 use crate::wasm;
 
 /// Every scenario, in the order they run.
-pub const ALL: &[&str] = &["bench", "users", "swap", "bus", "coldstart", "devloop"];
+pub const ALL: &[&str] = &[
+    "bench",
+    "users",
+    "swap",
+    "bus",
+    "coldstart",
+    "devloop",
+    "state",
+];
 
 /// How long and how often.
 #[derive(Debug, Clone)]
@@ -46,17 +54,17 @@ pub struct Settings {
 const AUTH: (&str, &str) = ("authorization", "Bearer letmein");
 
 impl Settings {
-    fn dist(&self, name: &str) -> PathBuf {
+    pub(crate) fn dist(&self, name: &str) -> PathBuf {
         self.root.join("modules/dist").join(name)
     }
 
-    fn read_module(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+    pub(crate) fn read_module(&self, name: &str) -> anyhow::Result<Vec<u8>> {
         let path = self.dist(name);
         std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
     }
 
     /// A fresh scenario directory with an empty `dist/`.
-    fn scratch(&self, scenario: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn scratch(&self, scenario: &str) -> anyhow::Result<PathBuf> {
         let dir = self.work.join(scenario);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -65,7 +73,7 @@ impl Settings {
         Ok(dir)
     }
 
-    fn modhost(&self, dir: &Path, log: &str) -> Modhost {
+    pub(crate) fn modhost(&self, dir: &Path, log: &str) -> Modhost {
         Modhost {
             binary: self.modhost.clone(),
             command: "serve",
@@ -77,7 +85,11 @@ impl Settings {
         }
     }
 
-    async fn load(&self, target: &Target, concurrency: usize) -> anyhow::Result<LoadResult> {
+    pub(crate) async fn load(
+        &self,
+        target: &Target,
+        concurrency: usize,
+    ) -> anyhow::Result<LoadResult> {
         load::run(target, concurrency, self.warmup, self.seconds).await
     }
 }

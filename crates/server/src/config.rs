@@ -39,7 +39,36 @@ pub struct ServerConfig {
     pub default_module: ModuleConfig,
     /// Per-module settings, by module name.
     pub modules: BTreeMap<String, ModuleConfig>,
+    /// The key-value store modules reach through the `kv` import.
+    pub state: StateConfig,
 }
+
+/// Where and how module state is kept.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    /// Keep a store at all (default on). Off, the `kv` import answers "no store".
+    pub enabled: bool,
+    /// Directory of the database file `modhost.redb` (default `state`, under the root).
+    pub dir: PathBuf,
+    /// When a write is acknowledged (default: once it is on disk).
+    pub durability: state::Durability,
+    /// Largest value one key may hold (default 1 MiB).
+    pub max_value_bytes: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> StateConfig {
+        StateConfig {
+            enabled: true,
+            dir: PathBuf::from("state"),
+            durability: state::Durability::Immediate,
+            max_value_bytes: state::Limits::default().max_value_bytes,
+        }
+    }
+}
+
+/// The database file's name inside [`StateConfig::dir`].
+pub const STATE_FILE: &str = "modhost.redb";
 
 /// Limits on HTTP clients.
 #[derive(Debug, Clone)]
@@ -107,6 +136,7 @@ impl Default for ServerConfig {
             admin_token: None,
             default_module: ModuleConfig::default(),
             modules: BTreeMap::new(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -146,6 +176,13 @@ impl ServerConfig {
         }
     }
 
+    /// The state database file, resolved (`None` when the store is disabled).
+    pub fn state_path(&self) -> Option<PathBuf> {
+        self.state
+            .enabled
+            .then(|| self.resolve(&self.state.dir).join(STATE_FILE))
+    }
+
     /// The settings for module `name`.
     pub fn module(&self, name: &str) -> &ModuleConfig {
         self.modules.get(name).unwrap_or(&self.default_module)
@@ -157,6 +194,14 @@ impl ServerConfig {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let file: FileConfig =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        for (module, section) in &file.modules {
+            if let Some(name) = section.invalid_stores().first() {
+                anyhow::bail!(
+                    "{}: module \"{module}\": store name {name:?} is invalid (1 to 64 of a-z 0-9 - _ .)",
+                    path.display()
+                );
+            }
+        }
         file.apply(self);
         Ok(())
     }
@@ -175,6 +220,15 @@ impl ServerConfig {
 /// inbox = 1024                     # queued jobs before 503
 /// env = { AUTH_TOKEN = "letmein" } # grant: environment variables
 /// args = []                        # grant: argv[1..]
+/// stores = ["sessions"]            # grant: shared key-value stores
+/// kv_max_keys = 1000000            # quota of the module's own store
+/// kv_max_bytes = 1073741824        #   (keys + values, in bytes)
+///
+/// [state]                          # the key-value store
+/// dir = "state"                    # holds modhost.redb
+/// durability = "immediate"         # or "eventual": see the README's State section
+/// max_value_bytes = 1048576
+/// enabled = true
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +242,32 @@ pub struct FileConfig {
     /// Per-module sections.
     #[serde(default)]
     pub modules: BTreeMap<String, FileModule>,
+    /// The `[state]` section.
+    pub state: Option<FileState>,
+}
+
+/// The `[state]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    /// See [`StateConfig::enabled`].
+    pub enabled: Option<bool>,
+    /// See [`StateConfig::dir`].
+    pub dir: Option<PathBuf>,
+    /// `"immediate"` or `"eventual"`.
+    pub durability: Option<FileDurability>,
+    /// See [`StateConfig::max_value_bytes`].
+    pub max_value_bytes: Option<usize>,
+}
+
+/// `durability = "immediate" | "eventual"`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileDurability {
+    /// See [`state::Durability::Immediate`].
+    Immediate,
+    /// See [`state::Durability::Eventual`].
+    Eventual,
 }
 
 /// One `[modules.<name>]` section.
@@ -208,6 +288,12 @@ pub struct FileModule {
     /// Argument grants.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Shared key-value stores the module may open.
+    pub stores: Option<Vec<String>>,
+    /// Most keys in the module's own store.
+    pub kv_max_keys: Option<u64>,
+    /// Most bytes (keys + values) in the module's own store.
+    pub kv_max_bytes: Option<u64>,
 }
 
 impl FileModule {
@@ -235,7 +321,26 @@ impl FileModule {
                 args: self.args.clone(),
             };
         }
+        if let Some(stores) = &self.stores {
+            config.kv.stores = stores.clone();
+        }
+        if let Some(max) = self.kv_max_keys {
+            config.kv.quota.max_keys = max;
+        }
+        if let Some(max) = self.kv_max_bytes {
+            config.kv.quota.max_bytes = max;
+        }
         config
+    }
+
+    /// Names in `stores` that can never match a store.
+    fn invalid_stores(&self) -> Vec<&str> {
+        self.stores
+            .iter()
+            .flatten()
+            .filter(|name| !wasi_host::valid_store_name(name))
+            .map(String::as_str)
+            .collect()
     }
 }
 
@@ -250,6 +355,23 @@ impl FileConfig {
         }
         if let Some(ms) = self.drain_timeout_ms {
             config.drain_timeout = Duration::from_millis(ms);
+        }
+        if let Some(state) = &self.state {
+            if let Some(enabled) = state.enabled {
+                config.state.enabled = enabled;
+            }
+            if let Some(dir) = &state.dir {
+                config.state.dir = dir.clone();
+            }
+            if let Some(durability) = state.durability {
+                config.state.durability = match durability {
+                    FileDurability::Immediate => state::Durability::Immediate,
+                    FileDurability::Eventual => state::Durability::Eventual,
+                };
+            }
+            if let Some(max) = state.max_value_bytes {
+                config.state.max_value_bytes = max;
+            }
         }
         if let Some(default) = self.modules.get("*") {
             config.default_module = default.apply(&config.default_module);
@@ -295,5 +417,51 @@ mod tests {
             toml::from_str::<FileConfig>("bogus = 1").is_err(),
             "unknown keys are errors"
         );
+    }
+
+    #[test]
+    fn state_settings_and_store_grants_apply() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [state]
+            dir = "/var/lib/app"
+            durability = "eventual"
+            max_value_bytes = 4096
+            [modules.users]
+            stores = ["sessions"]
+            kv_max_keys = 10
+            "#,
+        )
+        .unwrap();
+        let mut config = ServerConfig::at("/srv");
+        file.apply(&mut config);
+        assert_eq!(
+            config.state_path(),
+            Some(PathBuf::from("/var/lib/app/modhost.redb"))
+        );
+        assert_eq!(config.state.durability, state::Durability::Eventual);
+        assert_eq!(config.state.max_value_bytes, 4096);
+        let users = config.module("users");
+        assert_eq!(users.kv.stores, vec!["sessions".to_owned()]);
+        assert_eq!(users.kv.quota.max_keys, 10);
+        assert_eq!(
+            config.module("other").kv.quota,
+            state::Quota::default(),
+            "quotas are per module"
+        );
+        assert!(toml::from_str::<FileConfig>("[state]\ndurability = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn an_invalid_store_grant_is_refused_with_the_file_and_module() {
+        let dir = std::env::temp_dir().join(format!("modhost-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("modhost.toml");
+        std::fs::write(&path, "[modules.users]\nstores = [\"Bad/Name\"]\n").unwrap();
+        let error = ServerConfig::default().apply_file(&path).unwrap_err();
+        let message = format!("{error:#}");
+        assert!(message.contains("module \"users\""), "{message}");
+        assert!(message.contains("\"Bad/Name\""), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

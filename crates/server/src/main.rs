@@ -50,6 +50,10 @@ struct Options {
     /// A modhost.toml with per-module limits, pool sizes and grants.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Directory of the module state database (modhost.redb) [default: state, or the
+    /// config file's `[state] dir`].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -87,6 +91,9 @@ impl Options {
         };
         if let Some(path) = file {
             config.apply_file(&path)?;
+        }
+        if let Some(dir) = &self.state_dir {
+            config.state.dir = dir.clone();
         }
         Ok(config)
     }

@@ -68,7 +68,7 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
             u64::from(module.version.is_some()),
         );
     }
-    let counters: [(&str, &str, ModuleFigure); 4] = [
+    let counters: [(&str, &str, ModuleFigure); 6] = [
         (
             "modhost_module_requests_total",
             "HTTP requests handled, over all versions",
@@ -88,6 +88,16 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
             "modhost_module_swaps_total",
             "versions swapped in since start",
             |module| module.swaps,
+        ),
+        (
+            "modhost_module_kv_operations_total",
+            "key-value operations, over all versions",
+            |module| module.kv_operations,
+        ),
+        (
+            "modhost_module_kv_errors_total",
+            "key-value operations answered with an error, over all versions",
+            |module| module.kv_errors,
         ),
     ];
     for (name, help, value) in counters {
@@ -119,6 +129,28 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
             &module.name,
             module.instances as u64,
         );
+    }
+    for (name, help, figure) in [
+        (
+            "modhost_module_kv_keys",
+            "keys in the module's own key-value store",
+            (|module| module.kv_keys) as fn(&crate::ModuleStatus) -> Option<u64>,
+        ),
+        (
+            "modhost_module_kv_bytes",
+            "bytes (keys + values) in the module's own key-value store",
+            |module| module.kv_bytes,
+        ),
+    ] {
+        out.family(name, "gauge", help);
+        for module in &modules {
+            if let Some(value) = figure(module) {
+                out.sample(name, &module.name, value);
+            }
+        }
+    }
+    if let Some(store) = registry.store() {
+        store_metrics(&mut out, &store.stats());
     }
     out.family(
         "modhost_reloads_total",
@@ -203,6 +235,49 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
         out.single("process_threads", "gauge", "OS threads", process.threads);
     }
     out.text
+}
+
+/// The store's operation counts and its commit-latency histogram.
+fn store_metrics(out: &mut Metrics, stats: &state::StoreStats) {
+    out.family(
+        "modhost_kv_operations_total",
+        "counter",
+        "key-value store operations by kind, all modules",
+    );
+    for (op, count) in [
+        ("get", stats.get),
+        ("set", stats.set),
+        ("delete", stats.delete),
+        ("exists", stats.exists),
+        ("list", stats.list),
+        ("increment", stats.increment),
+        ("cas", stats.cas),
+        ("batch", stats.batch),
+    ] {
+        let _ = writeln!(
+            out.text,
+            "modhost_kv_operations_total{{op=\"{op}\"}} {count}"
+        );
+    }
+    out.single(
+        "modhost_kv_errors_total",
+        "counter",
+        "key-value store operations that failed, all modules",
+        stats.errors,
+    );
+    let name = "modhost_kv_commit_seconds";
+    out.family(
+        name,
+        "histogram",
+        "time to commit a key-value write transaction (with fsync when durable)",
+    );
+    for (bound, count) in &stats.commit_latency.buckets {
+        let _ = writeln!(out.text, "{name}_bucket{{le=\"{bound}\"}} {count}");
+    }
+    let latency = &stats.commit_latency;
+    let _ = writeln!(out.text, "{name}_bucket{{le=\"+Inf\"}} {}", latency.count);
+    let _ = writeln!(out.text, "{name}_sum {}", latency.sum_seconds);
+    let _ = writeln!(out.text, "{name}_count {}", latency.count);
 }
 
 #[derive(Default)]

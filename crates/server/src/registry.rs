@@ -30,6 +30,8 @@ struct Retired {
     requests: u64,
     errors: u64,
     traps: u64,
+    kv_operations: u64,
+    kv_errors: u64,
 }
 
 /// One routable module: the current version, its middleware rule, its history.
@@ -118,6 +120,14 @@ pub struct ModuleStatus {
     pub subscriptions: Vec<String>,
     /// Whether it is a middleware, and for what.
     pub middleware: Option<String>,
+    /// Keys in the module's own key-value store (`None`: no store, or not readable).
+    pub kv_keys: Option<u64>,
+    /// Bytes (keys + values) in the module's own key-value store.
+    pub kv_bytes: Option<u64>,
+    /// Key-value operations over all versions.
+    pub kv_operations: u64,
+    /// Key-value operations that failed, over all versions.
+    pub kv_errors: u64,
 }
 
 fn epoch_seconds(time: SystemTime) -> u64 {
@@ -178,6 +188,11 @@ impl Registry {
     /// The bus the modules talk on.
     pub fn bus(&self) -> &bus::Bus {
         self.host.bus()
+    }
+
+    /// The modules' key-value store, if there is one.
+    pub fn store(&self) -> Option<Arc<dyn state::Store>> {
+        self.host.store()
     }
 
     /// The entry for `name`.
@@ -385,6 +400,8 @@ impl Registry {
                 history.retired.requests += stats.requests;
                 history.retired.errors += stats.request_errors;
                 history.retired.traps += stats.traps;
+                history.retired.kv_operations += stats.kv_operations;
+                history.retired.kv_errors += stats.kv_errors;
             }
             let drain_ms = report.elapsed.as_secs_f64() * 1e3;
             if report.completed() {
@@ -456,6 +473,7 @@ impl Registry {
                 let current = entry.current();
                 let stats = current.stats();
                 let history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
+                let usage = current.kv_usage();
                 ModuleStatus {
                     name: entry.name.clone(),
                     version: Some(current.version().to_owned()),
@@ -475,6 +493,10 @@ impl Registry {
                         .as_ref()
                         .as_ref()
                         .map(|rule| format!("{rule:?}")),
+                    kv_keys: usage.map(|usage| usage.keys),
+                    kv_bytes: usage.map(|usage| usage.bytes),
+                    kv_operations: history.retired.kv_operations + stats.kv_operations,
+                    kv_errors: history.retired.kv_errors + stats.kv_errors,
                 }
             })
             .collect();
@@ -499,6 +521,10 @@ impl Registry {
                 last_rejected: Some(rejection.clone()),
                 subscriptions: Vec::new(),
                 middleware: None,
+                kv_keys: None,
+                kv_bytes: None,
+                kv_operations: 0,
+                kv_errors: 0,
             });
         }
         statuses.sort_by(|a, b| a.name.cmp(&b.name));

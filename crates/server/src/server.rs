@@ -63,9 +63,11 @@ impl ServerBuilder {
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let hub = Arc::new(Hub::new(config.websocket.clone()));
+        let store = open_store(&config)?;
         let host_config = wasi_host::HostConfig {
             cache_dir: config.cache_path(),
             tokio: None,
+            store,
         };
         let host =
             wasi_host::Host::new(host_config, bus::Bus::new(), Arc::new(HubSink(hub.clone())))
@@ -101,6 +103,43 @@ impl ServerBuilder {
             _watcher: watcher,
         })
     }
+}
+
+/// Opens the state database, or refuses to start: a database that exists but can't be
+/// opened (corrupt, truncated, not redb) is never replaced by an empty one.
+fn open_store(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn state::Store>>> {
+    let Some(path) = config.state_path() else {
+        return Ok(None);
+    };
+    let store_config = state::Config {
+        limits: state::Limits {
+            max_value_bytes: config.state.max_value_bytes,
+            ..state::Limits::default()
+        },
+        durability: config.state.durability,
+    };
+    let store = Arc::new(
+        state::RedbStore::open(&path, store_config)
+            .context("opening the module state store (move the file away to start empty)")?,
+    );
+    tracing::info!(path = %path.display(), durability = ?config.state.durability, "state store open");
+    if config.state.durability == state::Durability::Eventual {
+        // Eventual commits become durable at the next durable commit; make one every interval
+        // even when writing stops, so an idle server loses at most one interval of writes.
+        let weak = Arc::downgrade(&store);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(state::EVENTUAL_FLUSH_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { break };
+                let flushed = tokio::task::spawn_blocking(move || store.flush()).await;
+                if let Ok(Err(error)) = flushed {
+                    tracing::warn!("state store: periodic flush failed: {error}");
+                }
+            }
+        });
+    }
+    Ok(Some(store))
 }
 
 /// A running server.
@@ -196,6 +235,17 @@ impl ServerHandle {
             tokio::time::Instant::now() + self.config.drain_timeout + Duration::from_secs(1);
         while self.registry.draining() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Close the state store now, not whenever the last stray reference goes: its file
+        // (and, with eventual durability, its last commits) must be settled when this returns.
+        let host = self.host.clone();
+        let closed = tokio::task::spawn_blocking(move || host.close_store(Duration::from_secs(5)))
+            .await
+            .unwrap_or(false);
+        if !closed {
+            tracing::warn!(
+                "the state store was still in use after 5 s; it closes when the last call ends"
+            );
         }
         tracing::info!("modhost stopped");
     }

@@ -19,6 +19,11 @@ pub fn fixture_guest() -> &'static [u8] {
         let guest = repo_root().join("crates/wasi-host/tests/fixtures/guest/Cargo.toml");
         let target_dir = target_dir().join("wasi-host-fixtures");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // Tests are silent until they end: say why the first one takes a while.
+        eprintln!(
+            "testkit: building the fixture guest for wasm32-wasip1 into {} (once per test binary; up to a minute on a cold cache)",
+            target_dir.display()
+        );
         let status = Command::new(cargo)
             .args([
                 "build",

@@ -80,6 +80,7 @@ pub(crate) const IMPORTS: &[(&str, &[Type], &[Type])] = &[
     ("subscribe_topic", &[I32, I32, I32], &[I32]),
     ("request", &[I32, I32, I32], &[I64]),
     ("log_at", &[I32, I32, I32], &[]),
+    ("kv", &[I32, I32], &[I64]),
 ];
 
 /// What the static checks learned about a module.

@@ -1,6 +1,7 @@
 //! Configuration: the host's, and each module's limits, pool size and capability grants.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How a [`crate::Host`] is set up.
@@ -12,6 +13,9 @@ pub struct HostConfig {
     /// The tokio runtime wasmer-wasix runs its tasks on. `None` makes the host start a small
     /// runtime of its own. Guests are never called on a tokio worker thread either way.
     pub tokio: Option<tokio::runtime::Handle>,
+    /// The key-value store modules reach through the `kv` import (every version and instance
+    /// of a module sees the same keys). `None`: the import answers "no store".
+    pub store: Option<Arc<dyn state::Store>>,
 }
 
 /// Per-module settings: limits, instance count and capability grants.
@@ -28,6 +32,8 @@ pub struct ModuleConfig {
     pub inbox_capacity: usize,
     /// What the sandbox lets the module reach.
     pub grants: Grants,
+    /// The module's key-value quota and the shared stores it may open.
+    pub kv: KvConfig,
 }
 
 impl Default for ModuleConfig {
@@ -37,8 +43,20 @@ impl Default for ModuleConfig {
             instances: 1,
             inbox_capacity: 1024,
             grants: Grants::default(),
+            kv: KvConfig::default(),
         }
     }
+}
+
+/// A module's reach into the key-value store. Its own store (namespace: its name) is always
+/// there; shared stores need a grant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvConfig {
+    /// Shared stores the module may open by name (`a-z 0-9 - _ .`, at most 64 bytes; other
+    /// names never match).
+    pub stores: Vec<String>,
+    /// Most keys and bytes the module's own store may hold.
+    pub quota: state::Quota,
 }
 
 /// Resource limits for one module. The defaults suit a small backend feature.

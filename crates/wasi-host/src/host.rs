@@ -16,6 +16,7 @@ use crate::cache::{DiskCache, Lookup, sha256_hex};
 use crate::config::{HostConfig, ModuleConfig};
 use crate::error::LoadError;
 use crate::instance::Blueprint;
+use crate::kv::{KvAccess, StoreSlot};
 use crate::logs::GuestLog;
 use crate::module::LoadedModule;
 use crate::shared::{BroadcastSink, NoBroadcast, Shared, SubscriptionTable};
@@ -87,6 +88,7 @@ struct Inner {
     watchdog: Watchdog,
     bus: bus::Bus,
     broadcast: Arc<dyn BroadcastSink>,
+    store: Arc<StoreSlot>,
 }
 
 impl Drop for Inner {
@@ -151,8 +153,22 @@ impl Host {
                 watchdog: Watchdog::start()?,
                 bus,
                 broadcast,
+                store: Arc::new(StoreSlot::new(config.store)),
             }),
         })
+    }
+
+    /// The key-value store modules reach through the `kv` import, if the host has one (and
+    /// it was not closed).
+    pub fn store(&self) -> Option<Arc<dyn state::Store>> {
+        self.inner.store.get()
+    }
+
+    /// Closes the key-value store: from now on the `kv` import answers "unavailable". Waits
+    /// up to `patience` for calls in flight; `true` when the store was dropped (its file
+    /// closed, so another host may open it), `false` when calls were still running.
+    pub fn close_store(&self, patience: Duration) -> bool {
+        self.inner.store.close(patience)
     }
 
     /// A host with default settings, a new bus and no broadcast sink (for tests and tools).
@@ -321,6 +337,7 @@ impl Host {
             counters: Default::default(),
             subscriptions: Mutex::new(SubscriptionTable::default()),
             jobs: jobs.clone(),
+            kv: KvAccess::new(name, self.inner.store.clone(), &config.kv),
         });
         let blueprint = Arc::new(Blueprint {
             module: compiled.module.clone(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use binary::{DecodeOptions, Envelope, Message};
+use binary::{DecodeOptions, Envelope, KvRequest, KvResponse, Message};
 use wasmer::{
     AsStoreMut, Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store,
     TypedFunction,
@@ -405,17 +405,66 @@ fn request(
         );
         return Ok(i64::from(code::INVALID));
     }
+    give(&mut ctx, "request", &encoded)
+}
+
+/// Copies `bytes` into a buffer from the guest's allocator and returns `(ptr << 32) | len`
+/// (the guest owns the buffer), or `INVALID` when the module exports no allocator.
+fn give(
+    ctx: &mut FunctionEnvMut<'_, GuestEnv>,
+    import: &str,
+    bytes: &[u8],
+) -> Result<i64, RuntimeError> {
     let Some(alloc) = ctx.data().alloc.clone() else {
         refuse(
-            &ctx,
-            "request",
-            "the module exports no allocator to receive the reply",
+            ctx,
+            import,
+            "the module exports no allocator to receive the answer",
         );
         return Ok(i64::from(code::INVALID));
     };
-    let guest_ptr = alloc.call(&mut ctx.as_store_mut(), encoded.len() as i32)?;
-    write(&mut ctx, "request", guest_ptr, &encoded)?;
-    Ok((i64::from(guest_ptr as u32) << 32) | encoded.len() as i64)
+    let guest_ptr = alloc.call(&mut ctx.as_store_mut(), bytes.len() as i32)?;
+    write(ctx, import, guest_ptr, bytes)?;
+    Ok((i64::from(guest_ptr as u32) << 32) | bytes.len() as i64)
+}
+
+/// `kv(req_ptr, req_len) -> i64`: one key-value operation. The answer is an encoded
+/// `KvResponse` (an `Error` variant for refusals the store makes); a request that does not
+/// decode or is over the request limit is `INVALID`.
+fn kv(mut ctx: FunctionEnvMut<'_, GuestEnv>, ptr: i32, len: i32) -> Result<i64, RuntimeError> {
+    let limit = ctx.data().shared.limits.max_request_bytes;
+    if len as u32 as usize > limit {
+        refuse(
+            &ctx,
+            "kv",
+            &format!(
+                "request of {} bytes exceeds the limit of {limit} bytes",
+                len as u32
+            ),
+        );
+        return Ok(i64::from(code::INVALID));
+    }
+    let bytes = read(&mut ctx, "kv", "request", ptr, len)?;
+    let request = match KvRequest::decode_with(
+        &bytes,
+        &DecodeOptions {
+            max_size: bytes.len(),
+        },
+    ) {
+        Ok(request) => request,
+        Err(error) => {
+            refuse(&ctx, "kv", &error.to_string());
+            return Ok(i64::from(code::INVALID));
+        }
+    };
+    let shared = ctx.data().shared.clone();
+    Shared::bump(&shared.counters.kv_operations);
+    let response = shared.kv.serve(request);
+    if let KvResponse::Error { message, .. } = &response {
+        Shared::bump(&shared.counters.kv_errors);
+        tracing::debug!(module = %shared.name, version = %shared.version, "kv: {message}");
+    }
+    give(&mut ctx, "kv", &response.encode())
 }
 
 fn write(
@@ -488,4 +537,5 @@ pub(crate) fn define(store: &mut Store, env: &FunctionEnv<GuestEnv>, imports: &m
         "log_at",
         Function::new_typed_with_env(store, env, log_at),
     );
+    imports.define("env", "kv", Function::new_typed_with_env(store, env, kv));
 }

@@ -2,7 +2,8 @@
 //! served against the host's [`state::Store`].
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use binary::{KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite};
 use state::{BatchOutcome, CasOutcome, Namespace, Store, StoreError, StoreErrorKind, WriteOp};
@@ -31,19 +32,62 @@ pub fn valid_store_name(name: &str) -> bool {
             .all(|byte| matches!(byte, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.'))
 }
 
+/// The host's store, which the host can close while modules still hold their access: each
+/// call takes a clone for its duration, so closing waits only for calls in flight.
+#[derive(Default)]
+pub(crate) struct StoreSlot {
+    store: RwLock<Option<Arc<dyn Store>>>,
+}
+
+impl StoreSlot {
+    pub(crate) fn new(store: Option<Arc<dyn Store>>) -> StoreSlot {
+        StoreSlot {
+            store: RwLock::new(store),
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<Arc<dyn Store>> {
+        self.store
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Takes the store out and waits (up to `patience`) for the calls in flight to finish, so
+    /// the store is dropped — its file closed — when this returns `true`.
+    pub(crate) fn close(&self, patience: Duration) -> bool {
+        let taken = self
+            .store
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(store) = taken else {
+            return true;
+        };
+        // Nobody can take a new clone from the empty slot; wait for the ones in flight.
+        let deadline = Instant::now() + patience;
+        while Arc::strong_count(&store) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let last = Arc::strong_count(&store) == 1;
+        drop(store);
+        last
+    }
+}
+
 /// One module version's view of the store: its own namespace and the shared ones it was
 /// granted. Shared by every instance of the version, and cheap to build.
 pub(crate) struct KvAccess {
-    store: Option<Arc<dyn Store>>,
+    store: Arc<StoreSlot>,
     module: String,
     own: Namespace,
     shared: BTreeMap<String, Namespace>,
 }
 
 impl KvAccess {
-    pub(crate) fn new(module: &str, store: Option<Arc<dyn Store>>, config: &KvConfig) -> KvAccess {
+    pub(crate) fn new(module: &str, store: Arc<StoreSlot>, config: &KvConfig) -> KvAccess {
         let mut own = Namespace::new(own_namespace(module));
-        own.quota = config.quota.clone();
+        own.quota = config.quota;
         let shared = config
             .stores
             .iter()
@@ -60,18 +104,17 @@ impl KvAccess {
 
     /// The module's own namespace, when the host has a store.
     pub(crate) fn own_usage(&self) -> Option<state::Usage> {
-        let store = self.store.as_ref()?;
-        store.usage(&self.own).ok()
+        self.store.get()?.usage(&self.own).ok()
     }
 
     /// Serves one request. Errors become [`KvResponse::Error`] with a message naming the
     /// module and the store.
     pub(crate) fn serve(&self, request: KvRequest) -> KvResponse {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.get() else {
             return self.error(
                 KvErrorKind::Unavailable,
                 format!(
-                    "module \"{}\": this server has no key-value store",
+                    "module \"{}\": this server has no key-value store (or it was closed)",
                     self.module
                 ),
             );
@@ -209,11 +252,8 @@ mod tests {
             stores: stores.iter().map(|name| (*name).to_owned()).collect(),
             ..KvConfig::default()
         };
-        KvAccess::new(
-            "users",
-            Some(Arc::new(state::MemoryStore::new(state::Config::default()))),
-            &config,
-        )
+        let store: Arc<dyn Store> = Arc::new(state::MemoryStore::new(state::Config::default()));
+        KvAccess::new("users", Arc::new(StoreSlot::new(Some(store))), &config)
     }
 
     #[test]
@@ -262,10 +302,27 @@ mod tests {
 
     #[test]
     fn no_store_is_a_clear_error() {
-        let access = KvAccess::new("users", None, &KvConfig::default());
+        let access = KvAccess::new("users", Arc::default(), &KvConfig::default());
         let response = access.serve(KvRequest::own(KvOp::Exists { key: b"k".to_vec() }));
         assert!(matches!(
             response,
+            KvResponse::Error {
+                kind: KvErrorKind::Unavailable,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn closing_the_slot_drops_the_store_and_later_calls_hear_so() {
+        let store: Arc<dyn Store> = Arc::new(state::MemoryStore::new(state::Config::default()));
+        let weak = Arc::downgrade(&store);
+        let slot = Arc::new(StoreSlot::new(Some(store)));
+        let access = KvAccess::new("users", slot.clone(), &KvConfig::default());
+        assert!(slot.close(Duration::from_secs(1)));
+        assert!(weak.upgrade().is_none(), "the store was dropped");
+        assert!(matches!(
+            access.serve(KvRequest::own(KvOp::Exists { key: b"k".to_vec() })),
             KvResponse::Error {
                 kind: KvErrorKind::Unavailable,
                 ..

@@ -165,6 +165,12 @@ impl LoadedModule {
         self.shared().stats()
     }
 
+    /// Keys and bytes in the module's own key-value store (`None` without a store, or when
+    /// the store could not be read).
+    pub fn kv_usage(&self) -> Option<state::Usage> {
+        self.shared().kv.own_usage()
+    }
+
     /// The most recent guest log lines (up to 256).
     pub fn recent_logs(&self) -> Vec<LogLine> {
         self.shared().log.recent()

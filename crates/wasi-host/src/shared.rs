@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use binary::Message;
 
 use crate::config::Limits;
+use crate::kv::KvAccess;
 use crate::logs::GuestLog;
 use crate::worker::Job;
 
@@ -39,6 +40,8 @@ pub(crate) struct Counters {
     pub published: AtomicU64,
     pub broadcasts: AtomicU64,
     pub import_errors: AtomicU64,
+    pub kv_operations: AtomicU64,
+    pub kv_errors: AtomicU64,
 }
 
 /// A snapshot of a module version's counters.
@@ -67,6 +70,10 @@ pub struct ModuleStats {
     pub broadcasts: u64,
     /// Import calls refused (bad topic, too many subscriptions, oversized message, ...).
     pub import_errors: u64,
+    /// Key-value operations (`kv` import calls that reached the store or were refused by it).
+    pub kv_operations: u64,
+    /// Key-value operations answered with an error.
+    pub kv_errors: u64,
     /// Log lines dropped by the rate limit.
     pub logs_dropped: u64,
     /// Bus subscriptions held.
@@ -113,6 +120,7 @@ pub(crate) struct Shared {
     pub log: Arc<GuestLog>,
     pub subscriptions: Mutex<SubscriptionTable>,
     pub jobs: crossbeam_channel::Sender<Job>,
+    pub kv: KvAccess,
 }
 
 impl Shared {
@@ -171,6 +179,8 @@ impl Shared {
             published: load(&counters.published),
             broadcasts: load(&counters.broadcasts),
             import_errors: load(&counters.import_errors),
+            kv_operations: load(&counters.kv_operations),
+            kv_errors: load(&counters.kv_errors),
             logs_dropped: self.log.dropped(),
             subscriptions: self
                 .subscriptions

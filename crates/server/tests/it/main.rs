@@ -9,5 +9,7 @@ mod support;
 mod hostile;
 mod hot_reload;
 mod limits;
+mod persistence;
 mod routes;
+mod state;
 mod websocket;

@@ -27,7 +27,12 @@ fn call(module: &LoadedModule, request: &KvRequest) -> KvResponse {
         ..HttpRequest::new("POST", "/kv")
     };
     let response = module.handle_blocking(http).unwrap();
-    assert_eq!(response.status, 200, "{}", String::from_utf8_lossy(&response.body));
+    assert_eq!(
+        response.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
     KvResponse::decode(&response.body).unwrap()
 }
 
@@ -56,11 +61,19 @@ fn keys_outlive_versions_traps_and_instances() {
     let old = host
         .load("users", guest_wasm(), &ModuleConfig::default())
         .unwrap();
-    assert!(matches!(call(&old, &set("ada", "1")), KvResponse::Revision { .. }));
+    assert!(matches!(
+        call(&old, &set("ada", "1")),
+        KvResponse::Revision { .. }
+    ));
     // A trap replaces the instance; the key is still there.
-    let trap = old.handle_blocking(HttpRequest::new("GET", "/panic")).unwrap_err();
+    let trap = old
+        .handle_blocking(HttpRequest::new("GET", "/panic"))
+        .unwrap_err();
     assert!(matches!(trap, CallError::Trap { .. }), "{trap}");
-    assert_eq!(value_of(call(&old, &get("ada"))).as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        value_of(call(&old, &get("ada"))).as_deref(),
+        Some(&b"1"[..])
+    );
     // A new version, with four instances, sees the same keys.
     let pool = ModuleConfig {
         instances: 4,
@@ -69,7 +82,10 @@ fn keys_outlive_versions_traps_and_instances() {
     let new = host.load("users", guest_wasm(), &pool).unwrap();
     old.close();
     for _ in 0..8 {
-        assert_eq!(value_of(call(&new, &get("ada"))).as_deref(), Some(&b"1"[..]));
+        assert_eq!(
+            value_of(call(&new, &get("ada"))).as_deref(),
+            Some(&b"1"[..])
+        );
     }
     // Increments from four threads at once land on the pool's four instances: none is lost.
     std::thread::scope(|scope| {
@@ -118,14 +134,20 @@ fn shared_stores_need_a_grant() {
             value: "ada".into(),
         },
     };
-    assert!(matches!(call(&users, &shared_set), KvResponse::Revision { .. }));
+    assert!(matches!(
+        call(&users, &shared_set),
+        KvResponse::Revision { .. }
+    ));
     let shared_get = KvRequest {
         store: "sessions".into(),
         op: KvOp::Get {
             key: "token".into(),
         },
     };
-    assert_eq!(value_of(call(&auth, &shared_get)).as_deref(), Some(&b"ada"[..]));
+    assert_eq!(
+        value_of(call(&auth, &shared_get)).as_deref(),
+        Some(&b"ada"[..])
+    );
     match call(&plain, &shared_get) {
         KvResponse::Error { kind, message } => {
             assert_eq!(kind, KvErrorKind::Denied);
@@ -276,7 +298,9 @@ fn garbage_requests_and_bad_pointers_are_contained() {
         ),
     )
     .unwrap();
-    let error = huge.handle_blocking(HttpRequest::new("GET", "")).unwrap_err();
+    let error = huge
+        .handle_blocking(HttpRequest::new("GET", ""))
+        .unwrap_err();
     // Returning (0 << 32 | 0) from handle is an empty, undecodable response: an ABI error,
     // not the trap the guest raises when the import answers anything but -1.
     assert!(!matches!(error, CallError::Trap { .. }), "{error}");

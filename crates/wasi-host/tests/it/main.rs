@@ -5,5 +5,6 @@
 
 mod fixture;
 mod hostile;
+mod kv;
 mod lifecycle;
 mod wat_modules;

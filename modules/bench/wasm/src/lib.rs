@@ -10,6 +10,8 @@
 //! - `POST /m/bench/publish?topic=T&n=N&size=S` publishes `N` events of `S` bytes on `T`,
 //!   retrying a message while every subscriber's mailbox is full, and answers
 //!   `published retries`.
+//! - `GET /m/bench/kv/{key}` reads a key of the module's store (404 when absent) and
+//!   `PUT /m/bench/kv/{key}` writes the body there: the state scenario.
 
 use guest::{IntoResponse, Message, Module, Request, Response};
 
@@ -50,6 +52,18 @@ impl Bench {
         }
         Response::text(format!("{published} {retries}"))
     }
+
+    fn kv(method: &str, key: &str, request: &Request) -> Response {
+        let outcome = match method {
+            "GET" => guest::kv::get(key).map(|value| match value {
+                Some(value) => Response::new(200).with_body(value),
+                None => Response::not_found(),
+            }),
+            "PUT" => guest::kv::set(key, request.body()).map(|_| Response::no_content()),
+            _ => return Response::new(405),
+        };
+        outcome.unwrap_or_else(|error| Response::text(error.to_string()).with_status(500))
+    }
 }
 
 impl Module for Bench {
@@ -65,6 +79,7 @@ impl Module for Bench {
                 _ => Response::bad_request(),
             },
             ("POST", "/publish") => Bench::publish(&request),
+            (method, path) if path.starts_with("/kv/") => Bench::kv(method, &path[4..], &request),
             _ => Response::not_found(),
         }
     }

@@ -1,0 +1,256 @@
+//! The `users` example against the real `modhost` binary: its users outlive a hot swap, a
+//! `SIGKILL` in the middle of a burst of writes and a restart, four instances see one state,
+//! and two concurrent creates of one email never both succeed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::Mutex;
+
+use crate::support::{Project, client, eventually};
+
+/// `users.wasm`, built by the real pipeline from `modules/users`.
+fn users_wasm(dist: &Path) -> Vec<u8> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut config = build::Config::new(repo.join("modules"));
+    config.dist_dir = dist.to_path_buf();
+    config.locked = true;
+    let builder = build::Builder::new(config);
+    let reports = builder.build(&builder.select(&["users".to_owned()]).unwrap());
+    for report in &reports {
+        assert!(!report.is_failed(), "{report:?}");
+    }
+    std::fs::read(dist.join("users.wasm")).unwrap()
+}
+
+/// A `modhost serve` child over `root`, killed on drop.
+struct Modhost {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Modhost {
+    fn start(root: &Path, log_name: &str) -> Modhost {
+        let log = root.join(log_name);
+        let child = Command::new(env!("CARGO_BIN_EXE_modhost"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+            .arg(root)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        let addr = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text
+                .lines()
+                .find_map(|line| line.split("modhost listening on http://").nth(1))
+            {
+                break addr.trim().parse().unwrap();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "modhost did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Modhost { child, addr }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Modhost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Creates a user; `Some(id)` when the server acknowledged it with a 201.
+async fn create(addr: SocketAddr, email: &str) -> Result<Option<u64>, String> {
+    let body = format!(r#"{{"name":"P","email":"{email}"}}"#);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/m/users"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = client()
+        .request(request)
+        .await
+        .map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| error.to_string())?
+        .to_bytes();
+    match status {
+        201 => {
+            let user: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            Ok(Some(user["id"].as_u64().unwrap()))
+        }
+        409 => Ok(None),
+        other => Err(format!("{other}: {}", String::from_utf8_lossy(&body))),
+    }
+}
+
+/// Every user, following the `link` header page by page: `(id, email)`.
+async fn all_users(addr: SocketAddr) -> Vec<(u64, String)> {
+    let mut users = Vec::new();
+    let mut path = "/m/users?limit=1000".to_owned();
+    loop {
+        let request = http::Request::builder()
+            .uri(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client().request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let next = response
+            .headers()
+            .get("link")
+            .map(|link| link.to_str().unwrap().to_owned());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let page: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        users.extend(page.iter().map(|user| {
+            (
+                user["id"].as_u64().unwrap(),
+                user["email"].as_str().unwrap().to_owned(),
+            )
+        }));
+        match next {
+            Some(link) => {
+                path = link
+                    .strip_prefix('<')
+                    .and_then(|rest| rest.split_once('>'))
+                    .unwrap()
+                    .0
+                    .to_owned();
+            }
+            None => return users,
+        }
+    }
+}
+
+fn write_config(root: &Path) {
+    std::fs::write(
+        root.join("modhost.toml"),
+        "[modules.users]\ninstances = 4\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_survive_a_swap_a_sigkill_mid_burst_and_a_restart() {
+    let project = Project::new("persistence");
+    let root: PathBuf = project.root.clone();
+    write_config(&root);
+    let wasm = users_wasm(&project.dist());
+    let server = Modhost::start(&root, "first.log");
+    let addr = server.addr;
+
+    // Two creates of one address at once, ten times: exactly one wins each time.
+    for round in 0..10 {
+        let email = format!("race{round}@example.org");
+        let (a, b) = tokio::join!(create(addr, &email), create(addr, &email));
+        let wins = [a.unwrap(), b.unwrap()].iter().flatten().count();
+        assert_eq!(wins, 1, "round {round}: both or neither won");
+    }
+
+    // A new version swaps in; the users are still there.
+    let before = all_users(addr).await;
+    assert_eq!(before.len(), 10);
+    let mut version_two = wasm.clone();
+    version_two.extend([0, 5, 4, b'v', b'e', b'r', b'2']);
+    project.install("users", &version_two);
+    eventually(Duration::from_secs(60), || async {
+        let modules: Vec<serde_json::Value> =
+            serde_json::from_str(&call(addr, "GET", "/_admin/modules", "").await.1).unwrap();
+        modules[0]["swaps"] == 1
+    })
+    .await;
+    assert_eq!(all_users(addr).await, before);
+
+    // A burst of writes from eight clients; SIGKILL once 200 were acknowledged.
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let acknowledged = acknowledged.clone();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut turn = 0;
+            while !stop.load(Ordering::Relaxed) {
+                turn += 1;
+                let email = format!("burst{writer}-{turn}@example.org");
+                // After the kill, requests fail: those were never acknowledged.
+                if let Ok(Some(id)) = create(addr, &email).await {
+                    acknowledged.lock().await.push((id, email));
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(120), || async {
+        acknowledged.lock().await.len() >= 200
+    })
+    .await;
+    server.kill();
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().await.clone();
+
+    // Restart on the same root: every acknowledged user is there, with its address.
+    let server = Modhost::start(&root, "second.log");
+    let addr = server.addr;
+    let after = all_users(addr).await;
+    for user in before.iter().chain(&acknowledged) {
+        assert!(after.contains(user), "acknowledged {user:?} was lost");
+    }
+    // Four instances, one state: every read of every user succeeds, whichever instance.
+    for (id, email) in acknowledged.iter().take(40) {
+        let (status, body) = call(addr, "GET", &format!("/m/users/{id}"), "").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(email.as_str()), "{body}");
+    }
+    let (status, body) = call(addr, "GET", "/_admin/modules", "").await;
+    assert_eq!(status, 200);
+    let modules: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(modules[0]["instances"], 4, "{body}");
+    // Ids keep counting from where they were: none is handed out twice.
+    let fresh = create(addr, "after-restart@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        after.iter().all(|(id, _)| *id < fresh),
+        "id {fresh} was handed out before"
+    );
+    server.kill();
+}
