@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -421,30 +421,11 @@ struct Server {
 impl Server {
     fn start(project: &TempProject) -> Server {
         let log = project.root.join("modhost.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_modhost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--root"])
-            .arg(&project.root)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = text
-                .lines()
-                .find_map(|line| line.split("modhost listening on http://").nth(1))
-            {
-                break addr.trim().parse().unwrap();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "modhost did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (child, addr) = testkit::spawn_modhost(
+            Path::new(env!("CARGO_BIN_EXE_modhost")),
+            &project.root,
+            &log,
+        );
         Server { child, addr, log }
     }
 

@@ -133,3 +133,42 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Starts `modhost serve --listen 127.0.0.1:0 --root <root>` (the binary at `binary`, i.e.
+/// `env!("CARGO_BIN_EXE_modhost")`) with its log in `log`, and waits (up to 2 minutes) for the
+/// "modhost listening on" line. Returns the child and the address it listens on.
+// The child is handed to the caller, who kills and waits for it; on a failed start it is
+// killed and waited for here.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_modhost(
+    binary: &Path,
+    root: &Path,
+    log: &Path,
+) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = Command::new(binary)
+        .args(["serve", "--listen", "127.0.0.1:0", "--root"])
+        .arg(root)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("creating the log"))
+        .spawn()
+        .expect("starting modhost");
+    let started = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find_map(|line| line.split("modhost listening on http://").nth(1))
+        {
+            let addr = addr.trim().parse().expect("the address modhost prints");
+            return (child, addr);
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("modhost did not start:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -4,10 +4,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -37,31 +37,11 @@ struct Modhost {
 
 impl Modhost {
     fn start(root: &Path, log_name: &str) -> Modhost {
-        let log = root.join(log_name);
-        let child = Command::new(env!("CARGO_BIN_EXE_modhost"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--root"])
-            .arg(root)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = text
-                .lines()
-                .find_map(|line| line.split("modhost listening on http://").nth(1))
-            {
-                break addr.trim().parse().unwrap();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "modhost did not start:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (child, addr) = testkit::spawn_modhost(
+            Path::new(env!("CARGO_BIN_EXE_modhost")),
+            root,
+            &root.join(log_name),
+        );
         Modhost { child, addr }
     }
 
