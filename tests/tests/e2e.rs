@@ -35,7 +35,7 @@ async fn next_text(
 /// HTTP + WebSocket against `users`, `sender`, `receiver`, and module → module (A →
 /// module B → browser, a burst of 1,000 in order), and an original-ABI module.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_step3_and_step6_http_websocket_and_pubsub() {
+async fn e2e_http_websocket_and_pubsub() {
     let project = Project::copy("integration");
     project.build_all();
     std::fs::write(
@@ -149,7 +149,7 @@ async fn e2e_step3_and_step6_http_websocket_and_pubsub() {
 /// Hot reload: edit `modules/users/wasm/src/lib.rs`, the build watcher rebuilds it, the server
 /// swaps it, the client loop sees the new behaviour with zero failed requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_step4_hot_reload_from_source_loses_no_request() {
+async fn e2e_hot_reload_from_source_loses_no_request() {
     let project = Project::copy("hot-reload");
     let builder = build::Builder::new(project.build_config());
     let users = builder.select(&["users".to_owned()]).unwrap();
@@ -254,7 +254,7 @@ fn with_custom_section(mut wasm: Vec<u8>, tag: &str) -> Vec<u8> {
 /// Drain: `slow`'s old version is kept alive by `drain()` for as long as its pending work
 /// needs, and requests it already accepted complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e2e_step5_drain_delays_the_close_of_the_old_version() {
+async fn e2e_drain_delays_the_close_of_the_old_version() {
     let project = Project::copy("drain");
     let builder = build::Builder::new(project.build_config());
     let slow = builder.select(&["slow".to_owned()]).unwrap();

@@ -124,8 +124,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let stamp = text(command("date", &["-u", "+%Y%m%dT%H%M%SZ"]));
     let date = text(command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
     let shown = format!("cargo xtask bench {}", args.join(" "));
-    let bin = root.join("target/release");
-    let out = root.join("target/bench");
+    // Where cargo put them: CARGO_TARGET_DIR when set (the `bench` profile's binaries land in
+    // its `release` directory).
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release");
+    let out = target.join("bench");
     let perf = root.join("docs/perf");
     for dir in [&out, &perf] {
         std::fs::create_dir_all(dir)
