@@ -40,6 +40,7 @@ const SWAP_EVERY: Duration = Duration::from_millis(500);
 const QUIET: Duration = Duration::from_secs(11);
 const SETTLE: Duration = Duration::from_secs(3);
 static SAMPLES: AtomicU64 = AtomicU64::new(0);
+static NEXT_USER: AtomicU64 = AtomicU64::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: run with `cargo xtask soak` (verify runs 60 s)"]
@@ -191,14 +192,11 @@ async fn http_client(addr: SocketAddr, worker: usize, totals: Arc<Totals>, stop:
         let (method, path, body): (&str, String, Vec<u8>) = match turn % 5 {
             0 => ("GET", "/m/bench".into(), Vec::new()),
             1 => ("GET", "/m/users".into(), Vec::new()),
-            2 => (
-                "POST",
-                "/m/users".into(),
-                format!(
-                    r#"{{"name":"Soak {worker}-{turn}","email":"soak{worker}-{turn}@example.org"}}"#
-                )
-                .into(),
-            ),
+            2 => ("POST", "/m/users".into(), {
+                // Users persist across swaps and load phases: every address is new.
+                let user = NEXT_USER.fetch_add(1, Ordering::Relaxed);
+                format!(r#"{{"name":"Soak {user}","email":"soak{user}@example.org"}}"#).into()
+            }),
             3 => ("GET", "/m/flaky".into(), Vec::new()),
             _ => (
                 "POST",
