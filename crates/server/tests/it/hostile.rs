@@ -58,6 +58,7 @@ fn v1(imports: &str, body: &str) -> Vec<u8> {
 
 const LOG: &str = r#"(import "env" "log" (func $log (param i32 i32)))"#;
 const PUBLISH: &str = r#"(import "env" "publish" (func $publish (param i32 i32 i32 i32)))"#;
+const KV: &str = r#"(import "env" "kv" (func $kv (param i32 i32) (result i64)))"#;
 
 fn corpus() -> Vec<Case> {
     let valid = hello("valid");
@@ -244,6 +245,42 @@ fn corpus() -> Vec<Case> {
             ),
             limits: defaults,
             expect: answers("", &[500], "module \"publish-out-of-bounds\" broke the ABI"),
+        },
+        // The key-value import with bad input: a bad pointer fails the call; undecodable or
+        // oversized requests are refused with -1 (the module traps if it gets anything else).
+        Case {
+            name: "kv-out-of-bounds",
+            bytes: v1(
+                KV,
+                r#"(func (export "handle") (param i32 i32) (result i64)
+                     (drop (call $kv (i32.const 0xfffffff0) (i32.const 64))) (i64.const 0))"#,
+            ),
+            limits: defaults,
+            expect: answers("", &[500], "module \"kv-out-of-bounds\" broke the ABI"),
+        },
+        Case {
+            name: "kv-garbage",
+            bytes: answering(
+                200,
+                "kv refused",
+                KV,
+                "(if (i64.ne (call $kv (i32.const 0) (i32.const 16)) (i64.const -1)) (then unreachable))",
+                "",
+            ),
+            limits: defaults,
+            expect: answers("", &[200], "kv refused"),
+        },
+        Case {
+            name: "kv-huge-length",
+            bytes: answering(
+                200,
+                "kv refused",
+                KV,
+                "(if (i64.ne (call $kv (i32.const 0) (i32.const 0x7fffffff)) (i64.const -1)) (then unreachable))",
+                "",
+            ),
+            limits: defaults,
+            expect: answers("", &[200], "kv refused"),
         },
         Case {
             name: "recursion",
