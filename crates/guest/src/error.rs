@@ -24,6 +24,9 @@ pub enum ErrorKind {
     ErrorReply(String),
     /// The reply the host wrote did not decode as a `Message`.
     BadReply(binary::DecodeError),
+    /// The module's own state could not be saved or restored ([`crate::Module::snapshot`],
+    /// [`crate::Module::restore`]); the reason, in the module's words.
+    State(String),
 }
 
 impl ErrorKind {
@@ -50,7 +53,7 @@ impl ErrorKind {
             ErrorKind::NoSubscriber => Some(-5),
             ErrorKind::Overloaded => Some(-6),
             ErrorKind::Unknown(code) => Some(*code),
-            ErrorKind::ErrorReply(_) | ErrorKind::BadReply(_) => None,
+            ErrorKind::ErrorReply(_) | ErrorKind::BadReply(_) | ErrorKind::State(_) => None,
         }
     }
 }
@@ -67,6 +70,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Unknown(code) => write!(f, "failed with unknown code {code}"),
             ErrorKind::ErrorReply(reason) => write!(f, "answered with an error: {reason}"),
             ErrorKind::BadReply(error) => write!(f, "the reply is not a message: {error}"),
+            ErrorKind::State(reason) => f.write_str(reason),
         }
     }
 }
@@ -93,7 +97,14 @@ impl Error {
         }
     }
 
-    /// The call that failed: `"publish"`, `"subscribe"`, `"unsubscribe"` or `"request"`.
+    /// A module's own failure to save (`call` = `"snapshot"`) or take over (`"restore"`) its
+    /// state during a hot swap, e.g. `Error::state("restore", "unknown state format 3")`.
+    pub fn state(call: &'static str, reason: impl Into<String>) -> Error {
+        Error::new(call, "", ErrorKind::State(reason.into()))
+    }
+
+    /// The call that failed: `"publish"`, `"subscribe"`, `"unsubscribe"`, `"request"`, or
+    /// `"snapshot"` / `"restore"` for [`Error::state`].
     pub fn call(&self) -> &'static str {
         self.call
     }
@@ -111,6 +122,9 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let ErrorKind::State(_) = self.kind {
+            return write!(f, "{}: {}", self.call, self.kind);
+        }
         write!(f, "{} \"{}\": {}", self.call, self.topic, self.kind)
     }
 }

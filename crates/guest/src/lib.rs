@@ -114,6 +114,8 @@
 //!   JSON bodies, router parameters), [`Response`] (status constructors, headers, text and JSON
 //!   bodies), [`Router`] / [`Pattern`] for sub-paths, [`parse_query`] / [`percent_decode`].
 //! - Middleware: [`Response::pass`] and the convention in [`middleware`].
+//! - Hot-swap state: `export!(MyModule, snapshot)` opts into [`Module::snapshot`] /
+//!   [`Module::restore`], with [`snapshot_json`] / [`restore_json`] for a serde state.
 //! - Tests: on every target but `wasm32` the imports are replaced by the recording host in
 //!   `guest::testing`, so a module's logic is unit-tested with a plain `cargo test`.
 //!
@@ -149,6 +151,8 @@ pub mod middleware;
 mod module;
 mod query;
 mod router;
+#[cfg(feature = "json")]
+mod snapshot;
 mod sys;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
@@ -167,3 +171,5 @@ pub use log::{Level, log};
 pub use module::Module;
 pub use query::{parse_query, percent_decode};
 pub use router::{Params, Pattern, Router};
+#[cfg(feature = "json")]
+pub use snapshot::{restore_json, snapshot_json};

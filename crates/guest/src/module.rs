@@ -37,4 +37,23 @@ pub trait Module: 'static {
     fn drain(&mut self) -> u32 {
         0
     }
+
+    /// Saves the in-memory state for the next version, during a hot swap: called on this
+    /// (the old) version after its drain, when the module opted in with
+    /// [`export!(MyModule, snapshot)`](crate::export!) and the new version exports `restore`.
+    /// The bytes are the module's own format (see [`crate::snapshot_json`]); the host carries
+    /// them to the new version's [`Module::restore`] untouched. An `Err` cancels the swap: the
+    /// new version is refused and this one keeps serving. The default saves nothing.
+    fn snapshot(&mut self) -> Result<Vec<u8>, crate::Error> {
+        Ok(Vec::new())
+    }
+
+    /// Takes over the state the previous version saved with [`Module::snapshot`]: called on
+    /// every instance of this (the new) version after `init` and before any request or
+    /// message. An `Err` refuses the swap: this version is discarded and the old one keeps
+    /// serving with its state. The default accepts and ignores the bytes.
+    fn restore(&mut self, state: &[u8]) -> Result<(), crate::Error> {
+        let _ = state;
+        Ok(())
+    }
 }
