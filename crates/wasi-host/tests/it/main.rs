@@ -6,4 +6,5 @@
 mod fixture;
 mod hostile;
 mod lifecycle;
+mod snapshot;
 mod wat_modules;
