@@ -10,4 +10,5 @@ mod hostile;
 mod hot_reload;
 mod limits;
 mod routes;
+mod snapshot;
 mod websocket;
