@@ -200,3 +200,79 @@ async fn a_refused_restore_keeps_the_old_version_serving_with_its_count() {
     assert_eq!(server.registry().hold_stats().count, 2);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handoff_over_the_hold_timeout_is_refused_and_held_requests_go_to_the_old_version() {
+    // The old version's drain always asks for another second: the handoff can't finish
+    // within a 300 ms hold.
+    let stateful_old = r#"(func (export "drain") (result i32) (i32.const 1000))
+      (func (export "snapshot") (result i64) (i64.const 0))"#;
+    let new = r#"(func (export "restore") (param i32 i32) (result i32) (i32.const 0))"#;
+    let project = Project::new("snapshot-timeout");
+    project.install("stuck", &answering(200, "old", "", "", stateful_old));
+    let mut config = project.config();
+    config.handoffs.insert(
+        "stuck".into(),
+        server::HandoffConfig {
+            hold_timeout: Duration::from_millis(300),
+            max_held: 1024,
+        },
+    );
+    let server = server::ServerBuilder::new(config).start().await.unwrap();
+    let addr = server.addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut replies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = get(addr, "/m/stuck").await;
+                    replies.push((reply.status, reply.body));
+                }
+                replies
+            })
+        })
+        .collect();
+    project.install("stuck", &answering(200, "new", "", "", new));
+    let registry = server.registry().clone();
+    eventually(Duration::from_secs(20), || {
+        let registry = registry.clone();
+        async move { registry.status()[0].last_rejected.is_some() }
+    })
+    .await;
+    // A few more requests after the hold, then stop.
+    let after = get(addr, "/m/stuck").await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for client in clients {
+        for (status, body) in client.await.unwrap() {
+            assert_eq!((status, body.as_str()), (200, "old"));
+            total += 1;
+        }
+    }
+    assert_eq!((after.status, after.body.as_str()), (200, "old"));
+    let status = server.status();
+    let rejection = status[0].last_rejected.clone().unwrap();
+    assert!(
+        rejection
+            .reason
+            .contains("the old version did not finish draining within 300ms"),
+        "{}",
+        rejection.reason
+    );
+    assert_eq!(status[0].swaps, 0);
+    let holds = server.registry().hold_stats();
+    assert_eq!(holds.count, 1);
+    assert!(
+        holds.sum_seconds >= 0.3,
+        "the hold lasted {} s",
+        holds.sum_seconds
+    );
+    eprintln!(
+        "{total} requests, {} held for {:.0} ms, all answered by the old version",
+        holds.held_requests,
+        holds.sum_seconds * 1e3
+    );
+    server.shutdown().await;
+}
