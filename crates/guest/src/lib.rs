@@ -99,7 +99,7 @@
 //! guest = { path = "../../../crates/guest" }
 //! ```
 //!
-//! The example modules in `modules/` (users, sender, receiver, logger, auth, slow, bench,
+//! The example modules in `modules/` (users, sender, receiver, logger, auth, slow, counter, bench,
 //! flaky) are complete, commented uses of every part of this crate.
 //!
 //! # What is here
