@@ -405,6 +405,12 @@ impl Registry {
     /// version while the old one serves; on failure keep the old one and record why; on
     /// success move subscriptions and routing in one step each, then drain and close the old
     /// version in the background. A missing file unloads the module.
+    ///
+    /// When the old version exports `snapshot` and the new one `restore`, the swap hands the
+    /// in-memory state over instead, holding the module's new requests meanwhile: the old
+    /// version drains first, then `snapshot` → `restore`, then the switch, then the held
+    /// requests go to the new version (`docs/ABI.md`, "Snapshot and restore"). A failed
+    /// handoff refuses the new version like a failed load.
     pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, String> {
         let result = self.reload_counted(name).await;
         let index = match &result {
