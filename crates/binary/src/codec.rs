@@ -116,7 +116,16 @@ pub struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    fn remaining(&self) -> usize {
+    /// A cursor at the start of `bytes`, naming `envelope` in its errors.
+    pub(crate) fn new(envelope: &'static str, bytes: &'a [u8]) -> Cursor<'a> {
+        Cursor {
+            envelope,
+            bytes,
+            offset: 0,
+        }
+    }
+
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.offset
     }
 
@@ -207,6 +216,20 @@ impl<'a> Cursor<'a> {
         } else {
             Ok(None)
         }
+    }
+
+    /// Exactly `len` raw bytes (no length prefix), borrowed from the input.
+    pub(crate) fn fixed(
+        &mut self,
+        field: &'static str,
+        len: usize,
+    ) -> Result<&'a [u8], DecodeError> {
+        if self.remaining() < len {
+            return Err(self.truncated(field, len as u64));
+        }
+        let slice = &self.bytes[self.offset..self.offset + len];
+        self.offset += len;
+        Ok(slice)
     }
 
     /// A `u64` count or length, checked to fit in the bytes that are left, each item taking

@@ -35,7 +35,8 @@ impl DecodeError {
         &self.kind
     }
 
-    /// The envelope being decoded: `"Message"`, `"HttpRequest"` or `"HttpResponse"`.
+    /// The envelope being decoded: `"Message"`, `"HttpRequest"`, `"HttpResponse"` or
+    /// `"Snapshot"`.
     pub fn envelope(&self) -> &'static str {
         self.envelope
     }
@@ -85,6 +86,23 @@ pub enum DecodeErrorKind {
         /// Length of the valid prefix of the string.
         valid_up_to: usize,
     },
+    /// A [`crate::Snapshot`] does not start with its magic bytes.
+    BadMagic {
+        /// The four bytes found instead.
+        found: [u8; 4],
+    },
+    /// A [`crate::Snapshot`] layout version this code does not read.
+    UnsupportedVersion {
+        /// The version found.
+        version: u16,
+    },
+    /// A [`crate::Snapshot`]'s payload does not match its checksum.
+    ChecksumMismatch {
+        /// The CRC-32 stored in the envelope.
+        expected: u32,
+        /// The CRC-32 of the payload that is there.
+        actual: u32,
+    },
     /// The input is larger than the configured maximum.
     TooLarge {
         /// Size of the input.
@@ -111,6 +129,21 @@ impl fmt::Display for DecodeErrorKind {
             }
             DecodeErrorKind::InvalidUtf8 { valid_up_to } => {
                 write!(f, "invalid UTF-8 after {valid_up_to} valid bytes")
+            }
+            DecodeErrorKind::BadMagic { found } => {
+                write!(f, "bad magic {found:02x?} (expected \"MHSN\")")
+            }
+            DecodeErrorKind::UnsupportedVersion { version } => {
+                write!(
+                    f,
+                    "unsupported format version {version} (this code reads 1)"
+                )
+            }
+            DecodeErrorKind::ChecksumMismatch { expected, actual } => {
+                write!(
+                    f,
+                    "checksum mismatch: the envelope says {expected:#010x}, the payload has {actual:#010x}"
+                )
             }
             DecodeErrorKind::TooLarge { size, max } => {
                 write!(

@@ -14,6 +14,9 @@
 //! above a configurable maximum size, and reports a typed [`DecodeError`] naming the field and
 //! the byte offset.
 //!
+//! [`Snapshot`] is the host's envelope around a module's in-memory state during a hot swap:
+//! a fixed layout with a magic, a format version and a CRC-32 rather than bincode.
+//!
 //! This crate does no I/O and knows nothing about tokio, wasmer or hyper; it builds for
 //! `wasm32-wasip1`, where guests use it.
 //!
@@ -32,12 +35,14 @@ mod error;
 mod http;
 mod kv;
 mod message;
+mod snapshot;
 
 pub use codec::{CONFIG, Config, DEFAULT_MAX_SIZE, DecodeOptions, Envelope};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use http::{Header, HttpRequest, HttpResponse};
 pub use kv::{KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite};
 pub use message::{Message, MessageKind};
+pub use snapshot::{DEFAULT_MAX_SNAPSHOT_BYTES, Snapshot, crc32};
 
 #[cfg(test)]
 mod tests;

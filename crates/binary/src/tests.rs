@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use crate::{
     CONFIG, DecodeErrorKind, DecodeOptions, Envelope, Header, HttpRequest, HttpResponse,
-    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageKind,
+    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageKind, Snapshot,
 };
 
 // ---- golden vectors ------------------------------------------------------------------------
@@ -116,12 +116,15 @@ fn golden_cases() -> Vec<(&'static str, Vec<u8>)> {
             }
             .encode(),
         ),
+        ("snapshot", golden_snapshot().encode()),
     ]
 }
 
 /// Decodes a golden case by its name's envelope prefix.
 fn decode_golden(name: &str, bytes: &[u8]) -> Result<(), crate::DecodeError> {
-    if name.starts_with("message") {
+    if name.starts_with("snapshot") {
+        Snapshot::decode(bytes).map(drop)
+    } else if name.starts_with("message") {
         Message::decode(bytes).map(drop)
     } else if name.starts_with("http_request") {
         HttpRequest::decode(bytes).map(drop)
@@ -132,6 +135,10 @@ fn decode_golden(name: &str, bytes: &[u8]) -> Result<(), crate::DecodeError> {
     } else {
         KvResponse::decode(bytes).map(drop)
     }
+}
+
+fn golden_snapshot() -> Snapshot {
+    Snapshot::new("counter", "0123456789abcdef", br#"{"n":7}"#.to_vec())
 }
 
 /// Golden vectors pin the bytes: a codec change that alters them fails here. Regenerate with
@@ -183,6 +190,8 @@ fn golden_vectors_decode_to_their_values() {
     let request = HttpRequest::decode(&read("http_request")).unwrap();
     assert_eq!(request.header("X-Token"), Some("s3cret"));
     assert_eq!(request.path, "/7");
+    let snapshot = Snapshot::decode(&read("snapshot")).unwrap();
+    assert_eq!(snapshot, golden_snapshot());
     let response = HttpResponse::decode(&read("http_response")).unwrap();
     assert_eq!(response.status, 201);
     assert_eq!(response.header("content-type"), Some("application/json"));
@@ -357,6 +366,87 @@ fn message_layout_is_the_documented_one() {
     ]
     .concat();
     assert_eq!(bytes, expected);
+}
+
+/// The snapshot layout table in docs/wire-format.md, spelled out.
+#[test]
+fn snapshot_layout_is_the_documented_one() {
+    let bytes = Snapshot::new("m", "v1", vec![0xff, 0x00]).encode();
+    let expected: Vec<u8> = [
+        &b"MHSN"[..],
+        &1u16.to_le_bytes(),
+        &1u64.to_le_bytes(),
+        b"m",
+        &2u64.to_le_bytes(),
+        b"v1",
+        &2u64.to_le_bytes(),
+        &crate::crc32(&[0xff, 0x00]).to_le_bytes(),
+        &[0xff, 0x00],
+    ]
+    .concat();
+    assert_eq!(bytes, expected);
+    assert_eq!(
+        bytes.len(),
+        Snapshot::new("m", "v1", vec![0xff, 0x00]).encoded_len()
+    );
+}
+
+#[test]
+fn crc32_is_the_standard_one() {
+    assert_eq!(crate::crc32(b"123456789"), 0xcbf4_3926);
+    assert_eq!(crate::crc32(b""), 0);
+    for bytes in [&b"modhost"[..], &[0u8; 1000], &golden_snapshot().encode()] {
+        assert_eq!(crate::crc32(bytes), crc32fast::hash(bytes));
+    }
+}
+
+#[test]
+fn snapshot_corruption_is_named() {
+    let good = golden_snapshot().encode();
+    // Magic.
+    let mut bytes = good.clone();
+    bytes[0] = b'X';
+    let error = Snapshot::decode(&bytes).unwrap_err();
+    assert_eq!((error.field(), error.offset()), ("magic", 0));
+    assert!(matches!(error.kind(), DecodeErrorKind::BadMagic { .. }));
+    // Format version.
+    let mut bytes = good.clone();
+    bytes[4] = 9;
+    let error = Snapshot::decode(&bytes).unwrap_err();
+    assert_eq!(
+        (error.field(), error.offset(), error.kind()),
+        (
+            "format_version",
+            4,
+            &DecodeErrorKind::UnsupportedVersion { version: 9 }
+        )
+    );
+    // A flipped payload bit.
+    let mut bytes = good.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let error = Snapshot::decode(&bytes).unwrap_err();
+    assert_eq!(error.field(), "checksum");
+    assert!(
+        matches!(error.kind(), DecodeErrorKind::ChecksumMismatch { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("checksum mismatch"), "{error}");
+    // Trailing bytes.
+    let mut bytes = good.clone();
+    bytes.push(0);
+    let error = Snapshot::decode(&bytes).unwrap_err();
+    assert_eq!(error.kind(), &DecodeErrorKind::TrailingBytes { count: 1 });
+    // A huge payload length allocates nothing.
+    let length_at = 6 + 8 + 7 + 8 + 16;
+    let mut bytes = good.clone();
+    bytes[length_at..length_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let error = Snapshot::decode(&bytes).unwrap_err();
+    assert_eq!((error.field(), error.offset()), ("payload", length_at));
+    assert!(matches!(error.kind(), DecodeErrorKind::Truncated { .. }));
+    // The size cap.
+    let error = Snapshot::decode_with(&good, &DecodeOptions { max_size: 10 }).unwrap_err();
+    assert!(matches!(error.kind(), DecodeErrorKind::TooLarge { .. }));
 }
 
 // ---- decoding errors -----------------------------------------------------------------------
@@ -586,6 +676,28 @@ proptest! {
     #[test]
     fn request_round_trips(request in request()) {
         check_round_trip(&request);
+    }
+
+    #[test]
+    fn snapshot_round_trips(
+        module in "[a-z_-]{0,20}",
+        version in "[0-9a-f]{0,16}",
+        payload in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let snapshot = Snapshot::new(module, version, payload);
+        let bytes = snapshot.encode();
+        prop_assert_eq!(bytes.len(), snapshot.encoded_len());
+        prop_assert_eq!(Snapshot::decode(&bytes).unwrap(), snapshot);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_the_snapshot_decoder(
+        bytes in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let _ = Snapshot::decode(&bytes);
+        let mut framed = b"MHSN\x01\x00".to_vec();
+        framed.extend_from_slice(&bytes);
+        let _ = Snapshot::decode(&framed);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum ErrorKind {
         /// The host's explanation.
         message: String,
     },
+    /// The module's own state could not be saved or restored ([`crate::Module::snapshot`],
+    /// [`crate::Module::restore`]); the reason, in the module's words.
+    State(String),
 }
 
 impl ErrorKind {
@@ -61,7 +64,10 @@ impl ErrorKind {
             ErrorKind::NoSubscriber => Some(-5),
             ErrorKind::Overloaded => Some(-6),
             ErrorKind::Unknown(code) => Some(*code),
-            ErrorKind::ErrorReply(_) | ErrorKind::BadReply(_) | ErrorKind::Kv { .. } => None,
+            ErrorKind::ErrorReply(_)
+            | ErrorKind::BadReply(_)
+            | ErrorKind::Kv { .. }
+            | ErrorKind::State(_) => None,
         }
     }
 }
@@ -79,6 +85,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::ErrorReply(reason) => write!(f, "answered with an error: {reason}"),
             ErrorKind::BadReply(error) => write!(f, "the answer did not decode: {error}"),
             ErrorKind::Kv { kind, message } => write!(f, "{} ({message})", kind.name()),
+            ErrorKind::State(reason) => f.write_str(reason),
         }
     }
 }
@@ -102,8 +109,15 @@ impl Error {
         }
     }
 
-    /// The call that failed: `"publish"`, `"subscribe"`, `"unsubscribe"`, `"request"`, or a
-    /// key-value call (`"kv get"`, `"kv set"`, ...).
+    /// A module's own failure to save (`call` = `"snapshot"`) or take over (`"restore"`) its
+    /// state during a hot swap, e.g. `Error::state("restore", "unknown state format 3")`.
+    pub fn state(call: &'static str, reason: impl Into<String>) -> Error {
+        Error::new(call, "", ErrorKind::State(reason.into()))
+    }
+
+    /// The call that failed: `"publish"`, `"subscribe"`, `"unsubscribe"`, `"request"`, a
+    /// key-value call (`"kv get"`, `"kv set"`, ...), or `"snapshot"` / `"restore"` for
+    /// [`Error::state`].
     pub fn call(&self) -> &'static str {
         self.call
     }
@@ -121,6 +135,9 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let ErrorKind::State(_) = self.kind {
+            return write!(f, "{}: {}", self.call, self.kind);
+        }
         write!(f, "{} \"{}\": {}", self.call, self.topic, self.kind)
     }
 }

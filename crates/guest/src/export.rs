@@ -7,7 +7,12 @@ pub const ABI_VERSION: i32 = 1;
 /// [`Module`](crate::Module) implementation.
 ///
 /// - `export!(MyModule)` creates the instance with `MyModule::default()`;
-/// - `export!(MyModule, MyModule::new("x"))` with the given expression.
+/// - `export!(MyModule, MyModule::new("x"))` with the given expression;
+/// - `export!(MyModule, snapshot)` and `export!(MyModule, MyModule::new("x"), snapshot)`
+///   also export `snapshot` and `restore`, so the module's in-memory state moves to the new
+///   version at a hot swap ([`Module::snapshot`](crate::Module::snapshot),
+///   [`Module::restore`](crate::Module::restore)). Opt-in: a module without them swaps
+///   without holding any request.
 ///
 /// The instance is created on the first call (`init`, normally) as an
 /// [`Instance`](crate::Instance) (the module plus its [`Module::router`](crate::Module::router)
@@ -27,6 +32,8 @@ pub const ABI_VERSION: i32 = 1;
 /// | `handle` | `(ptr: i32, len: i32) -> i64` | decodes the `HttpRequest` (taking ownership of the buffer), dispatches it with [`Module::router`](crate::Module::router) (by default to [`Module::handle`](crate::Module::handle)), returns `(ptr << 32) \| len` of the encoded `HttpResponse` |
 /// | `on_message` | `(ptr: i32, len: i32) -> ()` | decodes the `Message`, calls the handler of [`Module::topics`](crate::Module::topics) or [`Module::on_message`](crate::Module::on_message); an error is logged like `init`'s |
 /// | `drain` | `() -> i32` | [`Module::drain`](crate::Module::drain), clamped to `i32::MAX` |
+/// | `snapshot` (opt-in) | `() -> i64` | [`Module::snapshot`](crate::Module::snapshot); `(ptr << 32) \| len` of the state, `-1` (and a log line) on `Err` |
+/// | `restore` (opt-in) | `(ptr: i32, len: i32) -> i32` | [`Module::restore`](crate::Module::restore) on the state (taking ownership of the buffer); `0`, or `1` (and a log line) on `Err` |
 ///
 /// Use it once per module crate (the export names are global), at the crate root or
 /// anywhere else. The crate must be a `cdylib` built for `wasm32-wasip1`.
@@ -38,10 +45,7 @@ pub const ABI_VERSION: i32 = 1;
 /// writing one line.
 #[macro_export]
 macro_rules! export {
-    ($module:ty) => {
-        $crate::export!($module, <$module as ::core::default::Default>::default());
-    };
-    ($module:ty, $constructor:expr) => {
+    (@exports $module:ty, $constructor:expr $(, $snapshot:ident)?) => {
         const _: () = {
             fn __modhost_construct() -> $module {
                 $constructor
@@ -141,7 +145,49 @@ macro_rules! export {
             pub extern "C" fn drain() -> i32 {
                 __modhost_with(|instance| $crate::__private::drain(instance))
             }
+
+            $($crate::export!(@$snapshot);)?
         };
+    };
+    // The opt-in state handoff exports, expanded inside the block above.
+    (@snapshot) => {
+        /// `Module::snapshot`: the state, packed like a `handle` response.
+        #[cfg(target_family = "wasm")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn snapshot() -> i64 {
+            match __modhost_with(|module| $crate::__private::snapshot(module)) {
+                Ok(state) => $crate::__private::pack(state),
+                Err(code) => code,
+            }
+        }
+
+        /// `Module::restore` on the state the previous version saved.
+        ///
+        /// # Safety
+        /// `ptr`/`len` is a buffer from `alloc` holding the state; ownership passes here.
+        #[cfg(target_family = "wasm")]
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn restore(ptr: *mut u8, len: usize) -> i32 {
+            // SAFETY: the caller (the host) keeps the contract above.
+            let state = unsafe { $crate::__private::take(ptr, len) };
+            __modhost_with(|module| $crate::__private::restore(module, &state))
+        }
+    };
+    ($module:ty) => {
+        $crate::export!(@exports $module, <$module as ::core::default::Default>::default());
+    };
+    ($module:ty, snapshot) => {
+        $crate::export!(
+            @exports $module,
+            <$module as ::core::default::Default>::default(),
+            snapshot
+        );
+    };
+    ($module:ty, $constructor:expr, snapshot) => {
+        $crate::export!(@exports $module, $constructor, snapshot);
+    };
+    ($module:ty, $constructor:expr) => {
+        $crate::export!(@exports $module, $constructor);
     };
 }
 
@@ -295,6 +341,25 @@ pub mod __private {
     pub fn drain<M: Module>(instance: &mut Instance<M>) -> i32 {
         i32::try_from(instance.drain()).unwrap_or(i32::MAX)
     }
+
+    /// `snapshot`: [`Module::snapshot`]; an `Err` is logged and becomes `-1`.
+    pub fn snapshot<M: Module>(module: &mut M) -> Result<Vec<u8>, i64> {
+        module.snapshot().map_err(|error| {
+            crate::log(Level::Error, &format!("modhost guest: {error}"));
+            -1
+        })
+    }
+
+    /// `restore`: [`Module::restore`]; `0`, or `1` with the error logged.
+    pub fn restore<M: Module>(module: &mut M, state: &[u8]) -> i32 {
+        match module.restore(state) {
+            Ok(()) => 0,
+            Err(error) => {
+                crate::log(Level::Error, &format!("modhost guest: {error}"));
+                1
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +409,45 @@ mod tests {
             ..Counter::default()
         }
     );
+    crate::export!(Counter, snapshot);
+    crate::export!(Counter, Counter::default(), snapshot);
+
+    #[derive(Default)]
+    struct Stateful {
+        count: u32,
+    }
+
+    impl Module for Stateful {
+        fn snapshot(&mut self) -> Result<Vec<u8>, crate::Error> {
+            Ok(self.count.to_le_bytes().to_vec())
+        }
+
+        fn restore(&mut self, state: &[u8]) -> Result<(), crate::Error> {
+            let bytes: [u8; 4] = state
+                .try_into()
+                .map_err(|_| crate::Error::state("restore", "expected 4 bytes"))?;
+            self.count = u32::from_le_bytes(bytes);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn snapshot_and_restore_call_the_module_and_log_failures() {
+        let mut old = Stateful { count: 41 };
+        let state = __private::snapshot(&mut old).unwrap();
+        let mut new = Stateful::default();
+        assert_eq!(__private::restore(&mut new, &state), 0);
+        assert_eq!(new.count, 41);
+        assert_eq!(__private::restore(&mut new, b"xy"), 1);
+        assert_eq!(new.count, 41, "a refused restore changes nothing");
+        let logs = testing::take_logs();
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert_eq!(logs[0].1, "modhost guest: restore: expected 4 bytes");
+        // The defaults: nothing saved, anything accepted.
+        let mut plain = Counter::default();
+        assert_eq!(__private::snapshot(&mut plain), Ok(Vec::new()));
+        assert_eq!(__private::restore(&mut plain, b"whatever"), 0);
+    }
 
     #[test]
     fn handle_decodes_dispatches_and_encodes() {

@@ -94,7 +94,7 @@
 //! guest = { path = "../../../crates/guest" }
 //! ```
 //!
-//! The example modules in `modules/` (users, sender, receiver, logger, auth, slow, bench,
+//! The example modules in `modules/` (users, sender, receiver, logger, auth, slow, counter, bench,
 //! flaky) are complete, commented uses of every part of this crate.
 //!
 //! # What is here
@@ -115,6 +115,8 @@
 //!   [`Json`], `(status, T)`, `Result`), [`HttpError`] and [`Result`] for `?`, [`Router`] /
 //!   [`Pattern`] for sub-paths, [`parse_query`] / [`percent_decode`].
 //! - Middleware: [`Response::pass`] and the convention in [`middleware`].
+//! - Hot-swap state: `export!(MyModule, snapshot)` opts into [`Module::snapshot`] /
+//!   [`Module::restore`], with [`snapshot_json`] / [`restore_json`] for a serde state.
 //! - Tests: on every target but `wasm32` the imports are replaced by the recording host in
 //!   `guest::testing`, so a module's logic is unit-tested with a plain `cargo test`, driven
 //!   through [`Instance`] as the exports drive it.
@@ -158,6 +160,8 @@ mod module;
 mod query;
 mod respond;
 mod router;
+#[cfg(feature = "json")]
+mod snapshot;
 mod sys;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
@@ -183,3 +187,5 @@ pub use router::{Params, Pattern, Router};
 /// What a handler returns to use `?`: `Result<T, HttpError>`, where `T` is any
 /// [`IntoResponse`] (see [`HttpError`] for what converts into the error).
 pub type Result<T, E = HttpError> = std::result::Result<T, E>;
+#[cfg(feature = "json")]
+pub use snapshot::{restore_json, snapshot_json};

@@ -41,6 +41,32 @@ pub struct ServerConfig {
     pub modules: BTreeMap<String, ModuleConfig>,
     /// The key-value store modules reach through the `kv` import.
     pub state: StateConfig,
+    /// Hold settings of the swap with a state handoff, for modules not named in `handoffs`.
+    pub default_handoff: HandoffConfig,
+    /// Per-module hold settings, by module name.
+    pub handoffs: BTreeMap<String, HandoffConfig>,
+}
+
+/// How a hot swap with a state handoff (the old version exports `snapshot`, the new one
+/// `restore`; `docs/ABI.md`) holds the module's new requests while the state moves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandoffConfig {
+    /// Longest the hold may last — the old version's drain, `snapshot` and `restore` together
+    /// (default 5 s). A handoff that takes longer is abandoned: the new version is refused
+    /// and the held requests go to the old one.
+    pub hold_timeout: Duration,
+    /// Most requests held at once (default 1024); more are answered `503` until the hold
+    /// ends.
+    pub max_held: usize,
+}
+
+impl Default for HandoffConfig {
+    fn default() -> HandoffConfig {
+        HandoffConfig {
+            hold_timeout: Duration::from_secs(5),
+            max_held: 1024,
+        }
+    }
 }
 
 /// Where and how module state is kept.
@@ -137,6 +163,8 @@ impl Default for ServerConfig {
             default_module: ModuleConfig::default(),
             modules: BTreeMap::new(),
             state: StateConfig::default(),
+            default_handoff: HandoffConfig::default(),
+            handoffs: BTreeMap::new(),
         }
     }
 }
@@ -188,6 +216,11 @@ impl ServerConfig {
         self.modules.get(name).unwrap_or(&self.default_module)
     }
 
+    /// The hold settings for module `name`.
+    pub fn handoff(&self, name: &str) -> &HandoffConfig {
+        self.handoffs.get(name).unwrap_or(&self.default_handoff)
+    }
+
     /// Applies a `modhost.toml` file (see [`FileConfig`]).
     pub fn apply_file(&mut self, path: &Path) -> anyhow::Result<()> {
         let text =
@@ -218,6 +251,10 @@ impl ServerConfig {
 /// memory_mb = 64                   # linear memory cap
 /// handle_timeout_ms = 5000         # per-call deadline of `handle`
 /// inbox = 1024                     # queued jobs before 503
+/// snapshot_timeout_ms = 5000       # per-call deadline of `snapshot` / `restore`
+/// max_snapshot_mb = 16             # largest state `snapshot` may hand over
+/// hold_timeout_ms = 5000           # longest hold of a swap with a state handoff
+/// max_held = 1024                  # requests held at once during it, then 503
 /// env = { AUTH_TOKEN = "letmein" } # grant: environment variables
 /// args = []                        # grant: argv[1..]
 /// stores = ["sessions"]            # grant: shared key-value stores
@@ -282,6 +319,14 @@ pub struct FileModule {
     pub handle_timeout_ms: Option<u64>,
     /// Inbox capacity.
     pub inbox: Option<usize>,
+    /// `snapshot` / `restore` deadline in milliseconds.
+    pub snapshot_timeout_ms: Option<u64>,
+    /// Largest state `snapshot` may return, in MiB.
+    pub max_snapshot_mb: Option<usize>,
+    /// See [`HandoffConfig::hold_timeout`], in milliseconds.
+    pub hold_timeout_ms: Option<u64>,
+    /// See [`HandoffConfig::max_held`].
+    pub max_held: Option<usize>,
     /// Environment variable grants.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
@@ -310,6 +355,12 @@ impl FileModule {
         }
         if let Some(inbox) = self.inbox {
             config.inbox_capacity = inbox.max(1);
+        }
+        if let Some(timeout) = self.snapshot_timeout_ms {
+            config.limits.snapshot_deadline = Duration::from_millis(timeout);
+        }
+        if let Some(max) = self.max_snapshot_mb {
+            config.limits.max_snapshot_bytes = max.saturating_mul(1024 * 1024);
         }
         if !self.env.is_empty() || !self.args.is_empty() {
             config.grants = Grants {
@@ -341,6 +392,17 @@ impl FileModule {
             .filter(|name| !wasi_host::valid_store_name(name))
             .map(String::as_str)
             .collect()
+    }
+
+    fn apply_handoff(&self, base: &HandoffConfig) -> HandoffConfig {
+        let mut handoff = base.clone();
+        if let Some(timeout) = self.hold_timeout_ms {
+            handoff.hold_timeout = Duration::from_millis(timeout);
+        }
+        if let Some(max) = self.max_held {
+            handoff.max_held = max;
+        }
+        handoff
     }
 }
 
@@ -375,10 +437,15 @@ impl FileConfig {
         }
         if let Some(default) = self.modules.get("*") {
             config.default_module = default.apply(&config.default_module);
+            config.default_handoff = default.apply_handoff(&config.default_handoff);
         }
         for (name, module) in self.modules.iter().filter(|(name, _)| name.as_str() != "*") {
             let base = config.default_module.clone();
             config.modules.insert(name.clone(), module.apply(&base));
+            let base = config.default_handoff.clone();
+            config
+                .handoffs
+                .insert(name.clone(), module.apply_handoff(&base));
         }
     }
 }
@@ -394,10 +461,15 @@ mod tests {
             admin_token = "t"
             [modules."*"]
             memory_mb = 32
+            hold_timeout_ms = 2000
             [modules.users]
             instances = 2
             handle_timeout_ms = 250
             env = { AUTH_TOKEN = "x" }
+            [modules.counter]
+            snapshot_timeout_ms = 300
+            max_snapshot_mb = 2
+            max_held = 10
             "#,
         )
         .unwrap();
@@ -412,6 +484,24 @@ mod tests {
         assert_eq!(
             users.grants.env,
             vec![("AUTH_TOKEN".to_owned(), "x".to_owned())]
+        );
+        let counter = config.module("counter");
+        assert_eq!(counter.limits.snapshot_deadline, Duration::from_millis(300));
+        assert_eq!(counter.limits.max_snapshot_bytes, 2 << 20);
+        assert_eq!(
+            config.handoff("counter"),
+            &HandoffConfig {
+                hold_timeout: Duration::from_millis(2000),
+                max_held: 10
+            }
+        );
+        assert_eq!(
+            config.handoff("other").hold_timeout,
+            Duration::from_millis(2000)
+        );
+        assert_eq!(
+            ServerConfig::default().handoff("x"),
+            &HandoffConfig::default()
         );
         assert!(
             toml::from_str::<FileConfig>("bogus = 1").is_err(),

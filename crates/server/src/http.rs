@@ -261,17 +261,34 @@ fn module_of(error: &CallError) -> &str {
 
 /// Calls the current version of `name`; a version closed by a swap between picking it and
 /// queueing the call hands the request back and it is retried on the version that replaced
-/// it (the request is moved, not cloned, on every attempt).
+/// it (the request is moved, not cloned, on every attempt). While a swap with a state handoff
+/// holds the module's requests, the call waits for the hold to end (`Registry::reload`).
 async fn call(
     registry: &Registry,
     name: &str,
     mut request: binary::HttpRequest,
 ) -> Result<binary::HttpResponse, CallError> {
-    for _attempt in 0..6 {
+    let mut attempts = 0;
+    while attempts < 6 {
         let Some(entry) = registry.get(name) else {
             break;
         };
-        match entry.current().try_handle(request).await {
+        let pending = match entry.gate().enter() {
+            // Queued on the current version before the gate is left (`try_handle` queues
+            // eagerly), so a hold that starts later never misses this call.
+            Some(_entered) => entry.current().try_handle(request),
+            None => {
+                if let Err(held) = entry.gate().wait().await {
+                    return Err(CallError::Overloaded {
+                        module: name.to_owned(),
+                        capacity: held,
+                    });
+                }
+                continue;
+            }
+        };
+        attempts += 1;
+        match pending.await {
             Ok(result) => return result,
             Err(returned) => request = returned,
         }

@@ -36,12 +36,15 @@ mod server;
 mod watch;
 mod ws;
 
-pub use config::{FileConfig, FileModule, HttpLimits, ServerConfig, WebSocketConfig};
+pub use config::{
+    FileConfig, FileModule, HandoffConfig, HttpLimits, ServerConfig, WebSocketConfig,
+};
 pub use http::{Body, RouteHandler, percent_decode};
 pub use metrics::ProcessStats;
 pub use middleware::{PASS_HEADER, Rule, SET_HEADER_PREFIX, TARGET_HEADER};
 pub use registry::{
-    Entry, ModuleStatus, Registry, Rejection, ReloadOutcome, module_name_of, valid_name,
+    Entry, HOLD_BUCKETS, HoldStats, ModuleStatus, Registry, Rejection, ReloadOutcome, SwapInfo,
+    module_name_of, valid_name,
 };
 pub use server::{ServerBuilder, ServerHandle};
 pub use watch::DistWatcher;

@@ -166,6 +166,35 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
             "modhost_reloads_total{{outcome=\"{outcome}\"}} {count}"
         );
     }
+    let holds = registry.hold_stats();
+    out.family(
+        "modhost_swap_hold_seconds",
+        "histogram",
+        "how long swaps with a state handoff held new requests (drain + snapshot + restore)",
+    );
+    for (bound, count) in crate::registry::HOLD_BUCKETS.iter().zip(holds.buckets) {
+        let _ = writeln!(
+            out.text,
+            "modhost_swap_hold_seconds_bucket{{le=\"{bound}\"}} {count}"
+        );
+    }
+    let _ = writeln!(
+        out.text,
+        "modhost_swap_hold_seconds_bucket{{le=\"+Inf\"}} {}",
+        holds.count
+    );
+    let _ = writeln!(
+        out.text,
+        "modhost_swap_hold_seconds_sum {}",
+        holds.sum_seconds
+    );
+    let _ = writeln!(out.text, "modhost_swap_hold_seconds_count {}", holds.count);
+    out.single(
+        "modhost_swap_held_requests_total",
+        "counter",
+        "requests that waited in the hold of a swap with a state handoff",
+        holds.held_requests,
+    );
     out.single(
         "modhost_modules_draining",
         "gauge",

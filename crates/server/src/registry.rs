@@ -1,16 +1,18 @@
 //! The module registry and the handoff protocol: load a new version beside the old one, swap
 //! routing and bus subscriptions, drain and close the old one; keep the last good version when
-//! a new one fails.
+//! a new one fails. Modules that hand their in-memory state over (`snapshot` / `restore`)
+//! swap with a hold instead: see [`Registry::reload`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use wasi_host::{Host, LoadedModule};
+use wasi_host::{Host, LoadedModule, QueuedJobs};
 
-use crate::config::ServerConfig;
+use crate::config::{HandoffConfig, ServerConfig};
 use crate::middleware::Rule;
 
 /// A rejected version: why it was refused.
@@ -34,12 +36,125 @@ struct Retired {
     kv_errors: u64,
 }
 
+/// The last swap of a module, as `/_admin/modules` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SwapInfo {
+    /// The version replaced.
+    pub old: String,
+    /// The version that replaced it.
+    pub new: String,
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    /// `"snapshot"` when the state was handed over (the swap held requests), `"plain"`
+    /// otherwise.
+    pub handoff: &'static str,
+    /// How long new requests were held, in milliseconds (`"snapshot"` swaps only).
+    pub held_ms: Option<f64>,
+    /// Requests that waited in the hold.
+    pub held_requests: u64,
+    /// Size of the state handed over, in bytes (the guest's payload).
+    pub state_bytes: Option<usize>,
+}
+
+/// Holds a module's new HTTP requests during a swap with a state handoff.
+///
+/// A request enters the gate (`entering`) for the instant it takes to queue its call on the
+/// current version; the swap sets `held` and then waits until nobody is entering, so from
+/// then on no request reaches the old version's inbox: everything it was given is already
+/// queued there and is finished by its drain, before `snapshot`. Both sides use `SeqCst`, so
+/// either the request sees `held` or the swap sees the request entering (a Dekker pair). A
+/// held request waits for `released` and then goes to whichever version is current.
+pub(crate) struct Gate {
+    held: AtomicBool,
+    entering: AtomicUsize,
+    waiting: AtomicUsize,
+    held_total: AtomicU64,
+    released: tokio::sync::Notify,
+    max_held: usize,
+}
+
+/// A request queueing its call; leaves the gate on drop.
+pub(crate) struct Entered<'a>(&'a Gate);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.0.entering.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+struct Waiting<'a>(&'a Gate);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Gate {
+    fn new(max_held: usize) -> Gate {
+        Gate {
+            held: AtomicBool::new(false),
+            entering: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            held_total: AtomicU64::new(0),
+            released: tokio::sync::Notify::new(),
+            max_held,
+        }
+    }
+
+    /// Enters to queue one call, or `None` while a swap holds requests.
+    pub(crate) fn enter(&self) -> Option<Entered<'_>> {
+        self.entering.fetch_add(1, Ordering::SeqCst);
+        let entered = Entered(self);
+        if self.held.load(Ordering::SeqCst) {
+            return None;
+        }
+        Some(entered)
+    }
+
+    /// Waits until the hold ends. `Err(held)` when `max_held` requests wait already.
+    pub(crate) async fn wait(&self) -> Result<(), usize> {
+        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(self);
+        if before >= self.max_held {
+            return Err(before);
+        }
+        self.held_total.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.held.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            notified.await;
+        }
+    }
+
+    /// Starts holding; returns once no request is between "not held" and its call queued.
+    async fn hold(&self) {
+        self.held_total.store(0, Ordering::Relaxed);
+        self.held.store(true, Ordering::SeqCst);
+        while self.entering.load(Ordering::SeqCst) != 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Ends the hold and wakes every held request; returns how many were held.
+    fn release(&self) -> u64 {
+        self.held.store(false, Ordering::SeqCst);
+        self.released.notify_waiters();
+        self.held_total.load(Ordering::Relaxed)
+    }
+}
+
 /// One routable module: the current version, its middleware rule, its history.
 pub struct Entry {
     name: String,
     current: ArcSwap<LoadedModule>,
     rule: ArcSwap<Option<Rule>>,
     history: Mutex<History>,
+    gate: Gate,
 }
 
 impl std::fmt::Debug for Entry {
@@ -55,6 +170,7 @@ struct History {
     swaps: u64,
     retired: Retired,
     last_rejected: Option<Rejection>,
+    last_swap: Option<SwapInfo>,
 }
 
 impl Entry {
@@ -71,6 +187,22 @@ impl Entry {
     /// The module's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The gate that holds requests during a swap with a state handoff.
+    pub(crate) fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    fn record_rejection(&self, version: &str, reason: &str) {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .last_rejected = Some(Rejection {
+            version: version.to_owned(),
+            reason: reason.to_owned(),
+            at: epoch_seconds(SystemTime::now()),
+        });
     }
 }
 
@@ -116,6 +248,8 @@ pub struct ModuleStatus {
     pub swaps: u64,
     /// The last version that was refused, and why.
     pub last_rejected: Option<Rejection>,
+    /// The last swap: versions, and for a swap with a state handoff the hold.
+    pub last_swap: Option<SwapInfo>,
     /// Bus subscriptions of the current version.
     pub subscriptions: Vec<String>,
     /// Whether it is a middleware, and for what.
@@ -149,7 +283,25 @@ pub struct Registry {
     draining: Arc<std::sync::atomic::AtomicUsize>,
     /// Reloads by outcome, in [`RELOAD_OUTCOMES`] order.
     reloads: [std::sync::atomic::AtomicU64; RELOAD_OUTCOMES.len()],
+    /// Holds of swaps with a state handoff, over all modules.
+    holds: Mutex<HoldStats>,
 }
+
+/// The hold windows of swaps with a state handoff (`modhost_swap_hold_seconds`).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct HoldStats {
+    /// Holds, successful or not.
+    pub count: u64,
+    /// Their total length in seconds.
+    pub sum_seconds: f64,
+    /// Holds per upper bound of [`HOLD_BUCKETS`] (cumulative, as Prometheus wants them).
+    pub buckets: [u64; HOLD_BUCKETS.len()],
+    /// Requests that waited in a hold.
+    pub held_requests: u64,
+}
+
+/// Upper bounds, in seconds, of the `modhost_swap_hold_seconds` histogram buckets.
+pub const HOLD_BUCKETS: [f64; 8] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 /// The outcomes reloads are counted by (`modhost_reloads_total{outcome=…}`).
 pub const RELOAD_OUTCOMES: [&str; 6] = [
@@ -177,6 +329,25 @@ impl Registry {
             reload_locks: Mutex::new(BTreeMap::new()),
             draining: Arc::new(Default::default()),
             reloads: Default::default(),
+            holds: Mutex::new(HoldStats::default()),
+        }
+    }
+
+    /// The hold windows of swaps with a state handoff so far.
+    pub fn hold_stats(&self) -> HoldStats {
+        *self.holds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn count_hold(&self, held: Duration, requests: u64) {
+        let seconds = held.as_secs_f64();
+        let mut stats = self.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.count += 1;
+        stats.sum_seconds += seconds;
+        stats.held_requests += requests;
+        for (bucket, bound) in stats.buckets.iter_mut().zip(HOLD_BUCKETS) {
+            if seconds <= bound {
+                *bucket += 1;
+            }
         }
     }
 
@@ -249,6 +420,12 @@ impl Registry {
     /// version while the old one serves; on failure keep the old one and record why; on
     /// success move subscriptions and routing in one step each, then drain and close the old
     /// version in the background. A missing file unloads the module.
+    ///
+    /// When the old version exports `snapshot` and the new one `restore`, the swap hands the
+    /// in-memory state over instead, holding the module's new requests meanwhile: the old
+    /// version drains first, then `snapshot` → `restore`, then the switch, then the held
+    /// requests go to the new version (`docs/ABI.md`, "Snapshot and restore"). A failed
+    /// handoff refuses the new version like a failed load.
     pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, String> {
         let result = self.reload_counted(name).await;
         let index = match &result {
@@ -341,6 +518,7 @@ impl Registry {
                     current: ArcSwap::from_pointee(new),
                     rule: ArcSwap::from_pointee(rule),
                     history: Mutex::new(History::default()),
+                    gate: Gate::new(self.config.handoff(name).max_held),
                 });
                 self.failed
                     .lock()
@@ -356,6 +534,11 @@ impl Registry {
             }
             Some(entry) => {
                 let previous = entry.current();
+                if previous.exports_snapshot() && new.exports_restore() {
+                    return self
+                        .swap_with_state(&entry, previous, new, rule, load_time)
+                        .await;
+                }
                 // Step 4: subscriptions move in one bus step, then routing in one swap.
                 new.take_over_from(&previous)
                     .map_err(|error| format!("module \"{name}\": moving subscriptions: {error}"))?;
@@ -365,12 +548,20 @@ impl Registry {
                 let old_version = old.version().to_owned();
                 // Counted as draining before the swap is counted, so an observer never sees
                 // a swap whose old version is neither draining nor closed.
-                self.retire(entry.clone(), old, load_time, &new_version);
-                entry
-                    .history
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .swaps += 1;
+                self.retire(entry.clone(), old, load_time, &new_version, true);
+                {
+                    let mut history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
+                    history.swaps += 1;
+                    history.last_swap = Some(SwapInfo {
+                        old: old_version.clone(),
+                        new: new_version.clone(),
+                        at: epoch_seconds(SystemTime::now()),
+                        handoff: "plain",
+                        held_ms: None,
+                        held_requests: 0,
+                        state_bytes: None,
+                    });
+                }
                 Ok(ReloadOutcome::Swapped {
                     old: old_version,
                     new: new_version,
@@ -379,20 +570,118 @@ impl Registry {
         }
     }
 
-    /// Step 5: the old version finishes what it was given, drains, and is closed.
+    /// The swap for a module that hands its in-memory state over: the old version exports
+    /// `snapshot` and the new one `restore` (`docs/ABI.md`, "Snapshot and restore"). The new
+    /// version is loaded and initialised already; from here:
+    ///
+    /// 1. the new version's instances are paused (nothing is routed to them yet);
+    /// 2. the gate holds the module's new HTTP requests (held, not failed);
+    /// 3. the old version finishes every request and message already given to it and drains
+    ///    (within the hold timeout), then is paused: bus messages still arrive in its inbox,
+    ///    since its subscriptions stay live, but wait there;
+    /// 4. `snapshot` on the old version's first instance, `restore` on every instance of the
+    ///    new one;
+    /// 5. bus subscriptions move to the new version in one `Bus::handover`, the messages that
+    ///    waited in the old version's inbox are moved to the front of the new version's, and
+    ///    routing switches in one `ArcSwap::swap`;
+    /// 6. the new version resumes (those messages first), the held requests are released to
+    ///    it, and the old version is closed.
+    ///
+    /// If anything in 3–5 fails (a trap, a deadline, `restore` returning non-zero, the hold
+    /// timeout), the new version is refused and closed, the old version resumes with its
+    /// state and its waiting messages, and the held requests go to it: nothing is lost.
+    ///
+    /// Bus messages are held in the old version's inbox rather than moved to the new one at
+    /// the start of the hold: a retired subscription can't be revived, so moving them first
+    /// would leave nothing to hand back to the old version if `restore` fails. Each message
+    /// still reaches exactly one version: the old one (failure) or the new one (success).
+    async fn swap_with_state(
+        &self,
+        entry: &Arc<Entry>,
+        old: Arc<LoadedModule>,
+        new: LoadedModule,
+        rule: Option<Rule>,
+        load_time: Duration,
+    ) -> Result<ReloadOutcome, String> {
+        let name = entry.name.clone();
+        let HandoffConfig { hold_timeout, .. } = self.config.handoff(&name).clone();
+        let drain_timeout = self.config.drain_timeout.min(hold_timeout);
+        let new_version = new.version().to_owned();
+        let old_version = old.version().to_owned();
+
+        let held_at = Instant::now();
+        entry.gate.hold().await;
+        let handoff = {
+            let (old, new, entry) = (old.clone(), new.clone(), entry.clone());
+            tokio::task::spawn_blocking(move || {
+                hand_over(&entry, &old, &new, drain_timeout, hold_timeout, held_at)
+            })
+        }
+        .await
+        .unwrap_or_else(|error| Err(format!("the handoff task failed: {error}")));
+        let held = held_at.elapsed();
+        match handoff {
+            Ok(state_bytes) => {
+                entry.rule.store(Arc::new(rule));
+                let held_requests = entry.gate.release();
+                self.count_hold(held, held_requests);
+                let held_ms = held.as_secs_f64() * 1e3;
+                tracing::info!(module = %name, old = %old_version, new = %new_version, load_ms = load_time.as_secs_f64() * 1e3, held_ms, held_requests, state_bytes, "swapped with the state handed over, held {held_ms:.1} ms");
+                self.retire(entry.clone(), old, load_time, &new_version, false);
+                let mut history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
+                history.swaps += 1;
+                history.last_swap = Some(SwapInfo {
+                    old: old_version.clone(),
+                    new: new_version.clone(),
+                    at: epoch_seconds(SystemTime::now()),
+                    handoff: "snapshot",
+                    held_ms: Some(held_ms),
+                    held_requests,
+                    state_bytes: Some(state_bytes),
+                });
+                Ok(ReloadOutcome::Swapped {
+                    old: old_version,
+                    new: new_version,
+                })
+            }
+            Err(reason) => {
+                // The old version keeps serving with its state: it takes its waiting
+                // messages up again and gets the held requests.
+                old.resume(QueuedJobs::default());
+                let held_requests = entry.gate.release();
+                self.count_hold(held, held_requests);
+                let reason = format!("module \"{name}\": state handoff failed: {reason}");
+                tracing::warn!(module = %name, rejected = %new_version, serving = %old_version, held_ms = held.as_secs_f64() * 1e3, held_requests, "new version refused, the old one keeps serving with its state: {reason}");
+                entry.record_rejection(&new_version, &reason);
+                tokio::task::spawn_blocking(move || new.close());
+                Err(reason)
+            }
+        }
+    }
+
+    /// Step 5: the old version finishes what it was given, drains (unless it did already, in
+    /// a swap with a state handoff), and is closed.
     fn retire(
         &self,
         entry: Arc<Entry>,
         old: Arc<LoadedModule>,
         load_time: Duration,
         new_version: &str,
+        drain: bool,
     ) {
         let drain_timeout = self.config.drain_timeout;
         let draining = self.draining.clone();
         draining.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let new_version = new_version.to_owned();
         tokio::task::spawn_blocking(move || {
-            let report = old.drain(drain_timeout);
+            let report = if drain {
+                old.drain(drain_timeout)
+            } else {
+                wasi_host::DrainReport {
+                    instances: Vec::new(),
+                    elapsed: Duration::ZERO,
+                }
+            };
             let stats = old.stats();
             old.close();
             {
@@ -404,7 +693,9 @@ impl Registry {
                 history.retired.kv_errors += stats.kv_errors;
             }
             let drain_ms = report.elapsed.as_secs_f64() * 1e3;
-            if report.completed() {
+            if !drain {
+                tracing::debug!(module = %entry.name, old = %old.version(), "closed after handing its state over");
+            } else if report.completed() {
                 tracing::info!(module = %entry.name, old = %old.version(), new = %new_version, load_ms = load_time.as_secs_f64() * 1e3, drain_ms, "swapped");
             } else {
                 tracing::warn!(module = %entry.name, old = %old.version(), new = %new_version, load_ms = load_time.as_secs_f64() * 1e3, drain_ms, outcome = ?report.instances, "swapped; the old version did not finish draining within {drain_timeout:?} and was closed");
@@ -487,6 +778,7 @@ impl Registry {
                     traps: history.retired.traps + stats.traps,
                     swaps: history.swaps,
                     last_rejected: history.last_rejected.clone(),
+                    last_swap: history.last_swap.clone(),
                     subscriptions: current.subscriptions(),
                     middleware: entry
                         .rule()
@@ -519,6 +811,7 @@ impl Registry {
                 traps: 0,
                 swaps: 0,
                 last_rejected: Some(rejection.clone()),
+                last_swap: None,
                 subscriptions: Vec::new(),
                 middleware: None,
                 kv_keys: None,
@@ -555,6 +848,46 @@ impl Registry {
     }
 }
 
+/// Steps 1 and 3–5 of [`Registry::swap_with_state`], on a blocking thread. Returns the size
+/// of the state handed over. On `Err` nothing has moved: routing and the bus still point at
+/// the old version.
+fn hand_over(
+    entry: &Entry,
+    old: &Arc<LoadedModule>,
+    new: &LoadedModule,
+    drain_timeout: Duration,
+    hold_timeout: Duration,
+    held_at: Instant,
+) -> Result<usize, String> {
+    new.pause()
+        .map_err(|error| format!("pausing the new version: {error}"))?;
+    let report = old.drain(drain_timeout);
+    old.pause()
+        .map_err(|error| format!("pausing the old version: {error}"))?;
+    if !report.completed() {
+        return Err(format!(
+            "the old version did not finish draining within {drain_timeout:?}: {:?}",
+            report.instances
+        ));
+    }
+    let envelope = old.snapshot().map_err(|error| error.to_string())?;
+    let state_bytes = new.restore(&envelope).map_err(|error| error.to_string())?;
+    let held = held_at.elapsed();
+    if held > hold_timeout {
+        return Err(format!(
+            "the handoff held requests for {held:?}, over the hold timeout of {hold_timeout:?}"
+        ));
+    }
+    new.take_over_from(old)
+        .map_err(|error| format!("moving subscriptions: {error}"))?;
+    // The old version is paused and no longer subscribed: what waits in its inbox is all it
+    // will ever get. The new version runs it first.
+    let waiting = old.take_queued();
+    new.resume(waiting);
+    entry.current.store(Arc::new(new.clone()));
+    Ok(state_bytes)
+}
+
 /// The version string wasi-host gives these bytes (first 16 hex digits of the SHA-256).
 fn wasi_host_version(bytes: &[u8]) -> String {
     wasi_host::content_hash(bytes)[..16].to_owned()
@@ -577,4 +910,62 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Gate;
+
+    #[tokio::test]
+    async fn the_gate_holds_new_calls_until_released_and_bounds_them() {
+        let gate = Arc::new(Gate::new(2));
+        assert!(gate.enter().is_some(), "open by default");
+        gate.hold().await;
+        assert!(gate.enter().is_none(), "held");
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let gate = gate.clone();
+                tokio::spawn(async move { gate.wait().await })
+            })
+            .collect();
+        // Both waiters are parked before the third arrives and finds the gate full.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while gate.waiting.load(std::sync::atomic::Ordering::Acquire) < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "waiters never parked"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(gate.wait().await, Err(2), "over max_held");
+        assert_eq!(gate.release(), 2, "two requests were held");
+        for waiter in waiters {
+            assert_eq!(waiter.await.unwrap(), Ok(()));
+        }
+        assert!(gate.enter().is_some(), "open again");
+    }
+
+    #[tokio::test]
+    async fn a_hold_waits_for_a_call_that_is_being_queued() {
+        let gate = Arc::new(Gate::new(8));
+        let entered = gate.enter();
+        let holding = {
+            let gate = gate.clone();
+            tokio::spawn(async move { gate.hold().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !holding.is_finished(),
+            "the hold waits for the entered call"
+        );
+        drop(entered);
+        tokio::time::timeout(Duration::from_secs(5), holding)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(gate.enter().is_none());
+    }
 }

@@ -48,6 +48,73 @@ pub fn fixture_guest() -> &'static [u8] {
     })
 }
 
+/// The example module `modules/<name>/wasm` (a crate of the `modules/` workspace), built
+/// once per process with the release profile for `wasm32-wasip1` into
+/// `<target>/modhost-example-modules`, as `.wasm` bytes.
+pub fn example_module(name: &str) -> Vec<u8> {
+    static BUILT: std::sync::Mutex<Vec<(String, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, bytes)) = built.iter().find(|(built_name, _)| built_name == name) {
+        return bytes.clone();
+    }
+    let manifest = repo_root().join("modules/Cargo.toml");
+    let target_dir = target_dir().join("modhost-example-modules");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--target",
+            "wasm32-wasip1",
+        ])
+        .args(["--package", name, "--manifest-path"])
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the example module {name} failed"
+    );
+    let bytes = std::fs::read(target_dir.join(format!("wasm32-wasip1/release/{name}.wasm")))
+        .expect("the example module's .wasm");
+    built.push((name.to_owned(), bytes.clone()));
+    bytes
+}
+
+/// `wasm` with a custom section `modhost-test` holding `tag` appended: the same code under a
+/// different content hash, i.e. a new version of the module to hot-swap to.
+pub fn retagged(wasm: &[u8], tag: &str) -> Vec<u8> {
+    fn leb128(mut value: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"modhost-test";
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name);
+    content.extend_from_slice(tag.as_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb128(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -30,6 +30,13 @@ impl AbiVersion {
 /// Name of the export that marks a module as speaking ABI 1 or later.
 pub const ABI_VERSION_EXPORT: &str = "modhost_abi_version";
 
+/// The optional ABI 1 export that hands a version's in-memory state over at a hot swap:
+/// `snapshot() -> i64`, `(ptr << 32) | len` of the state in guest memory.
+pub const SNAPSHOT_EXPORT: &str = "snapshot";
+
+/// The optional ABI 1 export that takes the state over: `restore(ptr, len) -> i32`, 0 = ok.
+pub const RESTORE_EXPORT: &str = "restore";
+
 /// Renders a function type like `(i32, i32) -> i64`.
 pub(crate) fn render(ty: &FunctionType) -> String {
     let list = |types: &[Type]| {
@@ -63,6 +70,8 @@ fn expected_export(name: &str, abi: AbiVersion) -> Option<FunctionType> {
         ("handle", AbiVersion::V1) => ty(&[I32, I32], &[I64]),
         ("malloc" | "alloc", _) => ty(&[I32], &[I32]),
         ("dealloc", AbiVersion::V1) => ty(&[I32, I32], &[]),
+        (SNAPSHOT_EXPORT, AbiVersion::V1) => ty(&[], &[I64]),
+        (RESTORE_EXPORT, AbiVersion::V1) => ty(&[I32, I32], &[I32]),
         (ABI_VERSION_EXPORT, _) => ty(&[], &[I32]),
         _ => return None,
     })
@@ -93,6 +102,10 @@ pub(crate) struct Shape {
     pub has_on_message: bool,
     pub has_handle: bool,
     pub has_dealloc: bool,
+    /// ABI 1 `snapshot`: this version can hand its state over.
+    pub has_snapshot: bool,
+    /// ABI 1 `restore`: this version can take a predecessor's state over.
+    pub has_restore: bool,
     /// `alloc` or `malloc`, whichever is exported (`alloc` preferred).
     pub allocator: Option<&'static str>,
     pub uses_wasi: bool,
@@ -160,6 +173,14 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
             why: "`handle` and `on_message` need an allocator export (`alloc` or `malloc`)",
         });
     }
+    let has_restore = abi == AbiVersion::V1 && has(RESTORE_EXPORT);
+    if has_restore && allocator.is_none() {
+        return Err(LoadError::MissingExport {
+            module: module_name.to_owned(),
+            export: "alloc".into(),
+            why: "`restore` needs an allocator export (`alloc` or `malloc`) for the state",
+        });
+    }
 
     let mut uses_wasi = false;
     for import in module.imports() {
@@ -206,6 +227,8 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
         has_on_message: has("on_message"),
         has_handle: has("handle"),
         has_dealloc: abi == AbiVersion::V1 && has("dealloc"),
+        has_snapshot: abi == AbiVersion::V1 && has(SNAPSHOT_EXPORT),
+        has_restore,
         allocator,
         uses_wasi,
     })

@@ -74,6 +74,12 @@ pub struct Limits {
     /// Deadline of one `drain` call (default 1 s); the drain timeout as a whole is the
     /// caller's.
     pub drain_call_deadline: Duration,
+    /// Deadline of one `snapshot` or `restore` call during a hot swap (default 5 s); each
+    /// instance's `restore` has its own.
+    pub snapshot_deadline: Duration,
+    /// Largest state `snapshot` may return (default 16 MiB,
+    /// [`binary::DEFAULT_MAX_SNAPSHOT_BYTES`]).
+    pub max_snapshot_bytes: usize,
     /// Largest encoded request passed to `handle` (default 16 MiB).
     pub max_request_bytes: usize,
     /// Largest response read back from `handle` (default 16 MiB).
@@ -97,6 +103,8 @@ impl Default for Limits {
             message_deadline: Duration::from_secs(5),
             init_deadline: Duration::from_secs(5),
             drain_call_deadline: Duration::from_secs(1),
+            snapshot_deadline: Duration::from_secs(5),
+            max_snapshot_bytes: binary::DEFAULT_MAX_SNAPSHOT_BYTES,
             max_request_bytes: 16 * 1024 * 1024,
             max_response_bytes: 16 * 1024 * 1024,
             max_message_bytes: 1024 * 1024,

@@ -214,3 +214,116 @@ impl CallError {
         )
     }
 }
+
+/// Why handing a module's in-memory state from one version to the next failed: the old
+/// version's `snapshot`, or the new version's `restore` (`docs/ABI.md`). Names the module
+/// once and the export that failed; the details are in [`SnapshotErrorKind`].
+///
+/// Displays like `module "counter": restore refused the state (returned 3)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("module \"{module}\": {export} {kind}")]
+pub struct SnapshotError {
+    /// Module name.
+    pub module: String,
+    /// The export that failed: `"snapshot"` or `"restore"`.
+    pub export: &'static str,
+    /// What went wrong.
+    pub kind: SnapshotErrorKind,
+}
+
+/// The ways a snapshot or a restore fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotErrorKind {
+    /// The export trapped. The instance is replaced, as after any trap.
+    #[error("trapped: {message}{}", backtrace_suffix(backtrace))]
+    Trap {
+        /// The trap's message.
+        message: String,
+        /// The guest's frames, innermost first.
+        backtrace: String,
+    },
+    /// The export ran past its deadline ([`crate::Limits::snapshot_deadline`]).
+    #[error("exceeded its deadline of {deadline:?}")]
+    Deadline {
+        /// The deadline it had.
+        deadline: Duration,
+    },
+    /// `snapshot` returned a negative value: the guest could not produce its state.
+    #[error("returned error code {code}")]
+    Failed {
+        /// The value it returned.
+        code: i64,
+    },
+    /// `restore` returned non-zero: the new version does not accept the state.
+    #[error("refused the state (returned {code})")]
+    Refused {
+        /// The value it returned.
+        code: i32,
+    },
+    /// A pointer or length outside guest memory, or another ABI breach.
+    #[error("broke the ABI: {detail}")]
+    Abi {
+        /// What was wrong.
+        detail: String,
+    },
+    /// The state is larger than [`crate::Limits::max_snapshot_bytes`].
+    #[error("state of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The snapshot envelope handed to `restore` does not decode or check.
+    #[error("got an invalid snapshot envelope: {0}")]
+    Envelope(binary::DecodeError),
+    /// The snapshot envelope was taken from another module.
+    #[error("got the state of module \"{found}\"")]
+    OtherModule {
+        /// The module named in the envelope.
+        found: String,
+    },
+    /// The call could not run: no such export, the version is closed, no live instance.
+    #[error("could not run: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SnapshotError {
+    /// Whether the guest broke its part (trapped, blew the deadline, broke the ABI), as
+    /// opposed to declining (`Failed`, `Refused`) or the host refusing the input.
+    pub fn is_guest_fault(&self) -> bool {
+        matches!(
+            self.kind,
+            SnapshotErrorKind::Trap { .. }
+                | SnapshotErrorKind::Deadline { .. }
+                | SnapshotErrorKind::Abi { .. }
+        )
+    }
+
+    /// Classifies a failed guarded call of `export`.
+    pub(crate) fn from_call(module: &str, export: &'static str, error: CallError) -> SnapshotError {
+        let kind = match error {
+            CallError::Trap {
+                message, backtrace, ..
+            } => SnapshotErrorKind::Trap { message, backtrace },
+            CallError::Deadline { deadline, .. } => SnapshotErrorKind::Deadline { deadline },
+            CallError::BadPointer { place, detail, .. } => SnapshotErrorKind::Abi {
+                detail: format!("bad pointer in {place}: {detail}"),
+            },
+            CallError::Abi { detail, .. } => SnapshotErrorKind::Abi { detail },
+            CallError::TooLarge { size, limit, .. } => SnapshotErrorKind::TooLarge { size, limit },
+            other => SnapshotErrorKind::Unavailable {
+                reason: other.to_string(),
+            },
+        };
+        SnapshotError {
+            module: module.to_owned(),
+            export,
+            kind,
+        }
+    }
+}

@@ -13,7 +13,7 @@ use wasmer::{
 };
 use wasmer_wasix::{WasiEnv, WasiError, WasiFunctionEnv};
 
-use crate::abi::{ABI_VERSION_EXPORT, AbiVersion, Shape};
+use crate::abi::{ABI_VERSION_EXPORT, AbiVersion, RESTORE_EXPORT, SNAPSHOT_EXPORT, Shape};
 use crate::config::Grants;
 use crate::error::{CallError, LoadError};
 use crate::imports::{self, GuestEnv};
@@ -71,6 +71,8 @@ pub(crate) struct Live {
     handle_v1: Option<TypedFunction<(i32, i32), i64>>,
     on_message: Option<TypedFunction<(i32, i32), ()>>,
     drain: Option<TypedFunction<(), i32>>,
+    snapshot: Option<TypedFunction<(), i64>>,
+    restore: Option<TypedFunction<(i32, i32), i32>>,
     alloc: Option<TypedFunction<i32, i32>>,
     dealloc: Option<TypedFunction<(i32, i32), ()>>,
 }
@@ -195,6 +197,8 @@ impl Live {
             ),
             on_message: typed(&instance, &store, "on_message", shape.has_on_message),
             drain: typed(&instance, &store, "drain", shape.has_drain),
+            snapshot: typed(&instance, &store, SNAPSHOT_EXPORT, shape.has_snapshot),
+            restore: typed(&instance, &store, RESTORE_EXPORT, shape.has_restore),
             dealloc: typed(&instance, &store, "dealloc", shape.has_dealloc),
             alloc,
             memory,
@@ -537,6 +541,70 @@ impl Live {
         let deadline = blueprint.shared.limits.drain_call_deadline;
         self.guarded(blueprint, "drain", deadline, |live| {
             Ok(drain.call(&mut live.store)? as u32)
+        })
+    }
+
+    /// Calls `snapshot()` and copies the state out of guest memory (then `dealloc`s it, if
+    /// exported). `Ok(Err(code))` is the guest declining with a negative code.
+    pub(crate) fn snapshot(
+        &mut self,
+        blueprint: &Blueprint,
+    ) -> Result<Result<Vec<u8>, i64>, CallError> {
+        let module = blueprint.name();
+        let Some(snapshot) = self.snapshot.clone() else {
+            return Err(CallError::NotExported {
+                module: module.to_owned(),
+                export: SNAPSHOT_EXPORT,
+            });
+        };
+        let limits = &blueprint.shared.limits;
+        let limit = limits.max_snapshot_bytes;
+        self.guarded(
+            blueprint,
+            SNAPSHOT_EXPORT,
+            limits.snapshot_deadline,
+            |live| {
+                let packed = snapshot.call(&mut live.store)?;
+                if packed < 0 {
+                    return Ok(Err(packed));
+                }
+                let (ptr, len) = ((packed >> 32) as u32, packed as u32);
+                if len as usize > limit {
+                    return Err(CallError::TooLarge {
+                        module: module.to_owned(),
+                        what: "state",
+                        size: len as usize,
+                        limit,
+                    }
+                    .into());
+                }
+                let state = live.read_guest(module, SNAPSHOT_EXPORT, ptr, len)?;
+                if let Some(dealloc) = live.dealloc.clone() {
+                    dealloc.call(&mut live.store, ptr as i32, len as i32)?;
+                }
+                Ok(Ok(state))
+            },
+        )
+    }
+
+    /// Writes `state` into a buffer from the guest's allocator and calls `restore(ptr, len)`;
+    /// returns what it returned (0 = accepted).
+    pub(crate) fn restore(
+        &mut self,
+        blueprint: &Blueprint,
+        state: &[u8],
+    ) -> Result<i32, CallError> {
+        let module = blueprint.name();
+        let Some(restore) = self.restore.clone() else {
+            return Err(CallError::NotExported {
+                module: module.to_owned(),
+                export: RESTORE_EXPORT,
+            });
+        };
+        let deadline = blueprint.shared.limits.snapshot_deadline;
+        self.guarded(blueprint, RESTORE_EXPORT, deadline, |live| {
+            let (ptr, len) = live.write_guest(module, RESTORE_EXPORT, state)?;
+            Ok(restore.call(&mut live.store, ptr, len)?)
         })
     }
 }

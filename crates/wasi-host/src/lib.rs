@@ -39,13 +39,13 @@ mod tunables;
 mod watchdog;
 mod worker;
 
-pub use abi::{ABI_VERSION_EXPORT, AbiVersion};
+pub use abi::{ABI_VERSION_EXPORT, AbiVersion, RESTORE_EXPORT, SNAPSHOT_EXPORT};
 pub use config::{Grants, HostConfig, KvConfig, Limits, ModuleConfig};
-pub use error::{CallError, LoadError};
+pub use error::{CallError, LoadError, SnapshotError, SnapshotErrorKind};
 pub use host::{CompileSource, Compiled, Host};
 pub use kv::valid_store_name;
 pub use logs::{LogLevel, LogLine, LogSource};
-pub use module::{DrainReport, LoadedModule};
+pub use module::{DrainReport, LoadedModule, QueuedJobs};
 pub use shared::{BroadcastSink, ModuleStats, NoBroadcast};
 pub use worker::DrainOutcome;
 

@@ -9,7 +9,8 @@ use binary::{HttpRequest, HttpResponse, Message};
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::abi::AbiVersion;
-use crate::error::CallError;
+use crate::abi::{RESTORE_EXPORT, SNAPSHOT_EXPORT};
+use crate::error::{CallError, SnapshotError, SnapshotErrorKind};
 use crate::instance::Blueprint;
 use crate::logs::LogLine;
 use crate::shared::{ModuleStats, Shared};
@@ -60,6 +61,31 @@ impl std::fmt::Debug for LoadedModule {
             .field("version", &self.version())
             .field("abi", &self.abi())
             .finish_non_exhaustive()
+    }
+}
+
+/// Jobs taken out of a paused version's inbox by [`LoadedModule::take_queued`], to be run
+/// first by the version that replaces it ([`LoadedModule::resume`]).
+#[derive(Default)]
+pub struct QueuedJobs(Vec<Job>);
+
+impl QueuedJobs {
+    /// How many jobs (HTTP requests and bus messages).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for QueuedJobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueuedJobs")
+            .field("len", &self.0.len())
+            .finish()
     }
 }
 
@@ -236,27 +262,52 @@ impl LoadedModule {
     /// Like [`LoadedModule::handle`], but a request this version refuses because it is closed
     /// (it never reached an instance) comes back as `Err(request)`, so a caller can retry it
     /// on the version that replaced this one without cloning every request up front.
-    pub async fn try_handle(
+    ///
+    /// The request is queued (or refused) before this function returns, not when the future
+    /// is first polled: a caller that orders its submissions against a hot swap's hold can
+    /// rely on that.
+    pub fn try_handle(
         &self,
         request: HttpRequest,
-    ) -> Result<Result<HttpResponse, CallError>, HttpRequest> {
-        if self.is_closed() {
-            return Err(request);
+    ) -> impl Future<Output = Result<Result<HttpResponse, CallError>, HttpRequest>> + Send + 'static
+    {
+        enum Queued {
+            Waiting(
+                tokio::sync::oneshot::Receiver<Result<HttpResponse, CallError>>,
+                LoadedModule,
+            ),
+            Done(Result<Result<HttpResponse, CallError>, HttpRequest>),
         }
-        let (reply, response) = tokio::sync::oneshot::channel();
-        match self.inner.jobs.try_send(Job::Handle { request, reply }) {
-            Ok(()) => Ok(response.await.unwrap_or_else(|_| Err(self.lost()))),
-            Err(TrySendError::Full(_)) => {
-                Shared::bump(&self.shared().counters.overloaded);
-                Ok(Err(CallError::Overloaded {
-                    module: self.name().to_owned(),
-                    capacity: self.inner.capacity,
-                }))
+        let queued = if self.is_closed() {
+            Queued::Done(Err(request))
+        } else {
+            let (reply, response) = tokio::sync::oneshot::channel();
+            match self.inner.jobs.try_send(Job::Handle { request, reply }) {
+                Ok(()) => Queued::Waiting(response, self.clone()),
+                Err(TrySendError::Full(_)) => {
+                    Shared::bump(&self.shared().counters.overloaded);
+                    Queued::Done(Ok(Err(CallError::Overloaded {
+                        module: self.name().to_owned(),
+                        capacity: self.inner.capacity,
+                    })))
+                }
+                Err(TrySendError::Disconnected(Job::Handle { request, .. })) => {
+                    Queued::Done(Err(request))
+                }
+                Err(TrySendError::Disconnected(Job::Message(_))) => {
+                    Queued::Done(Ok(Err(CallError::Closed {
+                        module: self.name().to_owned(),
+                    })))
+                }
             }
-            Err(TrySendError::Disconnected(Job::Handle { request, .. })) => Err(request),
-            Err(TrySendError::Disconnected(Job::Message(_))) => Ok(Err(CallError::Closed {
-                module: self.name().to_owned(),
-            })),
+        };
+        async move {
+            match queued {
+                Queued::Waiting(response, module) => {
+                    Ok(response.await.unwrap_or_else(|_| Err(module.lost())))
+                }
+                Queued::Done(result) => result,
+            }
         }
     }
 
@@ -312,6 +363,189 @@ impl LoadedModule {
         old_table.live = false;
         old_table.by_topic.clear();
         Ok(())
+    }
+
+    /// Whether this version exports `snapshot` (can hand its in-memory state to a successor).
+    pub fn exports_snapshot(&self) -> bool {
+        self.inner.blueprint.shape.has_snapshot
+    }
+
+    /// Whether this version exports `restore` (can take a predecessor's state over).
+    pub fn exports_restore(&self) -> bool {
+        self.inner.blueprint.shape.has_restore
+    }
+
+    /// How long an order may wait behind the call an instance is running.
+    fn busy_grace(&self) -> Duration {
+        let limits = &self.shared().limits;
+        limits
+            .handle_deadline
+            .max(limits.message_deadline)
+            .max(limits.drain_call_deadline)
+            + Duration::from_secs(1)
+    }
+
+    /// Sends an order to the first instance (`first_only`) or to every one, and collects
+    /// the replies in pool order; `None` for an instance that did not answer within `wait`.
+    fn order_each<T>(
+        &self,
+        first_only: bool,
+        wait: Duration,
+        order: impl Fn(crossbeam_channel::Sender<T>) -> Control,
+    ) -> Vec<Option<T>> {
+        let receivers: Vec<_> = {
+            let workers = self
+                .inner
+                .workers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let count = if first_only { 1 } else { workers.len() };
+            workers
+                .iter()
+                .take(count)
+                .map(|worker| {
+                    let (reply, answer) = crossbeam_channel::bounded(1);
+                    let sent = worker.control.send(order(reply)).is_ok();
+                    (sent, answer)
+                })
+                .collect()
+        };
+        let until = Instant::now() + wait;
+        receivers
+            .into_iter()
+            .map(|(sent, answer)| {
+                let left = until.saturating_duration_since(Instant::now());
+                sent.then(|| answer.recv_timeout(left).ok()).flatten()
+            })
+            .collect()
+    }
+
+    /// Stops every instance from taking jobs: requests and bus messages queued from now on
+    /// wait in the inbox until [`LoadedModule::resume`] (or are taken out by
+    /// [`LoadedModule::take_queued`]). Returns once each instance has finished the call it
+    /// was running. Part of the hot swap with a state handoff (`docs/ABI.md`).
+    pub fn pause(&self) -> Result<(), CallError> {
+        let answers = self.order_each(false, self.busy_grace(), |ack| Control::Pause { ack });
+        if answers.iter().all(Option::is_some) {
+            Ok(())
+        } else {
+            Err(self.lost())
+        }
+    }
+
+    /// Takes every job waiting in a [paused](LoadedModule::pause) version's inbox, in order.
+    pub fn take_queued(&self) -> QueuedJobs {
+        let answers = self.order_each(true, self.busy_grace(), |reply| Control::TakeQueued {
+            reply,
+        });
+        QueuedJobs(answers.into_iter().flatten().flatten().collect())
+    }
+
+    /// Lets every instance take jobs again; the first instance runs `first` (jobs taken from
+    /// the version this one replaces) before anything else.
+    pub fn resume(&self, first: QueuedJobs) {
+        let workers = self
+            .inner
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut first = Some(first.0);
+        for worker in workers.iter() {
+            let jobs = first.take().unwrap_or_default();
+            if let Err(returned) = worker.control.send(Control::Resume { first: jobs }) {
+                // That worker is gone: hand its jobs to the next one.
+                if let Control::Resume { first: jobs } = returned.into_inner() {
+                    first = Some(jobs);
+                }
+            }
+        }
+    }
+
+    /// Calls `snapshot()` on the first instance of the pool (instance 0: with `instances >
+    /// 1` the others' state is not handed over, which is why a module that keeps state in
+    /// memory should run one instance) and wraps the state in a [`binary::Snapshot`]
+    /// envelope naming this module and version. Blocks.
+    pub fn snapshot(&self) -> Result<Vec<u8>, SnapshotError> {
+        let unavailable = |reason: &str| SnapshotError {
+            module: self.name().to_owned(),
+            export: SNAPSHOT_EXPORT,
+            kind: SnapshotErrorKind::Unavailable {
+                reason: reason.to_owned(),
+            },
+        };
+        if !self.exports_snapshot() {
+            return Err(unavailable("the module does not export it"));
+        }
+        if self.is_closed() {
+            return Err(unavailable("the version is closed"));
+        }
+        let wait = self.shared().limits.snapshot_deadline + self.busy_grace();
+        let answer = self
+            .order_each(true, wait, |reply| Control::Snapshot { reply })
+            .into_iter()
+            .next()
+            .flatten();
+        let state = answer.ok_or_else(|| unavailable("the instance did not answer"))??;
+        Ok(binary::Snapshot::new(self.name(), self.version(), state).encode())
+    }
+
+    /// Checks a snapshot envelope (it decodes, its checksum holds, it is this module's, the
+    /// state is within [`crate::Limits::max_snapshot_bytes`]) and calls `restore(state)` on
+    /// every instance of the pool, in parallel. Blocks. Call it before the version takes
+    /// traffic; any error means the version must not replace its predecessor. Returns the
+    /// size of the state (the guest's payload) on success.
+    pub fn restore(&self, envelope: &[u8]) -> Result<usize, SnapshotError> {
+        let error = |kind| SnapshotError {
+            module: self.name().to_owned(),
+            export: RESTORE_EXPORT,
+            kind,
+        };
+        if !self.exports_restore() {
+            return Err(error(SnapshotErrorKind::Unavailable {
+                reason: "the module does not export it".into(),
+            }));
+        }
+        if self.is_closed() {
+            return Err(error(SnapshotErrorKind::Unavailable {
+                reason: "the version is closed".into(),
+            }));
+        }
+        let limit = self.shared().limits.max_snapshot_bytes;
+        // Room for the envelope's own fields around the largest state allowed.
+        let options = binary::DecodeOptions {
+            max_size: limit.saturating_add(64 * 1024),
+        };
+        let snapshot = binary::Snapshot::decode_with(envelope, &options)
+            .map_err(|decode| error(SnapshotErrorKind::Envelope(decode)))?;
+        if snapshot.module != self.name() {
+            return Err(error(SnapshotErrorKind::OtherModule {
+                found: snapshot.module,
+            }));
+        }
+        if snapshot.payload.len() > limit {
+            return Err(error(SnapshotErrorKind::TooLarge {
+                size: snapshot.payload.len(),
+                limit,
+            }));
+        }
+        let size = snapshot.payload.len();
+        let state: Arc<[u8]> = snapshot.payload.into();
+        let wait = self.shared().limits.snapshot_deadline + self.busy_grace();
+        let answers = self.order_each(false, wait, |reply| Control::Restore {
+            state: state.clone(),
+            reply,
+        });
+        for answer in answers {
+            match answer {
+                Some(result) => result?,
+                None => {
+                    return Err(error(SnapshotErrorKind::Unavailable {
+                        reason: "an instance did not answer".into(),
+                    }));
+                }
+            }
+        }
+        Ok(size)
     }
 
     /// Finishes queued work, then polls every instance's `drain()` until it returns 0 or

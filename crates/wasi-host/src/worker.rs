@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use binary::{HttpRequest, HttpResponse, Message};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
-use crate::error::{CallError, LoadError};
+use crate::abi::{RESTORE_EXPORT, SNAPSHOT_EXPORT};
+use crate::error::{CallError, LoadError, SnapshotError, SnapshotErrorKind};
 use crate::instance::{Blueprint, Live};
 use crate::shared::Shared;
 
@@ -32,6 +33,23 @@ pub(crate) enum Control {
     },
     /// Finish queued jobs and exit.
     Stop,
+    /// Stop taking jobs from the inbox (they wait there) until `Resume`; orders still run.
+    /// The hot swap with a state handoff pauses both versions (`docs/ABI.md`).
+    Pause { ack: Sender<()> },
+    /// Run `first`, then take jobs from the inbox again.
+    Resume { first: Vec<Job> },
+    /// Hand back every job waiting in the shared inbox (sent to a paused worker, so nothing
+    /// else takes them).
+    TakeQueued { reply: Sender<Vec<Job>> },
+    /// Call `snapshot()` on this worker's instance.
+    Snapshot {
+        reply: Sender<Result<Vec<u8>, SnapshotError>>,
+    },
+    /// Call `restore(state)` on this worker's instance.
+    Restore {
+        state: Arc<[u8]>,
+        reply: Sender<Result<(), SnapshotError>>,
+    },
 }
 
 /// How one instance's drain ended.
@@ -58,6 +76,8 @@ pub(crate) struct Worker {
     jobs: Receiver<Job>,
     control: Receiver<Control>,
     live: Option<Live>,
+    /// Between `Pause` and `Resume`: orders only, no jobs.
+    paused: bool,
 }
 
 /// Starts a worker; returns once its instance has run `init` (or failed to).
@@ -88,6 +108,7 @@ pub(crate) fn spawn(
                 jobs,
                 control,
                 live: Some(live),
+                paused: false,
             }
             .run();
         })
@@ -118,23 +139,127 @@ impl Worker {
 
     fn run(mut self) {
         loop {
+            if self.paused {
+                let order = self.control.recv().unwrap_or(Control::Stop);
+                if !self.obey(order) {
+                    return;
+                }
+                continue;
+            }
             select! {
-                recv(self.control) -> order => match order {
-                    Ok(Control::Drain { until, reply }) => {
-                        let outcome = self.drain(until);
-                        let _ = reply.send(outcome);
-                    }
-                    Ok(Control::Stop) | Err(_) => {
-                        while let Ok(job) = self.jobs.try_recv() {
-                            self.run_job(job);
-                        }
+                recv(self.control) -> order => {
+                    if !self.obey(order.unwrap_or(Control::Stop)) {
                         return;
                     }
-                },
+                }
                 recv(self.jobs) -> job => match job {
                     Ok(job) => self.run_job(job),
                     Err(_) => return,
                 },
+            }
+        }
+    }
+
+    /// Carries out one order; `false` means exit.
+    fn obey(&mut self, order: Control) -> bool {
+        match order {
+            Control::Drain { until, reply } => {
+                let outcome = self.drain(until);
+                let _ = reply.send(outcome);
+            }
+            Control::Stop => {
+                while let Ok(job) = self.jobs.try_recv() {
+                    self.run_job(job);
+                }
+                return false;
+            }
+            Control::Pause { ack } => {
+                self.paused = true;
+                let _ = ack.send(());
+            }
+            Control::Resume { first } => {
+                self.paused = false;
+                for job in first {
+                    self.run_job(job);
+                }
+            }
+            Control::TakeQueued { reply } => {
+                let queued: Vec<Job> = self.jobs.try_iter().collect();
+                // Nobody waits any more (the caller timed out): run them here rather than
+                // drop them.
+                if let Err(returned) = reply.send(queued) {
+                    for job in returned.into_inner() {
+                        self.run_job(job);
+                    }
+                }
+            }
+            Control::Snapshot { reply } => {
+                let result = self.snapshot();
+                let _ = reply.send(result);
+            }
+            Control::Restore { state, reply } => {
+                let result = self.restore(&state);
+                let _ = reply.send(result);
+            }
+        }
+        true
+    }
+
+    fn unavailable(&self, export: &'static str, reason: &str) -> SnapshotError {
+        SnapshotError {
+            module: self.shared().name.clone(),
+            export,
+            kind: SnapshotErrorKind::Unavailable {
+                reason: reason.to_owned(),
+            },
+        }
+    }
+
+    /// `snapshot()` on the instance as it is: never on a fresh replacement, whose state
+    /// would be empty.
+    fn snapshot(&mut self) -> Result<Vec<u8>, SnapshotError> {
+        let blueprint = self.blueprint.clone();
+        let Some(live) = self.live.as_mut() else {
+            return Err(self.unavailable(
+                SNAPSHOT_EXPORT,
+                "the instance is gone (a failed drain closed it), its state with it",
+            ));
+        };
+        match live.snapshot(&blueprint) {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(code)) => Err(SnapshotError {
+                module: blueprint.shared.name.clone(),
+                export: SNAPSHOT_EXPORT,
+                kind: SnapshotErrorKind::Failed { code },
+            }),
+            Err(error) => {
+                self.after_failure(&error);
+                Err(SnapshotError::from_call(
+                    &blueprint.shared.name,
+                    SNAPSHOT_EXPORT,
+                    error,
+                ))
+            }
+        }
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<(), SnapshotError> {
+        let blueprint = self.blueprint.clone();
+        let result = self.live().and_then(|live| live.restore(&blueprint, state));
+        match result {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(SnapshotError {
+                module: blueprint.shared.name.clone(),
+                export: RESTORE_EXPORT,
+                kind: SnapshotErrorKind::Refused { code },
+            }),
+            Err(error) => {
+                self.after_failure(&error);
+                Err(SnapshotError::from_call(
+                    &blueprint.shared.name,
+                    RESTORE_EXPORT,
+                    error,
+                ))
             }
         }
     }

@@ -11,5 +11,6 @@ mod hot_reload;
 mod limits;
 mod persistence;
 mod routes;
+mod snapshot;
 mod state;
 mod websocket;
