@@ -155,7 +155,7 @@ macro_rules! export {
         #[cfg(target_family = "wasm")]
         #[unsafe(no_mangle)]
         pub extern "C" fn snapshot() -> i64 {
-            match __modhost_with(|module| $crate::__private::snapshot(module)) {
+            match __modhost_with(|instance| $crate::__private::snapshot(instance.module_mut())) {
                 Ok(state) => $crate::__private::pack(state),
                 Err(code) => code,
             }
@@ -170,7 +170,7 @@ macro_rules! export {
         pub unsafe extern "C" fn restore(ptr: *mut u8, len: usize) -> i32 {
             // SAFETY: the caller (the host) keeps the contract above.
             let state = unsafe { $crate::__private::take(ptr, len) };
-            __modhost_with(|module| $crate::__private::restore(module, &state))
+            __modhost_with(|instance| $crate::__private::restore(instance.module_mut(), &state))
         }
     };
     ($module:ty) => {
