@@ -194,6 +194,10 @@ pub async fn state(settings: &Settings) -> anyhow::Result<Section> {
             }),
         );
     }
+    let (handoff_rows, handoff_report, handoff_errors) = handoff(settings).await?;
+    rows.extend(handoff_rows);
+    report.insert("handoff".to_owned(), handoff_report);
+    errors += handoff_errors;
     rows.push(Row::new("non-2xx + socket errors", errors.to_string()).target("0", errors == 0));
     Ok(Section {
         scenario: "state".into(),
@@ -203,4 +207,97 @@ pub async fn state(settings: &Settings) -> anyhow::Result<Section> {
         rows,
         runs: serde_json::Value::Object(report),
     })
+}
+
+/// `counter` (which hands its in-memory count over with snapshot/restore) swapped repeatedly
+/// while 16 clients increment it: the hold window of each swap as `/_admin/modules` reports
+/// it, and the failed requests (there must be none).
+async fn handoff(settings: &Settings) -> anyhow::Result<(Vec<Row>, serde_json::Value, u64)> {
+    const CONCURRENCY: usize = 16;
+    let dir = settings.scratch("state-handoff")?;
+    let dist = dir.join("dist");
+    let counter = settings.read_module("counter.wasm")?;
+    std::fs::write(dist.join("counter.wasm"), &counter)?;
+    let modhost = settings.modhost(&dir, "modhost.log").start()?;
+    let target = Target {
+        method: http::Method::POST,
+        ..Target::get(modhost.addr, "/m/counter")
+    };
+    let swaps = settings.swaps.clamp(1, 50);
+    let load_for = Duration::from_secs(20).max(settings.seconds);
+    let load = tokio::spawn({
+        let target = target.clone();
+        let warmup = settings.warmup;
+        async move { crate::load::run(&target, CONCURRENCY, warmup, load_for).await }
+    });
+    tokio::time::sleep(settings.warmup).await;
+    let mut held_ms = Vec::new();
+    let started = Instant::now();
+    for index in 1..=swaps {
+        if started.elapsed() + Duration::from_secs(1) > load_for {
+            break;
+        }
+        // The same code with a custom section naming the swap: a new version each time.
+        let mut bytes = counter.clone();
+        bytes.extend([0, 6, 1, b'v']);
+        bytes.extend((index as u32).to_le_bytes());
+        let temp = dist.join(".counter.wasm.tmp");
+        std::fs::write(&temp, &bytes)?;
+        std::fs::rename(&temp, dist.join("counter.wasm"))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, body) =
+                crate::load::once(&Target::get(modhost.addr, "/_admin/modules")).await?;
+            let modules: Vec<serde_json::Value> = serde_json::from_slice(&body)?;
+            let status = modules
+                .iter()
+                .find(|module| module["name"] == "counter")
+                .context("counter is not in /_admin/modules")?;
+            if status["swaps"].as_u64() == Some(index as u64) {
+                let held = status["last_swap"]["held_ms"]
+                    .as_f64()
+                    .context("the swap reported no hold")?;
+                held_ms.push(held);
+                break;
+            }
+            anyhow::ensure!(
+                status["last_rejected"].is_null(),
+                "swap {index} was refused: {}",
+                status["last_rejected"]
+            );
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "swap {index} did not happen in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let result = load.await??;
+    eprintln!(
+        "state handoff: {} swaps under load, {:.0} req/s, {} failed",
+        held_ms.len(),
+        result.rps,
+        result.non_2xx + result.socket_errors
+    );
+    anyhow::ensure!(!held_ms.is_empty(), "no swap happened under load");
+    let p50 = crate::stats::percentile(&held_ms, 0.50);
+    let p99 = crate::stats::percentile(&held_ms, 0.99);
+    let rows = vec![
+        Row::new(
+            format!(
+                "snapshot/restore hold, {} swaps at c={CONCURRENCY}",
+                held_ms.len()
+            ),
+            format!(
+                "p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
+                held_ms.iter().copied().fold(0.0, f64::max)
+            ),
+        ),
+        Row::new(
+            "POST /m/counter during the swaps",
+            format!("{} ({} requests)", rate(result.rps), result.requests),
+        ),
+    ];
+    let errors = result.non_2xx + result.socket_errors;
+    Ok((rows, json!({ "held_ms": held_ms, "load": result }), errors))
 }
