@@ -141,6 +141,19 @@ fn read_sized(
     read(ctx, import, what, ptr, len).map(Some)
 }
 
+/// Fails the running call when its deadline has already fired: an import-heavy guest stops
+/// here, at its next import, rather than by a signal that could land inside wasmer's
+/// host-call wrapper (`watchdog.rs`, `GRACE`). The caller classifies the failure as the
+/// deadline.
+fn on_time(import: &str) -> Result<(), RuntimeError> {
+    if crate::watchdog::deadline_fired() {
+        return Err(RuntimeError::new(format!(
+            "import \"{import}\" called after the call's deadline"
+        )));
+    }
+    Ok(())
+}
+
 /// Counts and logs a refused import call; the guest sees a return code (or nothing, for the
 /// original ABI's void imports).
 fn refuse(ctx: &FunctionEnvMut<'_, GuestEnv>, import: &str, reason: &str) {
@@ -156,6 +169,7 @@ fn publish(
     payload_ptr: i32,
     payload_len: i32,
 ) -> Result<(), RuntimeError> {
+    on_time("publish")?;
     let Some(topic) = read_topic(&mut ctx, "publish", topic_ptr, topic_len)? else {
         return Ok(());
     };
@@ -197,6 +211,7 @@ fn publish_message(
     ptr: i32,
     len: i32,
 ) -> Result<i32, RuntimeError> {
+    on_time("publish_message")?;
     let Some(bytes) = read_sized(&mut ctx, "publish_message", "message", ptr, len)? else {
         return Ok(code::INVALID);
     };
@@ -240,6 +255,7 @@ fn subscribe(
     topic_len: i32,
     _handler: i32,
 ) -> Result<(), RuntimeError> {
+    on_time("subscribe")?;
     if let Some(topic) = read_topic(&mut ctx, "subscribe", topic_ptr, topic_len)? {
         subscribe_code(&ctx, "subscribe", &topic);
     }
@@ -252,6 +268,7 @@ fn subscribe_topic(
     topic_len: i32,
     _handler: i32,
 ) -> Result<i32, RuntimeError> {
+    on_time("subscribe_topic")?;
     Ok(
         match read_topic(&mut ctx, "subscribe_topic", topic_ptr, topic_len)? {
             Some(topic) => subscribe_code(&ctx, "subscribe_topic", &topic),
@@ -265,6 +282,7 @@ fn unsubscribe(
     topic_ptr: i32,
     topic_len: i32,
 ) -> Result<i32, RuntimeError> {
+    on_time("unsubscribe")?;
     Ok(
         match read_topic(&mut ctx, "unsubscribe", topic_ptr, topic_len)? {
             Some(topic) => i32::from(ctx.data().shared.unsubscribe(&topic)),
@@ -280,6 +298,7 @@ fn ws_broadcast(
     payload_ptr: i32,
     payload_len: i32,
 ) -> Result<(), RuntimeError> {
+    on_time("ws_broadcast")?;
     let Some(topic) = read_topic(&mut ctx, "ws_broadcast", topic_ptr, topic_len)? else {
         return Ok(());
     };
@@ -306,6 +325,7 @@ fn log_line(
     ptr: i32,
     len: i32,
 ) -> Result<(), RuntimeError> {
+    on_time(import)?;
     // Read no more than the line limit: a log call can't make the host copy a huge buffer.
     let limit = ctx.data().shared.limits.max_log_line_bytes;
     let shown = (len as u32 as usize).min(limit) as i32;
@@ -357,6 +377,7 @@ fn request(
     len: i32,
     timeout_ms: i32,
 ) -> Result<i64, RuntimeError> {
+    on_time("request")?;
     let Some(bytes) = read_sized(&mut ctx, "request", "message", ptr, len)? else {
         return Ok(i64::from(code::INVALID));
     };
@@ -432,6 +453,7 @@ fn give(
 /// `KvResponse` (an `Error` variant for refusals the store makes); a request that does not
 /// decode or is over the request limit is `INVALID`.
 fn kv(mut ctx: FunctionEnvMut<'_, GuestEnv>, ptr: i32, len: i32) -> Result<i64, RuntimeError> {
+    on_time("kv")?;
     let limit = ctx.data().shared.limits.max_request_bytes;
     if len as u32 as usize > limit {
         refuse(

@@ -25,6 +25,17 @@ use wasmer_wasix::{WasiThreadError, runtime::SpawnType};
 /// How often an expired call is interrupted again while it keeps running (a signal can be
 /// missed when it lands between entering and running wasm code).
 const RETRY: Duration = Duration::from_millis(20);
+/// How long after its deadline fires a call may still end through a host import (which
+/// refuses to run once the deadline fired, see [`deadline_fired`]) before it is interrupted
+/// with a signal.
+///
+/// The signal is for guests spinning in wasm code. It must not land while the thread is in
+/// wasmer's host-call wrapper: that wrapper runs on the wasm stack and looks the store up
+/// under a lock before switching stacks, and the trap handler would unwind the guest out of
+/// that lock or out of `malloc` (seen as a deadlock in `malloc` and as heap corruption under
+/// a flood of import calls). A guest that calls imports ends at its next import instead; only
+/// a guest that made none for this long gets the signal.
+const GRACE: Duration = Duration::from_millis(10);
 /// The idle wake-up period; arming a deadline later than the next wake-up needs no notify.
 const IDLE: Duration = Duration::from_millis(100);
 
@@ -32,6 +43,18 @@ struct Armed {
     deadline: Instant,
     interrupter: Interrupter,
     fired: Arc<Fired>,
+}
+
+/// Whether the deadline of the call running on this thread has fired. Host imports check it
+/// first and fail the call instead of running, so an import-heavy guest stops without a
+/// signal (see [`GRACE`]).
+pub(crate) fn deadline_fired() -> bool {
+    CURRENT.with(|current| {
+        current
+            .borrow()
+            .as_ref()
+            .is_some_and(|fired| fired.is_set())
+    })
 }
 
 /// Whether a call's deadline has fired, and a way to wake the call's WASI sleeps when it does.
@@ -189,9 +212,14 @@ fn run(inner: &Inner) {
         let mut next = now + IDLE;
         for armed in state.armed.values_mut() {
             if armed.deadline <= now {
-                armed.fired.fire();
-                armed.interrupter.interrupt();
-                armed.deadline = now + RETRY;
+                if armed.fired.is_set() {
+                    // Still running GRACE after the fire: a guest spinning in wasm code.
+                    armed.interrupter.interrupt();
+                    armed.deadline = now + RETRY;
+                } else {
+                    armed.fired.fire();
+                    armed.deadline = now + GRACE;
+                }
             }
             next = next.min(armed.deadline);
         }
