@@ -134,8 +134,8 @@ mod tests {
         let doc = include_str!("../../../docs/ABI.md");
         let line = doc
             .lines()
-            .find(|line| line.starts_with("Return codes:"))
-            .expect("docs/ABI.md has a \"Return codes:\" paragraph");
+            .find(|line| line.starts_with("Return codes"))
+            .expect("docs/ABI.md has a \"Return codes\" paragraph");
         let start = doc.find(line).unwrap_or(0);
         let paragraph: String = doc[start..]
             .lines()

@@ -7,4 +7,5 @@ mod fixture;
 mod hostile;
 mod kv;
 mod lifecycle;
+mod topics;
 mod wat_modules;
