@@ -37,9 +37,9 @@ mod watch;
 mod ws;
 
 pub use config::{FileConfig, FileModule, HttpLimits, ServerConfig, WebSocketConfig};
-pub use http::{Body, RouteHandler, percent_decode};
+pub use http::{Body, RouteHandler};
 pub use metrics::ProcessStats;
-pub use middleware::{PASS_HEADER, Rule, SET_HEADER_PREFIX, TARGET_HEADER};
+pub use middleware::Rule;
 pub use registry::{
     Entry, ModuleStatus, Registry, Rejection, ReloadOutcome, module_name_of, valid_name,
 };
