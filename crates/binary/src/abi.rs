@@ -146,6 +146,6 @@ mod tests {
             let entry = format!("`{}` {}", code.get(), code.meaning());
             assert!(paragraph.contains(&entry), "{entry:?} not in {paragraph:?}");
         }
-        assert!(!paragraph.contains(&format!("`{}`", Code::ALL.len() as i32 * -1 - 1)));
+        assert!(!paragraph.contains(&format!("`{}`", -(Code::ALL.len() as i32) - 1)));
     }
 }
