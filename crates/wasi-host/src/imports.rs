@@ -253,7 +253,13 @@ fn unsubscribe(
 ) -> Result<i32, RuntimeError> {
     Ok(
         match read_topic(&mut ctx, "unsubscribe", topic_ptr, topic_len)? {
-            Some(topic) => i32::from(ctx.data().shared.unsubscribe(&topic)),
+            Some(topic) => match binary::topic::validate_pattern(&topic) {
+                Ok(()) => i32::from(ctx.data().shared.unsubscribe(&topic)),
+                Err(error) => {
+                    refuse(&ctx, "unsubscribe", &error.to_string());
+                    Code::Invalid.get()
+                }
+            },
             None => Code::Invalid.get(),
         },
     )

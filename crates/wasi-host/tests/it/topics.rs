@@ -11,7 +11,8 @@ use crate::wat_modules::wasm;
 
 /// One import call the test module makes, and the code the host must return.
 struct Call {
-    /// `subscribe_topic` (a pattern) or `publish_message` (an encoded event).
+    /// `subscribe_topic` or `unsubscribe` (a pattern), or `publish_message` (an encoded
+    /// event).
     import: &'static str,
     bytes: Vec<u8>,
     /// The length passed.
@@ -47,6 +48,10 @@ fn module(calls: &[Call]) -> Vec<u8> {
                 "(call $subscribe (i32.const {offset}) (i32.const {}) (i32.const 0))",
                 call.len
             ),
+            "unsubscribe" => format!(
+                "(call $unsubscribe (i32.const {offset}) (i32.const {}))",
+                call.len
+            ),
             _ => format!(
                 "(call $publish (i32.const {offset}) (i32.const {}))",
                 call.len
@@ -69,6 +74,7 @@ fn module(calls: &[Call]) -> Vec<u8> {
         r#"(module
   (import "env" "subscribe_topic" (func $subscribe (param i32 i32 i32) (result i32)))
   (import "env" "publish_message" (func $publish (param i32 i32) (result i32)))
+  (import "env" "unsubscribe" (func $unsubscribe (param i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 65536))
   (global $codes i32 (i32.const {codes_at}))
@@ -111,15 +117,26 @@ fn calls() -> Vec<Call> {
             ),
             _ => continue, // matching is the bus's, tested there
         };
+        let expected = if expected {
+            Expected::Accepted
+        } else {
+            Expected::Refused(Code::Invalid)
+        };
+        if import == "subscribe_topic" {
+            // Unsubscribing judges the pattern the same way (a valid one: 0, not subscribed yet).
+            calls.push(Call {
+                import: "unsubscribe",
+                len: bytes.len(),
+                bytes: bytes.clone(),
+                expected,
+                line: format!("{line} (unsubscribe)"),
+            });
+        }
         calls.push(Call {
             import,
             len: bytes.len(),
             bytes,
-            expected: if expected {
-                Expected::Accepted
-            } else {
-                Expected::Refused(Code::Invalid)
-            },
+            expected,
             line: line.to_owned(),
         });
     }
