@@ -1,5 +1,6 @@
 //! The ABI contract checked before instantiation: which ABI a module speaks, the exports we
-//! call and their types, and the imports we provide. `docs/ABI.md` is the prose version.
+//! call and their types, and a module's imports against the table the host defines them from
+//! (`imports::IMPORTS`). `docs/ABI.md` is the prose version.
 
 use wasmer::{ExternType, FunctionType, Type};
 

@@ -1,6 +1,7 @@
 //! The host imports (namespace `env`): reading and writing guest memory with every pointer
 //! and length checked, and turning guest mistakes into errors that name the module and the
-//! import. See `docs/ABI.md` for signatures and return codes.
+//! import. One table, [`IMPORTS`], defines them and gives the types checked at load; return
+//! codes are `binary::abi::Code`, topic rules `binary::topic`. See `docs/ABI.md`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
