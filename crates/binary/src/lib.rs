@@ -2,6 +2,11 @@
 //! the [`HttpRequest`] / [`HttpResponse`] envelopes that cross the host/guest boundary, and the
 //! [`KvRequest`] / [`KvResponse`] of the key-value import.
 //!
+//! It is also where the protocol's other shared facts live, defined once for the host and the
+//! guest SDK alike: topic syntax and matching ([`topic`]), the imports' return codes
+//! ([`abi::Code`]), the reserved `x-modhost-*` header names ([`header`]) and percent-decoding
+//! ([`url`]).
+//!
 //! Every type is encoded with bincode 2.0.1 in one fixed configuration ([`CONFIG`]):
 //! little-endian, fixed-width integers, `u64` length prefixes, `u32` enum tags. The byte layout
 //! is specified field by field in `docs/wire-format.md` so a module written in Go or C can
@@ -30,12 +35,16 @@
 //! # Ok::<(), binary::DecodeError>(())
 //! ```
 
+pub mod abi;
 mod codec;
 mod error;
+pub mod header;
 mod http;
 mod kv;
 mod message;
 mod snapshot;
+pub mod topic;
+pub mod url;
 
 pub use codec::{CONFIG, Config, DEFAULT_MAX_SIZE, DecodeOptions, Envelope};
 pub use error::{DecodeError, DecodeErrorKind};

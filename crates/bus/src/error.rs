@@ -11,15 +11,10 @@ pub enum BusError {
     /// [`crate::Bus::close`] was called (or every [`crate::Bus`] handle was dropped).
     #[error("bus is closed")]
     Closed,
-    /// The topic is empty or uses `*` somewhere other than a whole `*` or a final `.*`
-    /// (subscribe), or contains `*` at all (publish).
-    #[error("invalid topic {topic:?}: {reason}")]
-    InvalidTopic {
-        /// The refused topic.
-        topic: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    /// The topic breaks `binary::topic`'s rules: empty, over 1 KiB, or uses `*` somewhere
+    /// other than a whole `*` or a final `.*` (subscribe), or contains `*` at all (publish).
+    #[error(transparent)]
+    InvalidTopic(#[from] binary::topic::TopicError),
     /// The delivery thread of a handler subscription could not be started.
     #[error("subscription to {topic:?}: cannot start its delivery thread: {source}")]
     Spawn {
@@ -154,10 +149,7 @@ mod tests {
     fn closed_maps_to_the_request_variant() {
         let error = RequestError::from_bus("a", BusError::Closed);
         assert!(matches!(error, RequestError::Closed { topic } if topic == "a"));
-        let invalid = BusError::InvalidTopic {
-            topic: String::new(),
-            reason: "empty",
-        };
+        let invalid = BusError::from(binary::topic::validate_topic("").unwrap_err());
         assert!(matches!(
             RequestError::from_bus("", invalid),
             RequestError::Bus(_)

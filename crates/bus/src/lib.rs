@@ -1,5 +1,6 @@
 //! modhost's in-process publish/subscribe hub: a [`Bus`] routes each [`binary::Message`] to the
-//! subscriptions whose topic matches (`users.created` exactly, `users.*`, or `*`), through a
+//! subscriptions whose topic matches (`users.created` exactly, `users.*`, or `*`: the rules of
+//! `binary::topic`, which the host and the guest SDK share), through a
 //! bounded mailbox per subscriber, and carries request/reply exchanges with a timeout.
 //!
 //! Guarantees: order is kept per publisher and subscriber; [`Bus::publish`] never blocks on a

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use binary::Message;
+use binary::topic::Pattern;
 
 use crate::bus::PublishReport;
 use crate::error::BusError;
@@ -141,8 +142,10 @@ impl Registry {
     pub(crate) fn take(&mut self, shared: &Shared) -> Option<Entry> {
         let entry = match shared.state() {
             DORMANT => take_by_id(&mut self.dormant, shared.id),
-            // Exact topics contain no `*`; patterns always do.
-            LIVE | GONE if shared.topic.contains('*') => take_by_id(&mut self.patterns, shared.id),
+            // Where `insert` put it: by its (already validated) topic's form.
+            LIVE | GONE if !matches!(Pattern::parse(&shared.topic), Ok(Pattern::Exact(_))) => {
+                take_by_id(&mut self.patterns, shared.id)
+            }
             LIVE | GONE => {
                 let entries = self.exact.get_mut(&shared.topic)?;
                 let entry = take_by_id(entries, shared.id);

@@ -411,7 +411,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(
             error,
-            RequestError::Bus(BusError::InvalidTopic { .. })
+            RequestError::Bus(BusError::InvalidTopic(_))
         ));
     }
 

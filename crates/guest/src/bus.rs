@@ -111,26 +111,20 @@ pub fn request(
     }
 }
 
-/// Whether `topic` matches the subscription `pattern`, by the bus's rules: `*` matches every
-/// topic, `prefix.*` every topic that starts with `prefix.` and has more after it, anything
-/// else only itself.
+/// Whether `topic` matches the subscription `pattern`, by the bus's rules
+/// ([`binary::topic`]): `*` matches every topic, `prefix.*` every topic that starts with
+/// `prefix.` and has more after it, any other valid pattern only itself. A pattern the bus
+/// refuses (`users*`, `.*`, `a.*.b`) matches nothing.
 ///
 /// ```
 /// assert!(guest::topic_matches("users.*", "users.created"));
 /// assert!(!guest::topic_matches("users.*", "users."));
 /// assert!(!guest::topic_matches("users.*", "users"));
 /// assert!(guest::topic_matches("*", "anything"));
+/// assert!(!guest::topic_matches("users*", "users*"));
 /// ```
 pub fn topic_matches(pattern: &str, topic: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    match pattern.strip_suffix('*') {
-        Some(prefix) if prefix.ends_with('.') => {
-            topic.len() > prefix.len() && topic.starts_with(prefix)
-        }
-        _ => pattern == topic,
-    }
+    binary::topic::matches(pattern, topic)
 }
 
 pub(crate) type Handler<M> = Box<dyn Fn(&mut M, Message) -> Result<(), Error>>;
@@ -190,11 +184,20 @@ impl<M> Topics<M> {
     }
 
     /// Adds `handler` for messages whose topic matches `pattern` (see [`topic_matches`]).
+    ///
+    /// # Panics
+    /// On a pattern the bus would refuse ([`binary::topic::validate_pattern`]: empty, over
+    /// 1 KiB, or a `*` that is not the whole pattern or a final `.*`, like `users*`): its
+    /// handler could never run. Patterns are constants in the module's source, so this is a
+    /// programming error, found when the table is built (the module's `init`, or a unit test).
     pub fn on(
         mut self,
         pattern: &str,
         handler: impl Fn(&mut M, Message) -> Result<(), Error> + 'static,
     ) -> Self {
+        if let Err(error) = binary::topic::validate_pattern(pattern) {
+            panic!("Topics::on: {error}");
+        }
         self.handlers.push((pattern.to_owned(), Box::new(handler)));
         self
     }
@@ -257,9 +260,56 @@ mod tests {
         assert!(!topic_matches("users.*", "users"));
         assert!(!topic_matches("users.*", "usersx.created"));
         assert!(topic_matches("*", "x"));
-        // A `*` that is not a whole segment is just a character.
-        assert!(topic_matches("users*", "users*"));
+        // A pattern the bus refuses matches nothing, not even itself.
+        assert!(!topic_matches("users*", "users*"));
         assert!(!topic_matches("users*", "users1"));
+        assert!(!topic_matches(".*", "a"));
+    }
+
+    /// The vectors `binary::topic` is tested with, through the SDK: a valid pattern is
+    /// accepted by `Topics::on` and by the test host's `subscribe`, an invalid one by
+    /// neither; `publish` takes exactly the valid topics; dispatch follows `match` lines.
+    #[test]
+    fn the_sdk_follows_the_shared_topic_vectors() {
+        for line in include_str!("../../binary/test_data/topics.txt").lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = line.split(' ').collect();
+            let builds = |pattern: &str| {
+                let pattern = pattern.to_owned();
+                std::panic::catch_unwind(move || Topics::<()>::new().on(&pattern, |_, _| Ok(())))
+            };
+            match fields[..] {
+                ["pattern", pattern] => {
+                    assert!(builds(pattern).is_ok(), "{line}");
+                    assert!(subscribe(pattern).is_ok(), "{line}");
+                }
+                ["!pattern", pattern] => {
+                    assert!(builds(pattern).is_err(), "{line}");
+                    let error = subscribe(pattern).unwrap_err();
+                    assert_eq!(error.kind(), &ErrorKind::InvalidInput, "{line}");
+                }
+                ["topic", topic] => assert!(publish(topic, b"").is_ok(), "{line}"),
+                ["!topic", topic] => assert!(publish(topic, b"").is_err(), "{line}"),
+                [expectation @ ("match" | "!match"), pattern, topic] => {
+                    let dispatched = builds(pattern).is_ok_and(|topics| {
+                        topics
+                            .dispatch(&mut (), Message::event(topic, vec![]))
+                            .is_some()
+                    });
+                    assert_eq!(dispatched, expectation == "match", "{line}");
+                }
+                _ => panic!("bad vector line {line:?}"),
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "Topics::on: invalid topic \"users*\"")]
+    fn a_pattern_the_bus_refuses_is_refused_when_the_table_is_built() {
+        let _ = Topics::<()>::new().on("users*", |_, _| Ok(()));
     }
 
     #[test]
@@ -302,8 +352,7 @@ mod tests {
             .on("y", |_, _| Ok(()));
         topics.subscribe_all().unwrap();
         assert_eq!(testing::subscriptions(), ["x.*", "y"]);
-        let bad = Topics::<()>::new().on("a.*.b", |_, _| Ok(()));
-        let error = bad.subscribe_all().unwrap_err();
+        let error = subscribe("a.*.b").unwrap_err();
         assert_eq!(error.kind(), &ErrorKind::InvalidInput);
         assert_eq!(
             error.to_string(),

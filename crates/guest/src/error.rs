@@ -4,8 +4,10 @@
 use std::fmt;
 
 use binary::Header;
+use binary::abi::Code;
 
-/// Why a host call failed. The negative codes are the ones `docs/ABI.md` lists.
+/// Why a host call failed. The negative codes are [`binary::abi::Code`], listed in
+/// `docs/ABI.md`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
@@ -43,31 +45,42 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// The kind for a negative code returned by an import.
     pub fn from_code(code: i32) -> ErrorKind {
-        match code {
-            -1 => ErrorKind::InvalidInput,
-            -2 => ErrorKind::LimitReached,
-            -3 => ErrorKind::BusClosed,
-            -4 => ErrorKind::TimedOut,
-            -5 => ErrorKind::NoSubscriber,
-            -6 => ErrorKind::Overloaded,
-            other => ErrorKind::Unknown(other),
+        match Code::from_i32(code) {
+            Some(code) => ErrorKind::from(code),
+            None => ErrorKind::Unknown(code),
         }
     }
 
     /// The import return code of this kind, if it has one.
     pub fn code(&self) -> Option<i32> {
-        match self {
-            ErrorKind::InvalidInput => Some(-1),
-            ErrorKind::LimitReached => Some(-2),
-            ErrorKind::BusClosed => Some(-3),
-            ErrorKind::TimedOut => Some(-4),
-            ErrorKind::NoSubscriber => Some(-5),
-            ErrorKind::Overloaded => Some(-6),
-            ErrorKind::Unknown(code) => Some(*code),
+        let code = match self {
+            ErrorKind::InvalidInput => Code::Invalid,
+            ErrorKind::LimitReached => Code::Limit,
+            ErrorKind::BusClosed => Code::Closed,
+            ErrorKind::TimedOut => Code::Timeout,
+            ErrorKind::NoSubscriber => Code::NoResponders,
+            ErrorKind::Overloaded => Code::Busy,
+            ErrorKind::Unknown(code) => return Some(*code),
             ErrorKind::ErrorReply(_)
             | ErrorKind::BadReply(_)
             | ErrorKind::Kv { .. }
-            | ErrorKind::State(_) => None,
+            | ErrorKind::State(_) => {
+                return None;
+            }
+        };
+        Some(code.get())
+    }
+}
+
+impl From<Code> for ErrorKind {
+    fn from(code: Code) -> ErrorKind {
+        match code {
+            Code::Invalid => ErrorKind::InvalidInput,
+            Code::Limit => ErrorKind::LimitReached,
+            Code::Closed => ErrorKind::BusClosed,
+            Code::Timeout => ErrorKind::TimedOut,
+            Code::NoResponders => ErrorKind::NoSubscriber,
+            Code::Busy => ErrorKind::Overloaded,
         }
     }
 }
@@ -75,12 +88,24 @@ impl ErrorKind {
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ErrorKind::InvalidInput => f.write_str("refused as invalid input (code -1)"),
-            ErrorKind::LimitReached => f.write_str("a limit was reached (code -2)"),
-            ErrorKind::BusClosed => f.write_str("the bus is closed (code -3)"),
-            ErrorKind::TimedOut => f.write_str("timed out (code -4)"),
-            ErrorKind::NoSubscriber => f.write_str("nobody is subscribed (code -5)"),
-            ErrorKind::Overloaded => f.write_str("every responder is overloaded (code -6)"),
+            ErrorKind::InvalidInput => {
+                write!(f, "refused as invalid input (code {})", Code::Invalid.get())
+            }
+            ErrorKind::LimitReached => {
+                write!(f, "a limit was reached (code {})", Code::Limit.get())
+            }
+            ErrorKind::BusClosed => write!(f, "the bus is closed (code {})", Code::Closed.get()),
+            ErrorKind::TimedOut => write!(f, "timed out (code {})", Code::Timeout.get()),
+            ErrorKind::NoSubscriber => write!(
+                f,
+                "nobody is subscribed (code {})",
+                Code::NoResponders.get()
+            ),
+            ErrorKind::Overloaded => write!(
+                f,
+                "every responder is overloaded (code {})",
+                Code::Busy.get()
+            ),
             ErrorKind::Unknown(code) => write!(f, "failed with unknown code {code}"),
             ErrorKind::ErrorReply(reason) => write!(f, "answered with an error: {reason}"),
             ErrorKind::BadReply(error) => write!(f, "the answer did not decode: {error}"),
@@ -276,8 +301,15 @@ mod tests {
 
     #[test]
     fn codes_round_trip() {
-        for code in -6..=-1 {
-            assert_eq!(ErrorKind::from_code(code).code(), Some(code));
+        for code in Code::ALL {
+            let kind = ErrorKind::from_code(code.get());
+            assert_eq!(kind, ErrorKind::from(code));
+            assert!(!matches!(kind, ErrorKind::Unknown(_)), "{code:?}");
+            assert_eq!(kind.code(), Some(code.get()));
+            assert!(
+                kind.to_string()
+                    .ends_with(&format!("(code {})", code.get()))
+            );
         }
         assert_eq!(ErrorKind::from_code(-42), ErrorKind::Unknown(-42));
         assert_eq!(ErrorKind::ErrorReply("no".into()).code(), None);

@@ -148,7 +148,7 @@ impl Request {
     /// For a middleware: the module the request is on its way to (`x-modhost-target`, set by
     /// the server; see [`crate::middleware`]).
     pub fn target(&self) -> Option<&str> {
-        self.header(middleware::TARGET_HEADER)
+        self.header(binary::header::TARGET)
     }
 
     /// The underlying envelope.
@@ -296,24 +296,20 @@ impl Response {
     /// assert_eq!(pass.header("x-modhost-set-x-user"), Some("ada"));
     /// ```
     pub fn pass() -> Response {
-        Response::new(middleware::PASS_STATUS).with_header(middleware::PASS_HEADER, "1")
+        Response::new(middleware::PASS_STATUS)
+            .with_header(binary::header::PASS, binary::header::PASS_VALUE)
     }
 
     /// Whether this is a [`Response::pass`].
     pub fn is_pass(&self) -> bool {
-        self.header(middleware::PASS_HEADER) == Some("1")
+        self.header(binary::header::PASS) == Some(binary::header::PASS_VALUE)
     }
 
     /// On a [`Response::pass`]: asks the server to set request header `name` to `value` for
     /// the stages after this middleware (replacing any value it had). Names starting with
     /// `x-modhost-` are reserved and ignored by the server.
     pub fn with_request_header(self, name: &str, value: impl Into<Vec<u8>>) -> Self {
-        let name = format!(
-            "{}{}",
-            middleware::SET_HEADER_PREFIX,
-            name.to_ascii_lowercase()
-        );
-        self.with_header(&name, value)
+        self.with_header(&binary::header::set_header_name(name), value)
     }
 
     /// Sets the status.
@@ -513,6 +509,32 @@ mod tests {
         assert!(!Response::new(middleware::PASS_STATUS).is_pass());
         let pass = Response::pass().with_request_header("X-User", "ada");
         assert_eq!(pass.header("x-modhost-set-x-user"), Some("ada"));
+    }
+
+    /// What the SDK writes is what the server reads: both go through `binary::header`.
+    #[test]
+    fn pass_headers_read_back_with_the_servers_rules() {
+        let pass = Response::pass()
+            .with_request_header("X-Request-Id", "7")
+            .with_request_header("x-modhost-target", "forged");
+        let http = pass.into_http();
+        assert!(
+            http.headers
+                .iter()
+                .all(|header| binary::header::is_reserved(&header.name))
+        );
+        assert_eq!(
+            http.header(binary::header::PASS),
+            Some(binary::header::PASS_VALUE)
+        );
+        let sets: Vec<String> = http
+            .headers
+            .iter()
+            .filter_map(|header| binary::header::set_target(&header.name))
+            .collect();
+        assert_eq!(sets, ["x-request-id"], "a reserved name is never set");
+        let request = Request::new("GET", "").with_header(binary::header::TARGET, "users");
+        assert_eq!(request.target(), Some("users"));
     }
 
     #[cfg(feature = "json")]

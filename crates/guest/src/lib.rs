@@ -103,7 +103,8 @@
 //!   [`Router`] and [`Topics`] (built then, once), and keeps its state between calls.
 //! - Bus: [`publish`], [`publish_message`], [`subscribe`], [`unsubscribe`], [`request`] (with
 //!   a timeout), [`reply`] / [`reply_error`], [`topic_matches`] and [`Topics`] (handlers by
-//!   topic pattern: the host does not say which subscription a message matched).
+//!   topic pattern: the host does not say which subscription a message matched). Topic
+//!   syntax and matching are `binary::topic`'s, the rules the bus applies.
 //! - Browsers: [`ws_broadcast`] to `/ws?topic=T` clients.
 //! - State: [`kv`] — durable keys and values that survive swaps, traps, restarts and every
 //!   instance of a pool (get, set, delete, exists, list, increment, compare-and-swap, batches,

@@ -46,20 +46,21 @@
 //! assert!(middleware.handle(Request::new("GET", "/7")).is_pass());
 //! ```
 
-/// The header that makes a response a pass; its value is `1`.
-pub const PASS_HEADER: &str = "x-modhost-pass";
+/// The header that makes a response a pass; its value is `1` ([`binary::header::PASS`]).
+pub const PASS_HEADER: &str = binary::header::PASS;
 
 /// The status a [`Response::pass()`](crate::Response::pass) carries. The server ignores it;
 /// `204` keeps a pass that reached a client by mistake empty and harmless.
 pub const PASS_STATUS: u16 = 204;
 
-/// The request header the server sets for middlewares: the target module's name.
-pub const TARGET_HEADER: &str = "x-modhost-target";
+/// The request header the server sets for middlewares: the target module's name
+/// ([`binary::header::TARGET`]).
+pub const TARGET_HEADER: &str = binary::header::TARGET;
 
 /// On a pass response, `x-modhost-set-<name>: <value>` sets request header `<name>` for the
-/// later stages.
-pub const SET_HEADER_PREFIX: &str = "x-modhost-set-";
+/// later stages ([`binary::header::SET_PREFIX`]).
+pub const SET_HEADER_PREFIX: &str = binary::header::SET_PREFIX;
 
 /// Headers starting with this are reserved for the server and the middleware protocol; the
-/// server strips client-sent ones.
-pub const RESERVED_PREFIX: &str = "x-modhost-";
+/// server strips client-sent ones ([`binary::header::RESERVED_PREFIX`]).
+pub const RESERVED_PREFIX: &str = binary::header::RESERVED_PREFIX;

@@ -52,7 +52,9 @@ pub trait Module: Sized + 'static {
     }
 
     /// The message handlers by topic pattern, built once per instance; every pattern is
-    /// subscribed before [`Module::init`] runs. The default has none.
+    /// subscribed before [`Module::init`] runs. The default has none. A pattern the bus would
+    /// refuse (`users*`) panics when the table is built ([`Topics::on`]), so the module fails
+    /// to load rather than keep a handler that never runs.
     fn topics() -> Topics<Self> {
         Topics::new()
     }

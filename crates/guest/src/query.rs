@@ -1,58 +1,19 @@
-//! Query strings and percent-decoding (`application/x-www-form-urlencoded`, as browsers send).
+//! Query strings and percent-decoding (`application/x-www-form-urlencoded`, as browsers send),
+//! by `binary::url`'s rules.
 
 use std::borrow::Cow;
 
-/// Percent-decodes `input` (`%41` → `A`). A `%` not followed by two hex digits stays as it is;
-/// bytes that are not UTF-8 after decoding become U+FFFD. `+` is left alone (it means a space
-/// only in query strings: [`parse_query`] handles that).
+/// Percent-decodes a path segment (`%41` → `A`): [`binary::url::percent_decode`]. A `%` not
+/// followed by two hex digits stays as it is; bytes that are not UTF-8 after decoding become
+/// U+FFFD. `+` is left alone (it means a space only in query strings: [`parse_query`] handles
+/// that).
 ///
 /// ```
 /// assert_eq!(guest::percent_decode("caf%C3%A9%20au%20lait"), "café au lait");
 /// assert_eq!(guest::percent_decode("100%"), "100%");
 /// ```
 pub fn percent_decode(input: &str) -> Cow<'_, str> {
-    decode(input, false)
-}
-
-fn hex(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
-}
-
-fn decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
-    if !(input.contains('%') || plus_is_space && input.contains('+')) {
-        return Cow::Borrowed(input);
-    }
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let byte = bytes[index];
-        if byte == b'%'
-            && let (Some(high), Some(low)) = (
-                bytes.get(index + 1).copied().and_then(hex),
-                bytes.get(index + 2).copied().and_then(hex),
-            )
-        {
-            out.push(high << 4 | low);
-            index += 3;
-            continue;
-        }
-        out.push(if plus_is_space && byte == b'+' {
-            b' '
-        } else {
-            byte
-        });
-        index += 1;
-    }
-    match String::from_utf8(out) {
-        Ok(text) => Cow::Owned(text),
-        Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
-    }
+    binary::url::percent_decode(input)
 }
 
 /// Splits a query string (without the `?`) into decoded `(name, value)` pairs, in order.
@@ -68,22 +29,46 @@ fn decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
 /// ]);
 /// ```
 pub fn parse_query(query: &str) -> Vec<(String, String)> {
-    query
-        .split('&')
-        .filter(|piece| !piece.is_empty())
-        .map(|piece| {
-            let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-            (
-                decode(name, true).into_owned(),
-                decode(value, true).into_owned(),
-            )
-        })
+    binary::url::query_pairs(query)
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Pattern, Request};
+
+    /// `(kind, encoded, decoded)` from `crates/binary/test_data/percent.txt`.
+    fn percent_vectors() -> Vec<(&'static str, &'static str, &'static str)> {
+        include_str!("../../binary/test_data/percent.txt")
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                assert_eq!(fields.len(), 3, "bad vector line {line:?}");
+                (fields[0], fields[1], fields[2])
+            })
+            .collect()
+    }
+
+    /// The SDK decodes router parameters as paths and `Request::query` as a query, by the
+    /// vectors the server's `/ws?topic=` is also tested with.
+    #[test]
+    fn router_parameters_and_queries_follow_the_shared_vectors() {
+        for (kind, encoded, decoded) in percent_vectors() {
+            let got = match kind {
+                "path" => Pattern::parse("/{p}")
+                    .matches(&format!("/{encoded}"))
+                    .and_then(|params| params.get("p").map(str::to_owned)),
+                "query" => Request::new("GET", "")
+                    .with_query(format!("x=1&p={encoded}"))
+                    .query("p"),
+                other => panic!("unknown kind {other:?}"),
+            };
+            assert_eq!(got.as_deref(), Some(decoded), "{kind} {encoded:?}");
+        }
+    }
 
     #[test]
     fn decoding_handles_escapes_plus_and_junk() {

@@ -37,7 +37,7 @@ pub(crate) fn kv(request: &[u8]) -> Result<Vec<u8>, i32> {
 fn take_packed(packed: i64) -> Result<Vec<u8>, i32> {
     if packed < 0 {
         // Codes are small negative numbers; anything that doesn't fit is reported as -1.
-        return Err(i32::try_from(packed).unwrap_or(-1));
+        return Err(i32::try_from(packed).unwrap_or(binary::abi::Code::Invalid.get()));
     }
     let ptr = (packed >> 32) as u32 as usize as *mut u8;
     let len = packed as u32 as usize;

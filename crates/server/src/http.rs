@@ -12,7 +12,6 @@ use hyper::body::Incoming;
 use wasi_host::CallError;
 
 use crate::config::ServerConfig;
-use crate::middleware::{PASS_HEADER, SET_HEADER_PREFIX, TARGET_HEADER};
 use crate::registry::{Registry, valid_name};
 use crate::ws::{Hub, valid_topic};
 
@@ -59,38 +58,12 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
     response
 }
 
-/// Decodes `%XX` and `+` in a query component.
-pub fn percent_decode(input: &str) -> String {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match bytes[index] {
-            b'+' => out.push(b' '),
-            b'%' if index + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[index + 1..index + 3])
-                    .ok()
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-                match hex {
-                    Some(byte) => {
-                        out.push(byte);
-                        index += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        index += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// The first value of `key` in a query string, decoded by `binary::url`'s rule for queries
+/// (`+` is a space).
 fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(name) == key).then(|| percent_decode(value))
-    })
+    binary::url::query_pairs(query?)
+        .find(|(name, _)| name == key)
+        .map(|(_, value)| value.into_owned())
 }
 
 pub(crate) async fn serve(
@@ -330,11 +303,8 @@ async fn module_request(app: &App, rest: String, request: Request<Incoming>) -> 
     }
 }
 
-/// Client-sent headers with this prefix (any case) are dropped before the pipeline.
-const RESERVED_PREFIX: &str = "x-modhost-";
-
 fn is_pass(response: &binary::HttpResponse) -> bool {
-    response.header(PASS_HEADER) == Some("1")
+    response.header(binary::header::PASS) == Some(binary::header::PASS_VALUE)
 }
 
 /// Middlewares in name order, then the target (`docs/middleware.md`). Client-sent
@@ -345,29 +315,22 @@ async fn pipeline(
     target: &str,
     mut request: binary::HttpRequest,
 ) -> Response<Body> {
-    request.headers.retain(|header| {
-        !header
-            .name
-            .get(..RESERVED_PREFIX.len())
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_PREFIX))
-    });
     request
         .headers
-        .push(binary::Header::new(TARGET_HEADER, target));
+        .retain(|header| !binary::header::is_reserved(&header.name));
+    request
+        .headers
+        .push(binary::Header::new(binary::header::TARGET, target));
     for middleware in registry.middlewares_for(target) {
         match call(registry, middleware.name(), request.clone()).await {
             Ok(response) if is_pass(&response) => {
                 for header in response.headers {
-                    let name = header.name.to_ascii_lowercase();
-                    let Some(set) = name.strip_prefix(SET_HEADER_PREFIX) else {
+                    let Some(set) = binary::header::set_target(&header.name) else {
                         continue;
                     };
-                    if set.is_empty() || set.starts_with("x-modhost-") {
-                        continue;
-                    }
                     request
                         .headers
-                        .retain(|existing| !existing.name.eq_ignore_ascii_case(set));
+                        .retain(|existing| !existing.name.eq_ignore_ascii_case(&set));
                     request.headers.push(binary::Header::new(set, header.value));
                 }
             }
@@ -528,13 +491,33 @@ mod tests {
 
     #[test]
     fn query_components_are_decoded() {
-        assert_eq!(percent_decode("a%20b+c%2x%"), "a b c%2x%");
         assert_eq!(
             query_param(Some("x=1&topic=chat%2Fone"), "topic").as_deref(),
             Some("chat/one")
         );
         assert_eq!(query_param(Some("topic"), "topic").as_deref(), Some(""));
         assert_eq!(query_param(None, "topic"), None);
+    }
+
+    /// `/ws?topic=` decodes as a query, by the vectors the guest SDK is also tested with.
+    #[test]
+    fn query_components_follow_the_shared_vectors() {
+        let vectors = include_str!("../../binary/test_data/percent.txt")
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix("query\t"));
+        let mut checked = 0;
+        for vector in vectors {
+            let (encoded, decoded) = vector.split_once('\t').unwrap();
+            let query = format!("x=1&topic={encoded}");
+            assert_eq!(
+                query_param(Some(&query), "topic").as_deref(),
+                Some(decoded),
+                "{encoded:?}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 5, "{checked}");
     }
 
     #[test]

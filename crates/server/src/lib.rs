@@ -39,9 +39,9 @@ mod ws;
 pub use config::{
     FileConfig, FileModule, HandoffConfig, HttpLimits, ServerConfig, WebSocketConfig,
 };
-pub use http::{Body, RouteHandler, percent_decode};
+pub use http::{Body, RouteHandler};
 pub use metrics::ProcessStats;
-pub use middleware::{PASS_HEADER, Rule, SET_HEADER_PREFIX, TARGET_HEADER};
+pub use middleware::Rule;
 pub use registry::{
     Entry, HOLD_BUCKETS, HoldStats, ModuleStatus, Registry, Rejection, ReloadOutcome, SwapInfo,
     module_name_of, valid_name,

@@ -11,7 +11,8 @@
 //! `x-modhost-pass: 1` (the rest of that response is ignored, except `x-modhost-set-<name>`
 //! headers, which set request headers for later stages); any other response is the answer
 //! and no later stage runs. A failing middleware fails the request. Every stage sees
-//! `x-modhost-target: <module>`; client-sent `x-modhost-*` headers are dropped.
+//! `x-modhost-target: <module>`; client-sent `x-modhost-*` headers are dropped. The names and
+//! the reserved prefix are `binary::header`'s, shared with the guest SDK.
 
 use std::path::Path;
 
@@ -80,14 +81,6 @@ impl Rule {
         }
     }
 }
-
-/// The response header with which a middleware passes the request on.
-pub const PASS_HEADER: &str = "x-modhost-pass";
-/// The request header naming the target module, set for every stage.
-pub const TARGET_HEADER: &str = "x-modhost-target";
-/// A passing middleware's `x-modhost-set-<name>: <value>` sets request header `<name>` for
-/// the stages after it.
-pub const SET_HEADER_PREFIX: &str = "x-modhost-set-";
 
 #[cfg(test)]
 mod tests {

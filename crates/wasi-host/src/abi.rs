@@ -1,9 +1,11 @@
 //! The ABI contract checked before instantiation: which ABI a module speaks, the exports we
-//! call and their types, and the imports we provide. `docs/ABI.md` is the prose version.
+//! call and their types, and a module's imports against the table the host defines them from
+//! (`imports::IMPORTS`). `docs/ABI.md` is the prose version.
 
 use wasmer::{ExternType, FunctionType, Type};
 
 use crate::error::LoadError;
+use crate::imports::IMPORTS;
 
 /// Which ABI a module speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,21 +78,6 @@ fn expected_export(name: &str, abi: AbiVersion) -> Option<FunctionType> {
         _ => return None,
     })
 }
-
-/// The host imports in namespace `env`, with their types. The first four are the original
-/// design's; the rest are ABI 1 additions (available to every module).
-pub(crate) const IMPORTS: &[(&str, &[Type], &[Type])] = &[
-    ("publish", &[I32, I32, I32, I32], &[]),
-    ("subscribe", &[I32, I32, I32], &[]),
-    ("ws_broadcast", &[I32, I32, I32, I32], &[]),
-    ("log", &[I32, I32], &[]),
-    ("unsubscribe", &[I32, I32], &[I32]),
-    ("publish_message", &[I32, I32], &[I32]),
-    ("subscribe_topic", &[I32, I32, I32], &[I32]),
-    ("request", &[I32, I32, I32], &[I64]),
-    ("log_at", &[I32, I32, I32], &[]),
-    ("kv", &[I32, I32], &[I64]),
-];
 
 /// What the static checks learned about a module.
 #[derive(Debug, Clone)]
@@ -189,11 +176,12 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
             uses_wasi = true;
             continue;
         }
-        let known = IMPORTS.iter().find(|(name, _, _)| *name == import.name());
-        let matches = match (namespace, known, import.ty()) {
-            ("env", Some((_, params, results)), ExternType::Function(found)) => {
-                found.params() == *params && found.results() == *results
-            }
+        let known = IMPORTS
+            .iter()
+            .find(|known| known.name == import.name())
+            .map(|known| (known.ty)());
+        let matches = match (namespace, &known, import.ty()) {
+            ("env", Some(expected), ExternType::Function(found)) => found == expected,
             _ => false,
         };
         if !matches {
@@ -201,12 +189,9 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
                 ExternType::Function(found) => render(found),
                 other => format!("{other:?}").to_lowercase(),
             };
-            let ty = match known {
-                Some((_, params, results)) if namespace == "env" => {
-                    format!(
-                        "{ty}, expected {}",
-                        render(&FunctionType::new(params.to_vec(), results.to_vec()))
-                    )
+            let ty = match &known {
+                Some(expected) if namespace == "env" => {
+                    format!("{ty}, expected {}", render(expected))
                 }
                 _ => ty,
             };
@@ -237,6 +222,31 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The import table is what docs/ABI.md lists: every import, with the type it gives.
+    #[test]
+    fn every_import_is_documented_with_its_type() {
+        let doc = include_str!("../../../docs/ABI.md");
+        for import in IMPORTS {
+            let row = doc
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}(", import.name)))
+                .unwrap_or_else(|| panic!("docs/ABI.md has no row for {:?}", import.name));
+            let ty = format!("| `{}` |", render(&(import.ty)()));
+            assert!(row.contains(&ty), "{row:?} should give the type {ty:?}");
+        }
+        let rows = doc
+            .lines()
+            .skip_while(|line| !line.starts_with("## Host imports"))
+            .skip(4)
+            .take_while(|line| line.starts_with("| `"))
+            .count();
+        assert_eq!(
+            rows,
+            IMPORTS.len(),
+            "docs/ABI.md lists an import the host lacks"
+        );
+    }
 
     #[test]
     fn types_render_like_the_docs() {

@@ -1,38 +1,22 @@
 //! The host imports (namespace `env`): reading and writing guest memory with every pointer
 //! and length checked, and turning guest mistakes into errors that name the module and the
-//! import. See `docs/ABI.md` for signatures and return codes.
+//! import. One table, [`IMPORTS`], defines them and gives the types checked at load; return
+//! codes are `binary::abi::Code`, topic rules `binary::topic`. See `docs/ABI.md`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use binary::abi::Code;
+use binary::topic::MAX_TOPIC_BYTES;
 use binary::{DecodeOptions, Envelope, KvRequest, KvResponse, Message};
 use wasmer::{
-    AsStoreMut, Function, FunctionEnv, FunctionEnvMut, Imports, Memory, RuntimeError, Store,
-    TypedFunction,
+    AsStoreMut, Function, FunctionEnv, FunctionEnvMut, FunctionType, HostFunction, Imports, Memory,
+    RuntimeError, Store, TypedFunction, WasmTypeList, WithEnv,
 };
 
 use crate::error::CallError;
 use crate::logs::{LogLevel, LogSource};
 use crate::shared::{Shared, SubscribeRefusal};
-
-/// Longest topic accepted from a guest.
-const MAX_TOPIC: usize = 1024;
-
-/// Return codes of the ABI 1 imports.
-pub(crate) mod code {
-    /// Input refused: a bad topic, an oversized or undecodable message.
-    pub const INVALID: i32 = -1;
-    /// A limit was hit (subscriptions).
-    pub const LIMIT: i32 = -2;
-    /// The bus is closed.
-    pub const CLOSED: i32 = -3;
-    /// `request`: no reply within the timeout.
-    pub const TIMEOUT: i64 = -4;
-    /// `request`: nobody is subscribed to the topic.
-    pub const NO_RESPONDERS: i64 = -5;
-    /// `request`: every responder's mailbox was full.
-    pub const BUSY: i64 = -6;
-}
 
 /// Per-instance data the imports see.
 pub(crate) struct GuestEnv {
@@ -100,11 +84,14 @@ fn read_topic(
     ptr: i32,
     len: i32,
 ) -> Result<Option<String>, RuntimeError> {
-    if len as u32 as usize > MAX_TOPIC {
+    if len as u32 as usize > MAX_TOPIC_BYTES {
         refuse(
             ctx,
             import,
-            &format!("topic of {} bytes is longer than {MAX_TOPIC}", len as u32),
+            &format!(
+                "topic of {} bytes is longer than {MAX_TOPIC_BYTES}",
+                len as u32
+            ),
         );
         return Ok(None);
     }
@@ -198,10 +185,10 @@ fn publish_checked(ctx: &FunctionEnvMut<'_, GuestEnv>, import: &str, message: Me
             Shared::bump(&shared.counters.published);
             delivered
         }
-        Err(bus::BusError::Closed) => code::CLOSED,
+        Err(bus::BusError::Closed) => Code::Closed.get(),
         Err(error) => {
             refuse(ctx, import, &error.to_string());
-            code::INVALID
+            Code::Invalid.get()
         }
     }
 }
@@ -213,7 +200,7 @@ fn publish_message(
 ) -> Result<i32, RuntimeError> {
     on_time("publish_message")?;
     let Some(bytes) = read_sized(&mut ctx, "publish_message", "message", ptr, len)? else {
-        return Ok(code::INVALID);
+        return Ok(Code::Invalid.get());
     };
     let message = match Message::decode_with(
         &bytes,
@@ -224,7 +211,7 @@ fn publish_message(
         Ok(message) => message,
         Err(error) => {
             refuse(&ctx, "publish_message", &error.to_string());
-            return Ok(code::INVALID);
+            return Ok(Code::Invalid.get());
         }
     };
     Ok(publish_checked(&ctx, "publish_message", message))
@@ -239,12 +226,12 @@ fn subscribe_code(ctx: &FunctionEnvMut<'_, GuestEnv>, import: &str, topic: &str)
                 import,
                 &format!("subscription to {topic:?}: the module already holds {limit} (its limit)"),
             );
-            code::LIMIT
+            Code::Limit.get()
         }
-        Err(SubscribeRefusal::Bus(bus::BusError::Closed)) => code::CLOSED,
+        Err(SubscribeRefusal::Bus(bus::BusError::Closed)) => Code::Closed.get(),
         Err(SubscribeRefusal::Bus(error)) => {
             refuse(ctx, import, &error.to_string());
-            code::INVALID
+            Code::Invalid.get()
         }
     }
 }
@@ -272,7 +259,7 @@ fn subscribe_topic(
     Ok(
         match read_topic(&mut ctx, "subscribe_topic", topic_ptr, topic_len)? {
             Some(topic) => subscribe_code(&ctx, "subscribe_topic", &topic),
-            None => code::INVALID,
+            None => Code::Invalid.get(),
         },
     )
 }
@@ -285,8 +272,14 @@ fn unsubscribe(
     on_time("unsubscribe")?;
     Ok(
         match read_topic(&mut ctx, "unsubscribe", topic_ptr, topic_len)? {
-            Some(topic) => i32::from(ctx.data().shared.unsubscribe(&topic)),
-            None => code::INVALID,
+            Some(topic) => match binary::topic::validate_pattern(&topic) {
+                Ok(()) => i32::from(ctx.data().shared.unsubscribe(&topic)),
+                Err(error) => {
+                    refuse(&ctx, "unsubscribe", &error.to_string());
+                    Code::Invalid.get()
+                }
+            },
+            None => Code::Invalid.get(),
         },
     )
 }
@@ -379,7 +372,7 @@ fn request(
 ) -> Result<i64, RuntimeError> {
     on_time("request")?;
     let Some(bytes) = read_sized(&mut ctx, "request", "message", ptr, len)? else {
-        return Ok(i64::from(code::INVALID));
+        return Ok(Code::Invalid.get_i64());
     };
     let message = match Message::decode_with(
         &bytes,
@@ -390,7 +383,7 @@ fn request(
         Ok(message) => message,
         Err(error) => {
             refuse(&ctx, "request", &error.to_string());
-            return Ok(i64::from(code::INVALID));
+            return Ok(Code::Invalid.get_i64());
         }
     };
     // Wait no longer than asked, and never past the running call's deadline.
@@ -400,17 +393,17 @@ fn request(
     }
     let reply = match ctx.data().shared.bus.request(message, timeout) {
         Ok(reply) => reply,
-        Err(bus::RequestError::Timeout { .. }) => return Ok(code::TIMEOUT),
-        Err(bus::RequestError::NoResponders { .. }) => return Ok(code::NO_RESPONDERS),
-        Err(bus::RequestError::Closed { .. }) => return Ok(i64::from(code::CLOSED)),
-        Err(bus::RequestError::MailboxesFull { .. }) => return Ok(code::BUSY),
+        Err(bus::RequestError::Timeout { .. }) => return Ok(Code::Timeout.get_i64()),
+        Err(bus::RequestError::NoResponders { .. }) => return Ok(Code::NoResponders.get_i64()),
+        Err(bus::RequestError::Closed { .. }) => return Ok(Code::Closed.get_i64()),
+        Err(bus::RequestError::MailboxesFull { .. }) => return Ok(Code::Busy.get_i64()),
         Err(bus::RequestError::Remote { topic, id, reason }) => {
             // An Error reply reaches the guest as the Error message it was.
             Message::new(topic, binary::MessageKind::Error, id, reason.into_bytes())
         }
         Err(error) => {
             refuse(&ctx, "request", &error.to_string());
-            return Ok(i64::from(code::INVALID));
+            return Ok(Code::Invalid.get_i64());
         }
     };
     let encoded = reply.encode();
@@ -424,7 +417,7 @@ fn request(
                 encoded.len()
             ),
         );
-        return Ok(i64::from(code::INVALID));
+        return Ok(Code::Invalid.get_i64());
     }
     give(&mut ctx, "request", &encoded)
 }
@@ -442,7 +435,7 @@ fn give(
             import,
             "the module exports no allocator to receive the answer",
         );
-        return Ok(i64::from(code::INVALID));
+        return Ok(Code::Invalid.get_i64());
     };
     let guest_ptr = alloc.call(&mut ctx.as_store_mut(), bytes.len() as i32)?;
     write(ctx, import, guest_ptr, bytes)?;
@@ -464,7 +457,7 @@ fn kv(mut ctx: FunctionEnvMut<'_, GuestEnv>, ptr: i32, len: i32) -> Result<i64, 
                 len as u32
             ),
         );
-        return Ok(i64::from(code::INVALID));
+        return Ok(Code::Invalid.get_i64());
     }
     let bytes = read(&mut ctx, "kv", "request", ptr, len)?;
     let request = match KvRequest::decode_with(
@@ -476,7 +469,7 @@ fn kv(mut ctx: FunctionEnvMut<'_, GuestEnv>, ptr: i32, len: i32) -> Result<i64, 
         Ok(request) => request,
         Err(error) => {
             refuse(&ctx, "kv", &error.to_string());
-            return Ok(i64::from(code::INVALID));
+            return Ok(Code::Invalid.get_i64());
         }
     };
     let shared = ctx.data().shared.clone();
@@ -516,48 +509,59 @@ fn write(
     })
 }
 
+/// One host import in namespace `env`: its name, its type (checked at load, before anything
+/// runs: `abi::check`) and how to define it. Both come from the one Rust function, so the
+/// type checked is the type defined.
+pub(crate) struct Import {
+    pub name: &'static str,
+    pub ty: fn() -> FunctionType,
+    pub define: fn(&mut Store, &FunctionEnv<GuestEnv>) -> Function,
+}
+
+/// The wasm type of a host function, from its Rust signature.
+fn signature<Args, Rets, F>(_function: &F) -> FunctionType
+where
+    Args: WasmTypeList,
+    Rets: WasmTypeList,
+    F: HostFunction<GuestEnv, Args, Rets, WithEnv>,
+{
+    FunctionType::new(Args::wasm_types(), Rets::wasm_types())
+}
+
+macro_rules! import {
+    ($function:ident) => {{
+        fn ty() -> FunctionType {
+            signature(&$function)
+        }
+        fn define(store: &mut Store, env: &FunctionEnv<GuestEnv>) -> Function {
+            Function::new_typed_with_env(store, env, $function)
+        }
+        Import {
+            name: stringify!($function),
+            ty,
+            define,
+        }
+    }};
+}
+
+/// Every host import. The first four are the original design's; the rest are ABI 1 additions
+/// (available to every module). `docs/ABI.md` lists them.
+pub(crate) const IMPORTS: &[Import] = &[
+    import!(publish),
+    import!(subscribe),
+    import!(ws_broadcast),
+    import!(log),
+    import!(unsubscribe),
+    import!(publish_message),
+    import!(subscribe_topic),
+    import!(request),
+    import!(log_at),
+    import!(kv),
+];
+
 /// Defines every `env` import in `imports`.
 pub(crate) fn define(store: &mut Store, env: &FunctionEnv<GuestEnv>, imports: &mut Imports) {
-    imports.define(
-        "env",
-        "publish",
-        Function::new_typed_with_env(store, env, publish),
-    );
-    imports.define(
-        "env",
-        "subscribe",
-        Function::new_typed_with_env(store, env, subscribe),
-    );
-    imports.define(
-        "env",
-        "ws_broadcast",
-        Function::new_typed_with_env(store, env, ws_broadcast),
-    );
-    imports.define("env", "log", Function::new_typed_with_env(store, env, log));
-    imports.define(
-        "env",
-        "unsubscribe",
-        Function::new_typed_with_env(store, env, unsubscribe),
-    );
-    imports.define(
-        "env",
-        "publish_message",
-        Function::new_typed_with_env(store, env, publish_message),
-    );
-    imports.define(
-        "env",
-        "subscribe_topic",
-        Function::new_typed_with_env(store, env, subscribe_topic),
-    );
-    imports.define(
-        "env",
-        "request",
-        Function::new_typed_with_env(store, env, request),
-    );
-    imports.define(
-        "env",
-        "log_at",
-        Function::new_typed_with_env(store, env, log_at),
-    );
-    imports.define("env", "kv", Function::new_typed_with_env(store, env, kv));
+    for import in IMPORTS {
+        imports.define("env", import.name, (import.define)(store, env));
+    }
 }

@@ -123,7 +123,8 @@ async fn middleware_passes_or_answers() {
     project.install("hello", &hello("target reached"));
     project.install("secret", &hello("secret data"));
     // "a-pass" runs before every module and passes; "b-block" guards only "secret".
-    let pass = binary::HttpResponse::new(200, Vec::new()).with_header(server::PASS_HEADER, "1");
+    let pass = binary::HttpResponse::new(200, Vec::new())
+        .with_header(binary::header::PASS, binary::header::PASS_VALUE);
     project.install("a-pass", &wat_response_module(&pass));
     project.rule("a-pass", "*");
     project.install(

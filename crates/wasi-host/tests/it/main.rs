@@ -8,4 +8,5 @@ mod hostile;
 mod kv;
 mod lifecycle;
 mod snapshot;
+mod topics;
 mod wat_modules;

@@ -1,0 +1,155 @@
+//! Percent-decoding, with the one rule per use: in a path `+` is a `+`
+//! ([`percent_decode`]); in a query string `+` is a space, as in
+//! `application/x-www-form-urlencoded` ([`form_decode`], [`query_pairs`]). The server (reading
+//! `/ws?topic=`) and the guest SDK (router parameters, `Request::query`) both decode with these.
+
+use std::borrow::Cow;
+
+/// Percent-decodes a path segment (`%41` → `A`); `+` stays `+`. A `%` not followed by two hex
+/// digits stays as it is; bytes that are not UTF-8 after decoding become U+FFFD.
+///
+/// ```
+/// assert_eq!(binary::url::percent_decode("caf%C3%A9%20au%20lait"), "café au lait");
+/// assert_eq!(binary::url::percent_decode("1+1"), "1+1");
+/// assert_eq!(binary::url::percent_decode("100%"), "100%");
+/// ```
+pub fn percent_decode(input: &str) -> Cow<'_, str> {
+    decode(input, false)
+}
+
+/// Percent-decodes a query-string name or value: like [`percent_decode`], and `+` is a space.
+///
+/// ```
+/// assert_eq!(binary::url::form_decode("Ada+Lovelace%21"), "Ada Lovelace!");
+/// ```
+pub fn form_decode(input: &str) -> Cow<'_, str> {
+    decode(input, true)
+}
+
+/// Splits a query string (without the `?`) into decoded `(name, value)` pairs, in order
+/// ([`form_decode`]). A name without `=` has the value `""`; empty pieces (`a=1&&b=2`) are
+/// skipped; repeated names are kept.
+///
+/// ```
+/// let pairs: Vec<_> = binary::url::query_pairs("name=Ada+Lovelace&tag=a%26b&flag").collect();
+/// assert_eq!(pairs, [("name".into(), "Ada Lovelace".into()), ("tag".into(), "a&b".into()),
+///                    ("flag".into(), "".into())]);
+/// ```
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query
+        .split('&')
+        .filter(|piece| !piece.is_empty())
+        .map(|piece| {
+            let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
+            (form_decode(name), form_decode(value))
+        })
+}
+
+fn hex(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
+    if !(input.contains('%') || plus_is_space && input.contains('+')) {
+        return Cow::Borrowed(input);
+    }
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let byte = bytes[index];
+        if byte == b'%'
+            && let (Some(high), Some(low)) = (
+                bytes.get(index + 1).copied().and_then(hex),
+                bytes.get(index + 2).copied().and_then(hex),
+            )
+        {
+            out.push(high << 4 | low);
+            index += 3;
+            continue;
+        }
+        out.push(if plus_is_space && byte == b'+' {
+            b' '
+        } else {
+            byte
+        });
+        index += 1;
+    }
+    match String::from_utf8(out) {
+        Ok(text) => Cow::Owned(text),
+        Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(kind, encoded, decoded)` from `crates/binary/test_data/percent.txt`.
+    fn percent_vectors() -> Vec<(&'static str, &'static str, &'static str)> {
+        include_str!("../test_data/percent.txt")
+            .lines()
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| {
+                let fields: Vec<&str> = line.split('\t').collect();
+                assert_eq!(fields.len(), 3, "bad vector line {line:?}");
+                (fields[0], fields[1], fields[2])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_shared_vectors_hold() {
+        let vectors = percent_vectors();
+        assert!(vectors.len() > 15);
+        for (kind, encoded, decoded) in vectors {
+            let got = match kind {
+                "path" => percent_decode(encoded),
+                "query" => form_decode(encoded),
+                other => panic!("unknown kind {other:?}"),
+            };
+            assert_eq!(got, decoded, "{kind} {encoded:?}");
+        }
+    }
+
+    #[test]
+    fn paths_keep_plus_and_junk() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("a%2fb"), "a/b");
+        assert_eq!(percent_decode("a+b"), "a+b");
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(percent_decode("%+1"), "%+1", "only hex digits, no sign");
+        assert_eq!(percent_decode("%FF"), "\u{FFFD}");
+        assert!(matches!(percent_decode("plain"), Cow::Borrowed("plain")));
+    }
+
+    #[test]
+    fn queries_turn_plus_into_space() {
+        assert_eq!(form_decode("a%20b+c%2x%"), "a b c%2x%");
+        assert_eq!(form_decode("%2B+"), "+ ");
+        assert!(matches!(form_decode("plain"), Cow::Borrowed("plain")));
+        let pairs: Vec<(String, String)> = query_pairs("a=1&&b=&c&a=2&d=x=y&e=%3D+%2B")
+            .map(|(name, value)| (name.into_owned(), value.into_owned()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a", "1"),
+                ("b", ""),
+                ("c", ""),
+                ("a", "2"),
+                ("d", "x=y"),
+                ("e", "= +"),
+            ]
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        );
+        assert_eq!(query_pairs("").count(), 0);
+    }
+}
