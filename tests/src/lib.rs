@@ -104,7 +104,7 @@ impl Project {
     pub fn server_config(&self) -> ServerConfig {
         let mut config = ServerConfig::at(&self.root);
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.cache_dir = Some(self.root.join("cache"));
+        config.cache = server::CompiledCache::At(self.root.join("cache"));
         config
     }
 

@@ -26,8 +26,8 @@ pub struct ServerConfig {
     /// Watch `dist_dir` and hot-reload on changes (default on). Off, the application drives
     /// reloads through [`crate::ServerHandle::reload`] / [`crate::ServerHandle::file_event`].
     pub watch_dist: bool,
-    /// The compiled-module cache directory (default `<dist_dir>/.cache`); `None` disables it.
-    pub cache_dir: Option<PathBuf>,
+    /// Where compiled modules are cached on disk (default: `<dist_dir>/.cache`).
+    pub cache: CompiledCache,
     /// HTTP limits.
     pub http: HttpLimits,
     /// WebSocket relay settings.
@@ -67,6 +67,19 @@ impl Default for HandoffConfig {
             max_held: 1024,
         }
     }
+}
+
+/// Where the on-disk compiled-module cache lives (compiled code keyed by content hash and
+/// engine, so a restart or a swap back to a known version skips the compiler).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CompiledCache {
+    /// `<dist_dir>/.cache` (the default).
+    #[default]
+    InDist,
+    /// This directory (relative paths are under the root).
+    At(PathBuf),
+    /// No disk cache: every load compiles (the in-memory cache still applies).
+    Disabled,
 }
 
 /// Where and how module state is kept.
@@ -156,7 +169,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6060)),
             drain_timeout: Duration::from_secs(5),
             watch_dist: true,
-            cache_dir: None,
+            cache: CompiledCache::default(),
             http: HttpLimits::default(),
             websocket: WebSocketConfig::default(),
             admin_token: None,
@@ -196,11 +209,12 @@ impl ServerConfig {
         self.resolve(&self.dist_dir)
     }
 
-    /// The compiled-module cache directory, resolved.
+    /// The compiled-module cache directory, resolved (`None` when disabled).
     pub fn cache_path(&self) -> Option<PathBuf> {
-        match &self.cache_dir {
-            Some(dir) => Some(self.resolve(dir)),
-            None => Some(self.dist_path().join(".cache")),
+        match &self.cache {
+            CompiledCache::InDist => Some(self.dist_path().join(".cache")),
+            CompiledCache::At(dir) => Some(self.resolve(dir)),
+            CompiledCache::Disabled => None,
         }
     }
 

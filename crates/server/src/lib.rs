@@ -37,7 +37,8 @@ mod watch;
 mod ws;
 
 pub use config::{
-    FileConfig, FileModule, HandoffConfig, HttpLimits, ServerConfig, WebSocketConfig,
+    CompiledCache, FileConfig, FileModule, HandoffConfig, HttpLimits, ServerConfig, StateConfig,
+    WebSocketConfig,
 };
 pub use http::{Body, RouteHandler};
 pub use metrics::ProcessStats;

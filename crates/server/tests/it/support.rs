@@ -49,7 +49,7 @@ impl Project {
         let mut config = ServerConfig::at(&self.root);
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.drain_timeout = Duration::from_secs(2);
-        config.cache_dir = Some(self.root.join("cache"));
+        config.cache = server::CompiledCache::At(self.root.join("cache"));
         config
     }
 
