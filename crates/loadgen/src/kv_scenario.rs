@@ -202,7 +202,7 @@ pub async fn state(settings: &Settings) -> anyhow::Result<Section> {
     Ok(Section {
         scenario: "state".into(),
         title: format!(
-            "key-value get/set of {VALUE_BYTES}-byte values through `/m/bench/kv/{{key}}` (HTTP → module → `kv` import → redb) vs the same calls on a `::state::RedbStore` in-process, one thread; per durability"
+            "key-value get/set of {VALUE_BYTES}-byte values through `/m/bench/kv/{{key}}` (HTTP → module → `kv` import → redb) vs the same calls on a `state::RedbStore` in-process, one thread; per durability"
         ),
         rows,
         runs: serde_json::Value::Object(report),
