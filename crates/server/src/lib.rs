@@ -44,8 +44,8 @@ pub use http::{Body, RouteHandler};
 pub use metrics::ProcessStats;
 pub use middleware::Rule;
 pub use registry::{
-    Entry, HOLD_BUCKETS, HoldStats, ModuleStatus, Registry, Rejection, ReloadOutcome, SwapInfo,
-    module_name_of, valid_name,
+    CompiledFrom, Entry, HOLD_BUCKETS, HoldStats, MiddlewareStatus, ModuleStatus, Registry,
+    Rejection, ReloadOutcome, SwapInfo, module_name_of, valid_name,
 };
 pub use server::{ServerBuilder, ServerHandle};
 pub use watch::DistWatcher;

@@ -221,6 +221,53 @@ pub enum ReloadOutcome {
     Absent,
 }
 
+/// Where a version's compiled code came from, in `/_admin/modules` (`"compiled"`,
+/// `"memory_cache"`, `"disk_cache"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CompiledFrom {
+    /// Compiled by this load.
+    Compiled,
+    /// The same bytes were compiled before in this process.
+    MemoryCache,
+    /// Read from the on-disk compiled-module cache.
+    DiskCache,
+}
+
+impl CompiledFrom {
+    fn of(source: wasi_host::CompileSource) -> CompiledFrom {
+        match source {
+            wasi_host::CompileSource::Compiled => CompiledFrom::Compiled,
+            wasi_host::CompileSource::MemoryCache => CompiledFrom::MemoryCache,
+            wasi_host::CompileSource::DiskCache => CompiledFrom::DiskCache,
+        }
+    }
+}
+
+/// A middleware's rule, in `/_admin/modules`: `{"applies_to": "all"}`, or `"only"` /
+/// `"except"` with the module names of its `rule.txt`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MiddlewareStatus {
+    /// `"all"`, `"only"` or `"except"`.
+    pub applies_to: &'static str,
+    /// The modules named by the rule (empty for `"all"`).
+    pub modules: Vec<String>,
+}
+
+impl MiddlewareStatus {
+    fn of(rule: &Rule) -> MiddlewareStatus {
+        let (applies_to, modules) = match rule {
+            Rule::All => ("all", Vec::new()),
+            Rule::Only(names) => ("only", names.clone()),
+            Rule::Except(names) => ("except", names.clone()),
+        };
+        MiddlewareStatus {
+            applies_to,
+            modules,
+        }
+    }
+}
+
 /// The status of one module, as `/_admin/modules` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModuleStatus {
@@ -235,7 +282,7 @@ pub struct ModuleStatus {
     /// Load time of the current version in milliseconds.
     pub load_ms: Option<f64>,
     /// Where its compiled code came from.
-    pub compiled_from: Option<String>,
+    pub compiled_from: Option<CompiledFrom>,
     /// Instances in its pool.
     pub instances: usize,
     /// Requests over all versions.
@@ -253,7 +300,7 @@ pub struct ModuleStatus {
     /// Bus subscriptions of the current version.
     pub subscriptions: Vec<String>,
     /// Whether it is a middleware, and for what.
-    pub middleware: Option<String>,
+    pub middleware: Option<MiddlewareStatus>,
     /// Keys in the module's own key-value store (`None`: no store, or not readable).
     pub kv_keys: Option<u64>,
     /// Bytes (keys + values) in the module's own key-value store.
@@ -771,7 +818,7 @@ impl Registry {
                     abi: Some(current.abi().number()),
                     loaded_at: Some(epoch_seconds(current.loaded_at())),
                     load_ms: Some(current.load_time().as_secs_f64() * 1e3),
-                    compiled_from: Some(format!("{:?}", current.compile_source())),
+                    compiled_from: Some(CompiledFrom::of(current.compile_source())),
                     instances: current.instances(),
                     requests: history.retired.requests + stats.requests,
                     errors: history.retired.errors + stats.request_errors,
@@ -780,11 +827,7 @@ impl Registry {
                     last_rejected: history.last_rejected.clone(),
                     last_swap: history.last_swap.clone(),
                     subscriptions: current.subscriptions(),
-                    middleware: entry
-                        .rule()
-                        .as_ref()
-                        .as_ref()
-                        .map(|rule| format!("{rule:?}")),
+                    middleware: entry.rule().as_ref().as_ref().map(MiddlewareStatus::of),
                     kv_keys: usage.map(|usage| usage.keys),
                     kv_bytes: usage.map(|usage| usage.bytes),
                     kv_operations: history.retired.kv_operations + stats.kv_operations,

@@ -154,6 +154,27 @@ async fn middleware_passes_or_answers() {
     assert_eq!(count("a-pass"), 3, "before hello, secret and b-block");
     assert_eq!(count("b-block"), 2, "before secret, and called directly");
     assert_eq!(count("secret"), 0, "short-circuited");
+    // The admin JSON names rules and compile sources with string enums, not Debug output.
+    let modules: Vec<serde_json::Value> =
+        serde_json::from_str(&get(addr, "/_admin/modules").await.body).unwrap();
+    let module = |name: &str| {
+        modules
+            .iter()
+            .find(|module| module["name"] == name)
+            .unwrap()
+    };
+    assert_eq!(
+        module("b-block")["middleware"],
+        serde_json::json!({"applies_to": "only", "modules": ["secret"]})
+    );
+    assert_eq!(module("a-pass")["middleware"]["applies_to"], "all");
+    assert!(module("hello")["middleware"].is_null());
+    assert!(
+        ["compiled", "memory_cache", "disk_cache"]
+            .contains(&module("hello")["compiled_from"].as_str().unwrap()),
+        "{}",
+        module("hello")
+    );
     // A target that itself passes leaves nobody to answer.
     let reply = get(addr, "/m/a-pass").await;
     assert_eq!(
