@@ -35,6 +35,8 @@
 //! # Ok::<(), binary::DecodeError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod abi;
 mod codec;
 mod error;

@@ -36,6 +36,8 @@
 //! # Ok::<(), build::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod builder;
 mod cargo;
 mod config;

@@ -27,6 +27,8 @@
 //!
 //! This is the only crate that knows HTTP, WebSocket and JSON; it names no wasmer type.
 
+#![warn(missing_docs)]
+
 mod config;
 mod http;
 mod metrics;

@@ -210,13 +210,27 @@ impl Entry {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReloadOutcome {
     /// First load of the module.
-    Loaded { version: String },
+    Loaded {
+        /// The version now serving.
+        version: String,
+    },
     /// A new version replaced the old one.
-    Swapped { old: String, new: String },
+    Swapped {
+        /// The version replaced.
+        old: String,
+        /// The version now serving.
+        new: String,
+    },
     /// The file holds the version already serving.
-    Unchanged { version: String },
+    Unchanged {
+        /// The version serving.
+        version: String,
+    },
     /// The file is gone; the module was unloaded.
-    Unloaded { version: String },
+    Unloaded {
+        /// The version that was serving.
+        version: String,
+    },
     /// No file and no module: nothing to do.
     Absent,
 }

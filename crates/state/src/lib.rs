@@ -44,6 +44,8 @@
 //! - `engine`: the logic both backends share (private).
 //! - `redb_store`: [`RedbStore`]. `memory`: [`MemoryStore`].
 
+#![warn(missing_docs)]
+
 mod engine;
 mod error;
 mod memory;
