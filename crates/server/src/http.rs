@@ -200,7 +200,7 @@ fn call_error_response(error: &CallError) -> Response<Body> {
             format!("request too large for module \"{module}\" (limit {limit} bytes)"),
         ),
         other => {
-            let module = module_of(other);
+            let module = other.module();
             tracing::error!(module = %module, "request failed: {other}");
             let kind = match other {
                 CallError::Trap { .. } => "trapped",
@@ -214,21 +214,6 @@ fn call_error_response(error: &CallError) -> Response<Body> {
                 format!("module \"{module}\" {kind}; details are in the server log"),
             )
         }
-    }
-}
-
-fn module_of(error: &CallError) -> &str {
-    match error {
-        CallError::Trap { module, .. }
-        | CallError::Deadline { module, .. }
-        | CallError::BadPointer { module, .. }
-        | CallError::Abi { module, .. }
-        | CallError::TooLarge { module, .. }
-        | CallError::NotExported { module, .. }
-        | CallError::Overloaded { module, .. }
-        | CallError::Closed { module }
-        | CallError::InstanceGone { module, .. } => module,
-        _ => "?",
     }
 }
 

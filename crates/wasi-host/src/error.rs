@@ -206,6 +206,21 @@ fn backtrace_suffix(backtrace: &str) -> String {
 }
 
 impl CallError {
+    /// The module the call was for.
+    pub fn module(&self) -> &str {
+        match self {
+            CallError::Trap { module, .. }
+            | CallError::Deadline { module, .. }
+            | CallError::BadPointer { module, .. }
+            | CallError::Abi { module, .. }
+            | CallError::TooLarge { module, .. }
+            | CallError::NotExported { module, .. }
+            | CallError::Overloaded { module, .. }
+            | CallError::Closed { module }
+            | CallError::InstanceGone { module, .. } => module,
+        }
+    }
+
     /// Whether the guest is to blame and the instance was (or will be) replaced.
     pub fn replaces_instance(&self) -> bool {
         matches!(

@@ -23,16 +23,14 @@ pub(crate) struct GuestEnv {
     pub shared: Arc<Shared>,
     pub memory: Option<Memory>,
     pub alloc: Option<TypedFunction<i32, i32>>,
-    /// Set by an import that fails the running call; read by the caller to classify it.
-    pub failure: Option<CallError>,
     /// The running call's deadline; bounds how long `request` may wait.
     pub deadline: Option<Instant>,
 }
 
-fn fail(ctx: &mut FunctionEnvMut<'_, GuestEnv>, error: CallError) -> RuntimeError {
-    let message = error.to_string();
-    ctx.data_mut().failure = Some(error);
-    RuntimeError::new(message)
+/// Fails the running call with `error`: it travels inside wasmer's `RuntimeError` and the
+/// caller gets it back by downcasting (`instance.rs`, `guarded`), not through a side slot.
+fn fail(_ctx: &mut FunctionEnvMut<'_, GuestEnv>, error: CallError) -> RuntimeError {
+    RuntimeError::user(Box::new(error))
 }
 
 /// Copies `len` bytes at `ptr` out of guest memory, or fails the call with a bad pointer.

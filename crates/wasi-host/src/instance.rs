@@ -109,7 +109,6 @@ impl Live {
                 shared: blueprint.shared.clone(),
                 memory: None,
                 alloc: None,
-                failure: None,
                 deadline: None,
             },
         );
@@ -255,12 +254,10 @@ impl Live {
         {
             let data = self.env.as_mut(&mut self.store);
             data.deadline = Some(at);
-            data.failure = None;
         }
         let guard = blueprint.watchdog.arm(at, self.interrupter.clone());
         let result = body(self);
         let fired = guard.disarm();
-        let failure = self.env.as_mut(&mut self.store).failure.take();
         let module = blueprint.name().to_owned();
         match result {
             // Finished, but past the deadline: typically a WASI sleep the deadline cut short,
@@ -273,8 +270,12 @@ impl Live {
             }),
             Ok(value) => Ok(value),
             Err(Failure::Call(error)) => Err(error),
-            Err(Failure::Runtime(_)) if failure.is_some() => {
-                Err(failure.unwrap_or(CallError::Closed { module }))
+            // An import failed the call with a typed error (a bad pointer, say).
+            Err(Failure::Runtime(error)) if error.downcast_ref::<CallError>().is_some() => {
+                Err(error
+                    .downcast_ref::<CallError>()
+                    .cloned()
+                    .unwrap_or(CallError::Closed { module }))
             }
             Err(Failure::Runtime(_)) if fired => Err(CallError::Deadline {
                 module,
