@@ -47,6 +47,8 @@ mod message;
 mod snapshot;
 pub mod topic;
 pub mod url;
+#[doc(hidden)]
+pub mod vectors;
 
 pub use codec::{CONFIG, Config, DEFAULT_MAX_SIZE, DecodeOptions, Envelope};
 pub use error::{DecodeError, DecodeErrorKind};

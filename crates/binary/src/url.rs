@@ -90,22 +90,9 @@ fn decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
 mod tests {
     use super::*;
 
-    /// `(kind, encoded, decoded)` from `crates/binary/test_data/percent.txt`.
-    fn percent_vectors() -> Vec<(&'static str, &'static str, &'static str)> {
-        include_str!("../test_data/percent.txt")
-            .lines()
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| {
-                let fields: Vec<&str> = line.split('\t').collect();
-                assert_eq!(fields.len(), 3, "bad vector line {line:?}");
-                (fields[0], fields[1], fields[2])
-            })
-            .collect()
-    }
-
     #[test]
     fn the_shared_vectors_hold() {
-        let vectors = percent_vectors();
+        let vectors: Vec<_> = crate::vectors::percent().collect();
         assert!(vectors.len() > 15);
         for (kind, encoded, decoded) in vectors {
             let got = match kind {

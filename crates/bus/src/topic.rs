@@ -70,12 +70,8 @@ mod tests {
     #[test]
     fn the_bus_follows_the_shared_topic_vectors() {
         let bus = Bus::new();
-        for line in include_str!("../../binary/test_data/topics.txt").lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let fields: Vec<&str> = line.split(' ').collect();
+        for fields in binary::vectors::topics() {
+            let line = fields.join(" ");
             match fields[..] {
                 ["pattern", pattern] => assert!(bus.subscribe_channel(pattern).is_ok(), "{line}"),
                 ["!pattern", pattern] => {

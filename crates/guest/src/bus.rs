@@ -271,12 +271,8 @@ mod tests {
     /// neither; `publish` takes exactly the valid topics; dispatch follows `match` lines.
     #[test]
     fn the_sdk_follows_the_shared_topic_vectors() {
-        for line in include_str!("../../binary/test_data/topics.txt").lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let fields: Vec<&str> = line.split(' ').collect();
+        for fields in binary::vectors::topics() {
+            let line = fields.join(" ");
             let builds = |pattern: &str| {
                 let pattern = pattern.to_owned();
                 std::panic::catch_unwind(move || Topics::<()>::new().on(&pattern, |_, _| Ok(())))

@@ -39,24 +39,11 @@ mod tests {
     use super::*;
     use crate::{Pattern, Request};
 
-    /// `(kind, encoded, decoded)` from `crates/binary/test_data/percent.txt`.
-    fn percent_vectors() -> Vec<(&'static str, &'static str, &'static str)> {
-        include_str!("../../binary/test_data/percent.txt")
-            .lines()
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .map(|line| {
-                let fields: Vec<&str> = line.split('\t').collect();
-                assert_eq!(fields.len(), 3, "bad vector line {line:?}");
-                (fields[0], fields[1], fields[2])
-            })
-            .collect()
-    }
-
     /// The SDK decodes router parameters as paths and `Request::query` as a query, by the
     /// vectors the server's `/ws?topic=` is also tested with.
     #[test]
     fn router_parameters_and_queries_follow_the_shared_vectors() {
-        for (kind, encoded, decoded) in percent_vectors() {
+        for (kind, encoded, decoded) in binary::vectors::percent() {
             let got = match kind {
                 "path" => Pattern::parse("/{p}")
                     .matches(&format!("/{encoded}"))

@@ -487,13 +487,9 @@ mod tests {
     /// `/ws?topic=` decodes as a query, by the vectors the guest SDK is also tested with.
     #[test]
     fn query_components_follow_the_shared_vectors() {
-        let vectors = include_str!("../../binary/test_data/percent.txt")
-            .lines()
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .filter_map(|line| line.strip_prefix("query\t"));
+        let vectors = binary::vectors::percent().filter(|(kind, _, _)| *kind == "query");
         let mut checked = 0;
-        for vector in vectors {
-            let (encoded, decoded) = vector.split_once('\t').unwrap();
+        for (_, encoded, decoded) in vectors {
             let query = format!("x=1&topic={encoded}");
             assert_eq!(
                 query_param(Some(&query), "topic").as_deref(),

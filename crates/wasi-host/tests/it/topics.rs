@@ -96,12 +96,8 @@ fn module(calls: &[Call]) -> Vec<u8> {
 
 fn calls() -> Vec<Call> {
     let mut calls = Vec::new();
-    for line in include_str!("../../../binary/test_data/topics.txt").lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(' ').collect();
+    for fields in binary::vectors::topics() {
+        let line = fields.join(" ");
         let (import, bytes, expected) = match fields[..] {
             ["pattern", pattern] => ("subscribe_topic", pattern.as_bytes().to_vec(), true),
             ["!pattern", pattern] => ("subscribe_topic", pattern.as_bytes().to_vec(), false),
