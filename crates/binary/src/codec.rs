@@ -75,17 +75,7 @@ pub trait Envelope: Sized + bincode::Encode + sealed::Fields {
 
     /// Decodes `bytes`, which must hold exactly one envelope and nothing more.
     fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<Self, DecodeError> {
-        if bytes.len() > options.max_size {
-            return Err(DecodeError::new(
-                Self::NAME,
-                "<input>",
-                0,
-                DecodeErrorKind::TooLarge {
-                    size: bytes.len(),
-                    max: options.max_size,
-                },
-            ));
-        }
+        check_size(Self::NAME, bytes, options)?;
         let mut cursor = Cursor {
             envelope: Self::NAME,
             bytes,
@@ -98,6 +88,26 @@ pub trait Envelope: Sized + bincode::Encode + sealed::Fields {
         }
         Ok(value)
     }
+}
+
+/// Refuses an input over `options.max_size` before anything of it is read.
+pub(crate) fn check_size(
+    envelope: &'static str,
+    bytes: &[u8],
+    options: &DecodeOptions,
+) -> Result<(), DecodeError> {
+    if bytes.len() > options.max_size {
+        return Err(DecodeError::new(
+            envelope,
+            "<input>",
+            0,
+            DecodeErrorKind::TooLarge {
+                size: bytes.len(),
+                max: options.max_size,
+            },
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) mod sealed {

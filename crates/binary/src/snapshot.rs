@@ -1,7 +1,7 @@
 //! [`Snapshot`]: the host's envelope around the bytes a module's `snapshot` export returns,
 //! carried to the new version's `restore` during a hot swap (`docs/ABI.md`).
 
-use crate::codec::{Cursor, DecodeOptions};
+use crate::codec::{Cursor, DecodeOptions, check_size};
 use crate::error::{DecodeError, DecodeErrorKind};
 
 /// The in-memory state one version of a module hands to the next during a hot swap: the
@@ -89,17 +89,7 @@ impl Snapshot {
     /// the payload, and nothing left over. Never panics; allocates only the strings and the
     /// payload that are actually there.
     pub fn decode_with(bytes: &[u8], options: &DecodeOptions) -> Result<Snapshot, DecodeError> {
-        if bytes.len() > options.max_size {
-            return Err(DecodeError::new(
-                Self::NAME,
-                "<input>",
-                0,
-                DecodeErrorKind::TooLarge {
-                    size: bytes.len(),
-                    max: options.max_size,
-                },
-            ));
-        }
+        check_size(Self::NAME, bytes, options)?;
         let mut cursor = Cursor::new(Self::NAME, bytes);
         let magic = cursor.fixed("magic", 4)?;
         if magic != Self::MAGIC {
