@@ -365,6 +365,34 @@ impl Live {
         Ok(buffer)
     }
 
+    /// Takes the `(ptr << 32) | len` buffer an export returned: checks the length against
+    /// `limit` (`what` names it in the error), copies the bytes out and hands the buffer back
+    /// to the guest's `dealloc` when it has one.
+    fn take_result(
+        &mut self,
+        module: &str,
+        export: &'static str,
+        what: &'static str,
+        packed: i64,
+        limit: usize,
+    ) -> Result<Vec<u8>, Failure> {
+        let (ptr, len) = ((packed >> 32) as u32, packed as u32);
+        if len as usize > limit {
+            return Err(CallError::TooLarge {
+                module: module.to_owned(),
+                what,
+                size: len as usize,
+                limit,
+            }
+            .into());
+        }
+        let bytes = self.read_guest(module, export, ptr, len)?;
+        if let Some(dealloc) = self.dealloc.clone() {
+            dealloc.call(&mut self.store, ptr as i32, len as i32)?;
+        }
+        Ok(bytes)
+    }
+
     pub(crate) fn handle(
         &mut self,
         blueprint: &Blueprint,
@@ -401,20 +429,8 @@ impl Live {
                         }
                         .into());
                     }
-                    let (out_ptr, out_len) = ((packed >> 32) as u32, packed as u32);
-                    if out_len as usize > max_response {
-                        return Err(CallError::TooLarge {
-                            module: module.to_owned(),
-                            what: "response",
-                            size: out_len as usize,
-                            limit: max_response,
-                        }
-                        .into());
-                    }
-                    let out = live.read_guest(module, "handle", out_ptr, out_len)?;
-                    if let Some(dealloc) = live.dealloc.clone() {
-                        dealloc.call(&mut live.store, out_ptr as i32, out_len as i32)?;
-                    }
+                    let out =
+                        live.take_result(module, "handle", "response", packed, max_response)?;
                     HttpResponse::decode_with(
                         &out,
                         &binary::DecodeOptions {
@@ -569,20 +585,7 @@ impl Live {
                 if packed < 0 {
                     return Ok(Err(packed));
                 }
-                let (ptr, len) = ((packed >> 32) as u32, packed as u32);
-                if len as usize > limit {
-                    return Err(CallError::TooLarge {
-                        module: module.to_owned(),
-                        what: "state",
-                        size: len as usize,
-                        limit,
-                    }
-                    .into());
-                }
-                let state = live.read_guest(module, SNAPSHOT_EXPORT, ptr, len)?;
-                if let Some(dealloc) = live.dealloc.clone() {
-                    dealloc.call(&mut live.store, ptr as i32, len as i32)?;
-                }
+                let state = live.take_result(module, SNAPSHOT_EXPORT, "state", packed, limit)?;
                 Ok(Ok(state))
             },
         )
