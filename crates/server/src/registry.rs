@@ -194,6 +194,18 @@ impl Entry {
         &self.gate
     }
 
+    /// Counts a swap, remembers it as the last one, and reports it.
+    fn record_swap(&self, swap: SwapInfo) -> ReloadOutcome {
+        let outcome = ReloadOutcome::Swapped {
+            old: swap.old.clone(),
+            new: swap.new.clone(),
+        };
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        history.swaps += 1;
+        history.last_swap = Some(swap);
+        outcome
+    }
+
     fn record_rejection(&self, version: &str, reason: &str) {
         self.history
             .lock()
@@ -600,7 +612,7 @@ impl Registry {
                         .swap_with_state(&entry, previous, new, rule, load_time)
                         .await;
                 }
-                // Step 4: subscriptions move in one bus step, then routing in one swap.
+                // Subscriptions move in one bus step, then routing in one swap.
                 new.take_over_from(&previous)
                     .map_err(|error| format!("module \"{name}\": moving subscriptions: {error}"))?;
                 let new_version = new.version().to_owned();
@@ -610,23 +622,15 @@ impl Registry {
                 // Counted as draining before the swap is counted, so an observer never sees
                 // a swap whose old version is neither draining nor closed.
                 self.retire(entry.clone(), old, load_time, &new_version, true);
-                {
-                    let mut history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
-                    history.swaps += 1;
-                    history.last_swap = Some(SwapInfo {
-                        old: old_version.clone(),
-                        new: new_version.clone(),
-                        at: epoch_seconds(SystemTime::now()),
-                        handoff: "plain",
-                        held_ms: None,
-                        held_requests: 0,
-                        state_bytes: None,
-                    });
-                }
-                Ok(ReloadOutcome::Swapped {
+                Ok(entry.record_swap(SwapInfo {
                     old: old_version,
                     new: new_version,
-                })
+                    at: epoch_seconds(SystemTime::now()),
+                    handoff: "plain",
+                    held_ms: None,
+                    held_requests: 0,
+                    state_bytes: None,
+                }))
             }
         }
     }
@@ -689,21 +693,15 @@ impl Registry {
                 let held_ms = held.as_secs_f64() * 1e3;
                 tracing::info!(module = %name, old = %old_version, new = %new_version, load_ms = load_time.as_secs_f64() * 1e3, held_ms, held_requests, state_bytes, "swapped with the state handed over, held {held_ms:.1} ms");
                 self.retire(entry.clone(), old, load_time, &new_version, false);
-                let mut history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
-                history.swaps += 1;
-                history.last_swap = Some(SwapInfo {
-                    old: old_version.clone(),
-                    new: new_version.clone(),
+                Ok(entry.record_swap(SwapInfo {
+                    old: old_version,
+                    new: new_version,
                     at: epoch_seconds(SystemTime::now()),
                     handoff: "snapshot",
                     held_ms: Some(held_ms),
                     held_requests,
                     state_bytes: Some(state_bytes),
-                });
-                Ok(ReloadOutcome::Swapped {
-                    old: old_version,
-                    new: new_version,
-                })
+                }))
             }
             Err(reason) => {
                 // The old version keeps serving with its state: it takes its waiting
@@ -720,7 +718,7 @@ impl Registry {
         }
     }
 
-    /// Step 5: the old version finishes what it was given, drains (unless it did already, in
+    /// The old version finishes what it was given, drains (unless it did already, in
     /// a swap with a state handoff), and is closed.
     fn retire(
         &self,
