@@ -18,34 +18,40 @@ pub fn fixture_guest() -> &'static [u8] {
     WASM.get_or_init(|| {
         let guest = repo_root().join("crates/wasi-host/tests/fixtures/guest/Cargo.toml");
         let target_dir = target_dir().join("wasi-host-fixtures");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         // Tests are silent until they end: say why the first one takes a while.
         eprintln!(
             "testkit: building the fixture guest for wasm32-wasip1 into {} (once per test binary; up to a minute on a cold cache)",
             target_dir.display()
         );
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--quiet",
-                "--target",
-                "wasm32-wasip1",
-                "--manifest-path",
-            ])
-            .arg(guest)
-            .arg("--target-dir")
-            .arg(&target_dir)
-            // Flags meant for the host build (instrumentation, say) are not for the guest.
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo runs");
+        let status = build_wasm(&guest, &[], &target_dir);
         assert!(status.success(), "building the fixture guest failed");
         std::fs::read(target_dir.join("wasm32-wasip1/release/fixture_guest.wasm"))
             .expect("the fixture guest's .wasm")
     })
+}
+
+/// `cargo build --release --locked --target wasm32-wasip1` of `manifest` (plus `args`) into
+/// `target_dir`, with the host build's flags (instrumentation, say) kept out of the guest's.
+fn build_wasm(manifest: &Path, args: &[&str], target_dir: &Path) -> std::process::ExitStatus {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--target",
+            "wasm32-wasip1",
+        ])
+        .args(args)
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .status()
+        .expect("cargo runs")
 }
 
 /// The example module `modules/<name>/wasm` (a crate of the `modules/` workspace), built
@@ -61,24 +67,7 @@ pub fn example_module(name: &str) -> Vec<u8> {
     }
     let manifest = repo_root().join("modules/Cargo.toml");
     let target_dir = target_dir().join("modhost-example-modules");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--quiet",
-            "--target",
-            "wasm32-wasip1",
-        ])
-        .args(["--package", name, "--manifest-path"])
-        .arg(manifest)
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .expect("cargo runs");
+    let status = build_wasm(&manifest, &["--package", name], &target_dir);
     assert!(
         status.success(),
         "building the example module {name} failed"

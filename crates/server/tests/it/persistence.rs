@@ -13,21 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::Mutex;
 
-use crate::support::{Project, client, eventually};
-
-/// `users.wasm`, built by the real pipeline from `modules/users`.
-fn users_wasm(dist: &Path) -> Vec<u8> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut config = build::Config::new(repo.join("modules"));
-    config.dist_dir = dist.to_path_buf();
-    config.locked = true;
-    let builder = build::Builder::new(config);
-    let reports = builder.build(&builder.select(&["users".to_owned()]).unwrap());
-    for report in &reports {
-        assert!(!report.is_failed(), "{report:?}");
-    }
-    std::fs::read(dist.join("users.wasm")).unwrap()
-}
+use crate::support::{Project, client, eventually, get};
 
 /// A `modhost serve` child over `root`, killed on drop.
 struct Modhost {
@@ -56,19 +42,6 @@ impl Drop for Modhost {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-        .unwrap();
-    let response = client().request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Creates a user; `Some(id)` when the server acknowledged it with a 201.
@@ -105,18 +78,13 @@ async fn all_users(addr: SocketAddr) -> Vec<(u64, String)> {
     let mut users = Vec::new();
     let mut path = "/m/users?limit=1000".to_owned();
     loop {
-        let request = http::Request::builder()
-            .uri(format!("http://{addr}{path}"))
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = client().request(request).await.unwrap();
-        assert_eq!(response.status(), 200);
-        let next = response
-            .headers()
+        let reply = get(addr, &path).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let next = reply
+            .headers
             .get("link")
             .map(|link| link.to_str().unwrap().to_owned());
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let page: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+        let page: Vec<serde_json::Value> = serde_json::from_str(&reply.body).unwrap();
         users.extend(page.iter().map(|user| {
             (
                 user["id"].as_u64().unwrap(),
@@ -150,7 +118,8 @@ async fn users_survive_a_swap_a_sigkill_mid_burst_and_a_restart() {
     let project = Project::new("persistence");
     let root: PathBuf = project.root.clone();
     write_config(&root);
-    let wasm = users_wasm(&project.dist());
+    let wasm = testkit::example_module("users");
+    project.install("users", &wasm);
     let server = Modhost::start(&root, "first.log");
     let addr = server.addr;
 
@@ -165,12 +134,10 @@ async fn users_survive_a_swap_a_sigkill_mid_burst_and_a_restart() {
     // A new version swaps in; the users are still there.
     let before = all_users(addr).await;
     assert_eq!(before.len(), 10);
-    let mut version_two = wasm.clone();
-    version_two.extend([0, 5, 4, b'v', b'e', b'r', b'2']);
-    project.install("users", &version_two);
+    project.install("users", &testkit::retagged(&wasm, "2"));
     eventually(Duration::from_secs(60), || async {
         let modules: Vec<serde_json::Value> =
-            serde_json::from_str(&call(addr, "GET", "/_admin/modules", "").await.1).unwrap();
+            serde_json::from_str(&get(addr, "/_admin/modules").await.body).unwrap();
         modules[0]["swaps"] == 1
     })
     .await;
@@ -215,14 +182,14 @@ async fn users_survive_a_swap_a_sigkill_mid_burst_and_a_restart() {
     }
     // Four instances, one state: every read of every user succeeds, whichever instance.
     for (id, email) in acknowledged.iter().take(40) {
-        let (status, body) = call(addr, "GET", &format!("/m/users/{id}"), "").await;
-        assert_eq!(status, 200, "{body}");
-        assert!(body.contains(email.as_str()), "{body}");
+        let reply = get(addr, &format!("/m/users/{id}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert!(reply.body.contains(email.as_str()), "{}", reply.body);
     }
-    let (status, body) = call(addr, "GET", "/_admin/modules", "").await;
-    assert_eq!(status, 200);
-    let modules: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
-    assert_eq!(modules[0]["instances"], 4, "{body}");
+    let reply = get(addr, "/_admin/modules").await;
+    assert_eq!(reply.status, 200);
+    let modules: Vec<serde_json::Value> = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(modules[0]["instances"], 4, "{}", reply.body);
     // Ids keep counting from where they were: none is handed out twice.
     let fresh = create(addr, "after-restart@example.org")
         .await

@@ -71,9 +71,7 @@ async fn state_survives_a_swap_a_trap_and_a_restart() {
         Some("lovelace")
     );
     // A new version (the same code with a custom section added) swaps in over the same keys.
-    let mut version_two = fixture_guest().to_vec();
-    version_two.extend([0, 5, 4, b'v', b'e', b'r', b'2']);
-    project.install("fixture", &version_two);
+    project.install("fixture", &testkit::retagged(fixture_guest(), "2"));
     eventually(Duration::from_secs(30), || async {
         fixture_status(addr).await["swaps"] == 1
     })
