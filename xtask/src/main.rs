@@ -18,6 +18,7 @@ mod fuzz;
 mod run_command;
 mod soak;
 mod step;
+mod tools;
 mod verify;
 
 use std::process::ExitCode;
@@ -27,8 +28,8 @@ usage: cargo xtask <command>
 
 commands:
   verify [--quick] [STEP...]
-            run everything CI checks: fmt, clippy, deps, wasm, modules, tests,
-            e2e, fuzz, soak, readme (or just the STEPs); --quick: fmt, clippy,
+            run everything CI checks: fmt, clippy, deps, tools, wasm, modules,
+            tests, e2e, fuzz, soak, readme (or just the STEPs); --quick: fmt, clippy,
             tests, e2e
   deps      check the dependency-direction rules (cargo tree)
   build-modules [--watch] [--profile NAME] [NAME...]

@@ -34,6 +34,12 @@ const STEPS: &[Step] = &[
         run: dependency_direction,
     },
     Step {
+        name: "tools",
+        what: "install missing outside tools",
+        quick: false,
+        run: crate::tools::verify,
+    },
+    Step {
         name: "wasm",
         what: "binary + guest for wasm32-wasip1",
         quick: false,
