@@ -97,10 +97,10 @@ async fn e2e_http_websocket_and_pubsub() {
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws?topic=greetings.hello"))
             .await
             .unwrap();
-    let hub = server.hub().clone();
+    let monitor = server.monitor();
     eventually(Duration::from_secs(5), || {
-        let hub = hub.clone();
-        async move { hub.clients_of("greetings.hello") == 1 }
+        let monitor = monitor.clone();
+        async move { monitor.ws_clients("greetings.hello") == 1 }
     })
     .await;
     let reply = request(
@@ -280,7 +280,7 @@ async fn e2e_drain_delays_the_close_of_the_old_version() {
     let temp = project.dist().join(".slow.wasm.tmp");
     std::fs::write(&temp, with_custom_section(wasm, "v2")).unwrap();
     std::fs::rename(&temp, project.dist().join("slow.wasm")).unwrap();
-    let registry = server.registry().clone();
+    let monitor = server.monitor();
     eventually(Duration::from_secs(30), || {
         let server = &server;
         async move { server.status()[0].swaps == 1 }
@@ -289,11 +289,11 @@ async fn e2e_drain_delays_the_close_of_the_old_version() {
     let swapped_at = Instant::now();
     let work_left = Duration::from_millis(1500).saturating_sub(accepted_at.elapsed());
     if work_left > Duration::from_millis(300) {
-        assert_eq!(registry.draining(), 1, "the old version is draining");
+        assert_eq!(monitor.draining(), 1, "the old version is draining");
     }
     eventually(Duration::from_secs(10), || {
-        let registry = registry.clone();
-        async move { registry.draining() == 0 }
+        let monitor = monitor.clone();
+        async move { monitor.draining() == 0 }
     })
     .await;
     let lived = accepted_at.elapsed();

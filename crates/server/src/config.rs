@@ -235,7 +235,7 @@ impl ServerConfig {
         self.handoffs.get(name).unwrap_or(&self.default_handoff)
     }
 
-    /// Applies a `modhost.toml` file (see [`FileConfig`]).
+    /// Applies a `modhost.toml` file (the keys are in the README).
     pub fn apply_file(&mut self, path: &Path) -> anyhow::Result<()> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

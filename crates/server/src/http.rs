@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use wasi_host::CallError;
+use wasi_host::{CallError, CallErrorKind};
 
 use crate::config::ServerConfig;
-use crate::registry::{Registry, valid_name};
+use crate::registry::{Registry, ReloadOutcome, valid_name};
 use crate::ws::{Hub, valid_topic};
 
 /// The body type of every response.
@@ -175,8 +175,9 @@ fn from_envelope(module: &str, response: binary::HttpResponse) -> Response<Body>
 }
 
 fn call_error_response(error: &CallError) -> Response<Body> {
-    match error {
-        CallError::Overloaded { module, .. } => {
+    let module = error.module();
+    match error.kind {
+        CallErrorKind::Overloaded { .. } => {
             let mut response = text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("module \"{module}\" is overloaded; retry shortly"),
@@ -186,12 +187,11 @@ fn call_error_response(error: &CallError) -> Response<Body> {
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
-        CallError::NotExported { module, .. } => text(
+        CallErrorKind::NotExported { .. } => text(
             StatusCode::NOT_FOUND,
             format!("module \"{module}\" does not handle HTTP requests"),
         ),
-        CallError::TooLarge {
-            module,
+        CallErrorKind::TooLarge {
             what: "request",
             limit,
             ..
@@ -199,14 +199,13 @@ fn call_error_response(error: &CallError) -> Response<Body> {
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request too large for module \"{module}\" (limit {limit} bytes)"),
         ),
-        other => {
-            let module = other.module();
-            tracing::error!(module = %module, "request failed: {other}");
+        ref other => {
+            tracing::error!(module = %module, "request failed: {error}");
             let kind = match other {
-                CallError::Trap { .. } => "trapped",
-                CallError::Deadline { .. } => "exceeded its deadline",
-                CallError::BadPointer { .. } | CallError::Abi { .. } => "broke the ABI",
-                CallError::TooLarge { .. } => "answered over the response size limit",
+                CallErrorKind::Trap { .. } => "trapped",
+                CallErrorKind::Deadline { .. } => "exceeded its deadline",
+                CallErrorKind::BadPointer { .. } | CallErrorKind::Abi { .. } => "broke the ABI",
+                CallErrorKind::TooLarge { .. } => "answered over the response size limit",
                 _ => "failed",
             };
             text(
@@ -237,10 +236,11 @@ async fn call(
             Some(_entered) => entry.current().try_handle(request),
             None => {
                 if let Err(held) = entry.gate().wait().await {
-                    return Err(CallError::Overloaded {
-                        module: name.to_owned(),
-                        capacity: held,
-                    });
+                    return Err(CallError::new(
+                        name,
+                        "handle",
+                        CallErrorKind::Overloaded { capacity: held },
+                    ));
                 }
                 continue;
             }
@@ -251,9 +251,7 @@ async fn call(
             Err(returned) => request = returned,
         }
     }
-    Err(CallError::Closed {
-        module: name.to_owned(),
-    })
+    Err(CallError::new(name, "handle", CallErrorKind::Closed))
 }
 
 async fn module_request(app: &App, rest: String, request: Request<Incoming>) -> Response<Body> {
@@ -320,7 +318,10 @@ async fn pipeline(
                 }
             }
             Ok(response) => return from_envelope(middleware.name(), response),
-            Err(CallError::NotExported { .. }) => continue,
+            Err(CallError {
+                kind: CallErrorKind::NotExported { .. },
+                ..
+            }) => continue,
             Err(error) => return call_error_response(&error),
         }
     }
@@ -330,7 +331,11 @@ async fn pipeline(
             format!("module \"{target}\" passed the request and nothing else answers it"),
         ),
         Ok(response) => from_envelope(target, response),
-        Err(CallError::Closed { module }) => text(
+        Err(CallError {
+            module,
+            kind: CallErrorKind::Closed,
+            ..
+        }) => text(
             StatusCode::NOT_FOUND,
             format!("no module named \"{module}\""),
         ),
@@ -399,14 +404,35 @@ async fn admin_request(
         }
         (&Method::POST, path) if path.starts_with("reload/") => {
             let name = &path["reload/".len()..];
+            /// The answer of `POST /_admin/reload/NAME`.
+            #[derive(serde::Serialize)]
+            struct Reloaded<'a> {
+                module: &'a str,
+                #[serde(flatten)]
+                outcome: ReloadOutcome,
+            }
+            /// The answer of a refused `POST /_admin/reload/NAME`.
+            #[derive(serde::Serialize)]
+            struct Refused<'a> {
+                module: &'a str,
+                outcome: &'static str,
+                error: String,
+            }
             match app.registry.reload(name).await {
                 Ok(outcome) => json(
                     StatusCode::OK,
-                    &serde_json::json!({ "module": name, "outcome": format!("{outcome:?}") }),
+                    &Reloaded {
+                        module: name,
+                        outcome,
+                    },
                 ),
-                Err(reason) => json(
+                Err(error) => json(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    &serde_json::json!({ "module": name, "error": reason }),
+                    &Refused {
+                        module: name,
+                        outcome: "refused",
+                        error: error.to_string(),
+                    },
                 ),
             }
         }

@@ -19,7 +19,7 @@
 //!     .start()
 //!     .await?;
 //! println!("listening on {}", server.addr());
-//! server.reload("users").await.map_err(anyhow::Error::msg)?;
+//! server.reload("users").await?;
 //! server.shutdown().await;
 //! # Ok(())
 //! # }
@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod error;
 mod http;
 mod metrics;
 mod middleware;
@@ -39,19 +40,16 @@ mod watch;
 mod ws;
 
 pub use config::{
-    CompiledCache, FileConfig, FileModule, HandoffConfig, HttpLimits, ServerConfig, StateConfig,
-    WebSocketConfig,
+    CompiledCache, HandoffConfig, HttpLimits, ServerConfig, StateConfig, WebSocketConfig,
 };
+pub use error::{HandoffError, ReloadError};
 pub use http::{Body, RouteHandler};
-pub use metrics::ProcessStats;
-pub use middleware::Rule;
 pub use registry::{
-    CompiledFrom, Entry, HOLD_BUCKETS, HoldStats, MiddlewareStatus, ModuleStatus, Registry,
-    Rejection, ReloadOutcome, SwapInfo, module_name_of, valid_name,
+    CompiledFrom, HOLD_BUCKETS, HoldStats, MiddlewareStatus, ModuleStatus, Rejection,
+    ReloadOutcome, SwapInfo, valid_name,
 };
-pub use server::{ServerBuilder, ServerHandle};
-pub use watch::DistWatcher;
-pub use ws::{Hub, HubStats};
+pub use server::{Monitor, ReloadCounts, ServerBuilder, ServerHandle};
+pub use ws::HubStats;
 
 /// A plain-text response, for application routes.
 pub fn text_response(status: u16, body: impl Into<String>) -> ::http::Response<Body> {

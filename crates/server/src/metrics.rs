@@ -22,15 +22,7 @@ pub struct ProcessStats {
 impl ProcessStats {
     /// Reads `/proc/self`; `None` where there is no procfs.
     pub fn read() -> Option<ProcessStats> {
-        ProcessStats::of_dir("/proc/self")
-    }
-
-    /// Reads `/proc/<pid>`; `None` where there is no procfs or no such process.
-    pub fn of(pid: u32) -> Option<ProcessStats> {
-        ProcessStats::of_dir(&format!("/proc/{pid}"))
-    }
-
-    fn of_dir(dir: &str) -> Option<ProcessStats> {
+        let dir = "/proc/self";
         let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
         let field = |name: &str| -> Option<u64> {
             status

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use wasi_host::{Host, LoadedModule, QueuedJobs};
 
 use crate::config::{HandoffConfig, ServerConfig};
+use crate::error::{HandoffError, ReloadError};
 use crate::middleware::Rule;
 
 /// A rejected version: why it was refused.
@@ -218,8 +219,9 @@ impl Entry {
     }
 }
 
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a reload did. Serialises as `{"outcome": "swapped", "old": …, "new": …}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ReloadOutcome {
     /// First load of the module.
     Loaded {
@@ -499,7 +501,7 @@ impl Registry {
     /// version drains first, then `snapshot` → `restore`, then the switch, then the held
     /// requests go to the new version (`docs/ABI.md`, "Snapshot and restore"). A failed
     /// handoff refuses the new version like a failed load.
-    pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, String> {
+    pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
         let result = self.reload_counted(name).await;
         let index = match &result {
             Ok(ReloadOutcome::Loaded { .. }) => 0,
@@ -513,9 +515,11 @@ impl Registry {
         result
     }
 
-    async fn reload_counted(&self, name: &str) -> Result<ReloadOutcome, String> {
+    async fn reload_counted(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
         if !valid_name(name) {
-            return Err(format!("invalid module name {name:?}"));
+            return Err(ReloadError::InvalidName {
+                name: name.to_owned(),
+            });
         }
         let lock = self.lock_for(name);
         let _serialized = lock.lock().await;
@@ -525,11 +529,12 @@ impl Registry {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(self.unload_locked(name));
             }
-            Err(error) => {
-                return Err(format!(
-                    "module \"{name}\": reading {}: {error}",
-                    path.display()
-                ));
+            Err(source) => {
+                return Err(ReloadError::Read {
+                    module: name.to_owned(),
+                    path,
+                    source,
+                });
             }
         };
         let old = self.get(name);
@@ -549,7 +554,10 @@ impl Registry {
         let loaded =
             tokio::task::spawn_blocking(move || host.load(&owned_name, &bytes, &module_config))
                 .await
-                .map_err(|error| format!("module \"{name}\": loader task failed: {error}"))?;
+                .map_err(|error| ReloadError::Task {
+                    module: name.to_owned(),
+                    reason: error.to_string(),
+                })?;
         let new = match loaded {
             Ok(new) => new,
             Err(error) => {
@@ -575,7 +583,7 @@ impl Registry {
                             .insert(name.to_owned(), rejection);
                     }
                 }
-                return Err(error.to_string());
+                return Err(error.into());
             }
         };
         let load_time = started.elapsed();
@@ -583,8 +591,10 @@ impl Registry {
 
         match old {
             None => {
-                new.go_live()
-                    .map_err(|error| format!("module \"{name}\": subscriptions: {error}"))?;
+                new.go_live().map_err(|source| ReloadError::Subscriptions {
+                    module: name.to_owned(),
+                    source,
+                })?;
                 let version = new.version().to_owned();
                 let entry = Arc::new(Entry {
                     name: name.to_owned(),
@@ -614,7 +624,10 @@ impl Registry {
                 }
                 // Subscriptions move in one bus step, then routing in one swap.
                 new.take_over_from(&previous)
-                    .map_err(|error| format!("module \"{name}\": moving subscriptions: {error}"))?;
+                    .map_err(|source| ReloadError::Subscriptions {
+                        module: name.to_owned(),
+                        source,
+                    })?;
                 let new_version = new.version().to_owned();
                 entry.rule.store(Arc::new(rule));
                 let old = entry.current.swap(Arc::new(new));
@@ -667,7 +680,7 @@ impl Registry {
         new: LoadedModule,
         rule: Option<Rule>,
         load_time: Duration,
-    ) -> Result<ReloadOutcome, String> {
+    ) -> Result<ReloadOutcome, ReloadError> {
         let name = entry.name.clone();
         let HandoffConfig { hold_timeout, .. } = self.config.handoff(&name).clone();
         let drain_timeout = self.config.drain_timeout.min(hold_timeout);
@@ -683,7 +696,7 @@ impl Registry {
             })
         }
         .await
-        .unwrap_or_else(|error| Err(format!("the handoff task failed: {error}")));
+        .unwrap_or_else(|error| Err(HandoffError::Task(error.to_string())));
         let held = held_at.elapsed();
         match handoff {
             Ok(state_bytes) => {
@@ -703,17 +716,20 @@ impl Registry {
                     state_bytes: Some(state_bytes),
                 }))
             }
-            Err(reason) => {
+            Err(source) => {
                 // The old version keeps serving with its state: it takes its waiting
                 // messages up again and gets the held requests.
                 old.resume(QueuedJobs::default());
                 let held_requests = entry.gate.release();
                 self.count_hold(held, held_requests);
-                let reason = format!("module \"{name}\": state handoff failed: {reason}");
-                tracing::warn!(module = %name, rejected = %new_version, serving = %old_version, held_ms = held.as_secs_f64() * 1e3, held_requests, "new version refused, the old one keeps serving with its state: {reason}");
-                entry.record_rejection(&new_version, &reason);
+                let error = ReloadError::Handoff {
+                    module: name.clone(),
+                    source,
+                };
+                tracing::warn!(module = %name, rejected = %new_version, serving = %old_version, held_ms = held.as_secs_f64() * 1e3, held_requests, "new version refused, the old one keeps serving with its state: {error}");
+                entry.record_rejection(&new_version, &error.to_string());
                 tokio::task::spawn_blocking(move || new.close());
-                Err(reason)
+                Err(error)
             }
         }
     }
@@ -792,13 +808,6 @@ impl Registry {
             }
             None => ReloadOutcome::Absent,
         }
-    }
-
-    /// Unloads `name` (drained in the background).
-    pub async fn unload(&self, name: &str) -> ReloadOutcome {
-        let lock = self.lock_for(name);
-        let _serialized = lock.lock().await;
-        self.unload_locked(name)
     }
 
     /// Names of the `.wasm` files in the dist dir.
@@ -881,7 +890,8 @@ impl Registry {
 
     /// Drains and closes every module (shutdown).
     pub(crate) fn close_all(&self) {
-        let entries = self.entries.swap(Arc::new(BTreeMap::new()));
+        // The table stays: a `Monitor` shows the closed modules' last counters.
+        let entries = self.entries.load_full();
         let timeout = self.config.drain_timeout;
         let modules: Vec<Arc<LoadedModule>> =
             entries.values().map(|entry| entry.current()).collect();
@@ -913,28 +923,39 @@ fn hand_over(
     drain_timeout: Duration,
     hold_timeout: Duration,
     held_at: Instant,
-) -> Result<usize, String> {
-    new.pause()
-        .map_err(|error| format!("pausing the new version: {error}"))?;
+) -> Result<usize, HandoffError> {
+    new.pause().map_err(|source| HandoffError::Pause {
+        which: "new",
+        source,
+    })?;
     let report = old.drain(drain_timeout);
-    old.pause()
-        .map_err(|error| format!("pausing the old version: {error}"))?;
+    old.pause().map_err(|source| HandoffError::Pause {
+        which: "old",
+        source,
+    })?;
     if !report.completed() {
-        return Err(format!(
-            "the old version did not finish draining within {drain_timeout:?}: {:?}",
-            report.instances
-        ));
+        let unfinished = report
+            .instances
+            .iter()
+            .filter(|outcome| !matches!(outcome, wasi_host::DrainOutcome::Done { .. }))
+            .count();
+        return Err(HandoffError::NotDrained {
+            timeout: drain_timeout,
+            unfinished,
+            instances: report.instances.len(),
+        });
     }
-    let envelope = old.snapshot().map_err(|error| error.to_string())?;
-    let state_bytes = new.restore(&envelope).map_err(|error| error.to_string())?;
+    let envelope = old.snapshot().map_err(HandoffError::Snapshot)?;
+    let state_bytes = new.restore(&envelope).map_err(HandoffError::Restore)?;
     let held = held_at.elapsed();
     if held > hold_timeout {
-        return Err(format!(
-            "the handoff held requests for {held:?}, over the hold timeout of {hold_timeout:?}"
-        ));
+        return Err(HandoffError::HoldTimeout {
+            held,
+            timeout: hold_timeout,
+        });
     }
     new.take_over_from(old)
-        .map_err(|error| format!("moving subscriptions: {error}"))?;
+        .map_err(HandoffError::Subscriptions)?;
     // The old version is paused and no longer subscribed: what waits in its inbox is all it
     // will ever get. The new version runs it first.
     let waiting = old.take_queued();

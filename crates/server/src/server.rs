@@ -12,10 +12,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::ServerConfig;
+use crate::error::ReloadError;
 use crate::http::{App, RouteHandler};
-use crate::registry::{ModuleStatus, Registry, ReloadOutcome, module_name_of};
+use crate::registry::{HoldStats, ModuleStatus, Registry, ReloadOutcome, module_name_of};
 use crate::watch::DistWatcher;
-use crate::ws::{Hub, HubSink};
+use crate::ws::{Hub, HubSink, HubStats};
 
 /// Builds a server: the config, plus any routes of the application's own.
 pub struct ServerBuilder {
@@ -142,6 +143,91 @@ fn open_store(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn state::Sto
     Ok(Some(store))
 }
 
+/// A read-only view of a running server, from [`ServerHandle::monitor`]: cheap to clone,
+/// valid after the server stopped (it then shows the last state).
+#[derive(Clone)]
+pub struct Monitor {
+    registry: Arc<Registry>,
+    hub: Arc<Hub>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
+/// How many reloads ended each way since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReloadCounts {
+    /// First loads.
+    pub loaded: u64,
+    /// New versions swapped in.
+    pub swapped: u64,
+    /// Files holding the version already serving.
+    pub unchanged: u64,
+    /// Modules unloaded because their file went away.
+    pub unloaded: u64,
+    /// Reloads of a module with neither a file nor a loaded version.
+    pub absent: u64,
+    /// Refused new versions ([`crate::ReloadError`]).
+    pub rejected: u64,
+}
+
+impl Monitor {
+    /// Status of every module, as `/_admin/modules` shows it.
+    pub fn modules(&self) -> Vec<ModuleStatus> {
+        self.registry.status()
+    }
+
+    /// Status of one module.
+    pub fn module(&self, name: &str) -> Option<ModuleStatus> {
+        self.registry
+            .status()
+            .into_iter()
+            .find(|status| status.name == name)
+    }
+
+    /// The counters of the version of `name` serving now (not of versions it replaced).
+    pub fn module_stats(&self, name: &str) -> Option<wasi_host::ModuleStats> {
+        self.registry.get(name).map(|entry| entry.current().stats())
+    }
+
+    /// Replaced versions still finishing their work.
+    pub fn draining(&self) -> usize {
+        self.registry.draining()
+    }
+
+    /// The hold windows of swaps with a state handoff so far.
+    pub fn hold_stats(&self) -> HoldStats {
+        self.registry.hold_stats()
+    }
+
+    /// How many reloads ended each way.
+    pub fn reloads(&self) -> ReloadCounts {
+        let [loaded, swapped, unchanged, unloaded, absent, rejected] =
+            self.registry.reload_counts();
+        ReloadCounts {
+            loaded,
+            swapped,
+            unchanged,
+            unloaded,
+            absent,
+            rejected,
+        }
+    }
+
+    /// The WebSocket relay's counters.
+    pub fn websocket(&self) -> HubStats {
+        self.hub.stats()
+    }
+
+    /// WebSocket clients subscribed to `topic`.
+    pub fn ws_clients(&self, topic: &str) -> usize {
+        self.hub.clients_of(topic)
+    }
+}
+
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
@@ -173,28 +259,35 @@ impl ServerHandle {
         self.host.bus()
     }
 
-    /// The WebSocket relay.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+    /// A read-only view of the server's state that can be cloned and kept (for monitoring,
+    /// or to wait for a condition from another task).
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            registry: self.registry.clone(),
+            hub: self.hub.clone(),
+        }
     }
 
-    /// The module registry.
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// Sends `payload` to every WebSocket client of `topic` (`/ws?topic=...`), as a module's
+    /// `ws_broadcast` does.
+    pub fn ws_broadcast(&self, topic: &str, payload: &[u8]) {
+        self.hub.broadcast(topic, payload);
     }
 
     /// Reloads `name` from the dist dir (the handoff protocol); for applications that run
     /// their own watcher or none.
-    pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, String> {
+    pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
         self.registry.reload(name).await
     }
 
     /// Feeds one file event from an application's own watcher: `path` is a `.wasm` in the
     /// dist dir that was created, changed, renamed or removed.
-    pub async fn file_event(&self, path: &Path) -> Result<ReloadOutcome, String> {
+    pub async fn file_event(&self, path: &Path) -> Result<ReloadOutcome, ReloadError> {
         match module_name_of(path) {
             Some(name) => self.registry.reload(&name).await,
-            None => Err(format!("{} is not a module file", path.display())),
+            None => Err(ReloadError::NotAModuleFile {
+                path: path.to_owned(),
+            }),
         }
     }
 

@@ -60,13 +60,20 @@ pub enum LoadError {
         /// The version the module reported.
         version: i32,
     },
-    /// The module's declared memory doesn't fit the limit.
-    #[error("module \"{module}\": memory over limit: {reason}")]
+    /// The module's memory declares a minimum above the module's memory limit.
+    #[error(
+        "module \"{module}\": memory over limit: declared minimum of {declared_pages} pages \
+         ({} bytes) exceeds the limit of {limit_pages} pages ({} bytes)",
+        u64::from(*declared_pages) * 65536,
+        u64::from(*limit_pages) * 65536
+    )]
     MemoryOverLimit {
         /// Module name.
         module: String,
-        /// Details.
-        reason: String,
+        /// The minimum the module declares, in 64 KiB pages.
+        declared_pages: u32,
+        /// The limit, in 64 KiB pages.
+        limit_pages: u32,
     },
     /// Instantiation failed (linking, memory creation, a trapping start function).
     #[error("module \"{module}\": instantiation failed: {reason}")]
@@ -103,61 +110,76 @@ pub enum LoadError {
     },
 }
 
-/// Why one call into a module failed. Every message names the module.
+impl LoadError {
+    /// The module that could not be loaded.
+    pub fn module(&self) -> &str {
+        match self {
+            LoadError::InvalidWasm { module, .. }
+            | LoadError::ExportSignature { module, .. }
+            | LoadError::MissingExport { module, .. }
+            | LoadError::UnknownImport { module, .. }
+            | LoadError::UnsupportedAbi { module, .. }
+            | LoadError::MemoryOverLimit { module, .. }
+            | LoadError::Instantiate { module, .. }
+            | LoadError::Init { module, .. }
+            | LoadError::Grant { module, .. }
+            | LoadError::Host { module, .. } => module,
+        }
+    }
+}
+
+/// Why one call into a module failed: the module, the export that was running (or was to
+/// run), and what went wrong.
+///
+/// Displays on one line, like `module "users": handle: trapped: unreachable`; a trap's guest
+/// backtrace is data ([`CallError::backtrace`]), not part of the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("module \"{module}\": {export}: {kind}")]
+pub struct CallError {
+    /// Module name.
+    pub module: String,
+    /// The export the call was for: `"handle"`, `"on_message"`, `"init"`, `"drain"`, ...
+    pub export: &'static str,
+    /// What went wrong.
+    pub kind: CallErrorKind,
+}
+
+/// The ways one call into a module fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum CallError {
+pub enum CallErrorKind {
     /// The guest trapped (unreachable, a Rust panic, out-of-bounds access, stack overflow).
     /// The instance is replaced by a fresh one.
-    #[error(
-        "module \"{module}\": {export} trapped: {message}{}",
-        backtrace_suffix(backtrace)
-    )]
+    #[error("trapped: {message}")]
     Trap {
-        /// Module name.
-        module: String,
-        /// The export that was running.
-        export: &'static str,
         /// The trap's message.
         message: String,
-        /// The guest's frames, innermost first, one per line.
-        backtrace: String,
+        /// The guest's frames, innermost first.
+        backtrace: Vec<Frame>,
     },
     /// The call ran past its deadline and was interrupted. The instance is replaced.
-    #[error("module \"{module}\": {export} exceeded its deadline of {deadline:?}")]
+    #[error("exceeded its deadline of {deadline:?}")]
     Deadline {
-        /// Module name.
-        module: String,
-        /// The export that was running.
-        export: &'static str,
         /// The deadline it had.
         deadline: Duration,
     },
     /// The guest passed a pointer/length outside its memory to an import or returned one.
-    #[error("module \"{module}\": bad pointer in {place}: {detail}")]
+    #[error("bad pointer in {place}: {detail}")]
     BadPointer {
-        /// Module name.
-        module: String,
         /// The import or export involved, e.g. `import "publish"`.
         place: String,
         /// Offsets and sizes.
         detail: String,
     },
     /// The guest returned bytes that don't decode, or broke the ABI another way.
-    #[error("module \"{module}\": {export} broke the ABI: {detail}")]
+    #[error("broke the ABI: {detail}")]
     Abi {
-        /// Module name.
-        module: String,
-        /// The export involved.
-        export: &'static str,
         /// What was wrong.
         detail: String,
     },
     /// The request or message is larger than the module's limit.
-    #[error("module \"{module}\": {what} of {size} bytes exceeds the limit of {limit} bytes")]
+    #[error("{what} of {size} bytes exceeds the limit of {limit} bytes")]
     TooLarge {
-        /// Module name.
-        module: String,
         /// What was too large.
         what: &'static str,
         /// Its size.
@@ -165,67 +187,87 @@ pub enum CallError {
         /// The limit.
         limit: usize,
     },
-    /// The module has no export for this kind of call (e.g. no `handle`).
-    #[error("module \"{module}\": no \"{export}\" export")]
+    /// The module lacks an export the call needs (no `handle`, no `alloc`).
+    #[error("no \"{name}\" export")]
     NotExported {
-        /// Module name.
-        module: String,
         /// The missing export.
-        export: &'static str,
+        name: &'static str,
     },
     /// The inbox is full; try again later.
-    #[error("module \"{module}\": overloaded ({capacity} jobs waiting)")]
+    #[error("overloaded ({capacity} jobs waiting)")]
     Overloaded {
-        /// Module name.
-        module: String,
         /// The inbox capacity.
         capacity: usize,
     },
     /// The module version was closed; the call never ran.
-    #[error("module \"{module}\": version is closed")]
-    Closed {
-        /// Module name.
-        module: String,
-    },
+    #[error("version is closed")]
+    Closed,
     /// No instance is left to run the call (replacement after a failure failed too).
-    #[error("module \"{module}\": instance gone: {reason}")]
+    #[error("instance gone: {reason}")]
     InstanceGone {
-        /// Module name.
-        module: String,
         /// Why.
         reason: String,
     },
 }
 
-fn backtrace_suffix(backtrace: &str) -> String {
-    if backtrace.is_empty() {
-        String::new()
-    } else {
-        format!("\n{backtrace}")
+/// A host import's refusal of the running call (a bad pointer, say), carried through wasmer
+/// as a `RuntimeError::user` and made into a [`CallError`] naming the module and the export by
+/// the call that was running.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ImportFault(pub CallErrorKind);
+
+/// One frame of a guest backtrace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The function's name from the module's name section, or `func[N]`.
+    pub function: String,
+    /// The module's name as the engine knows it.
+    pub module: String,
+    /// The offset of the instruction in the module's code.
+    pub offset: usize,
+}
+
+impl std::fmt::Display for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "at {} ({}+{:#x})",
+            self.function, self.module, self.offset
+        )
     }
 }
 
 impl CallError {
+    /// A failed call of `export` in `module`.
+    pub fn new(module: impl Into<String>, export: &'static str, kind: CallErrorKind) -> CallError {
+        CallError {
+            module: module.into(),
+            export,
+            kind,
+        }
+    }
+
     /// The module the call was for.
     pub fn module(&self) -> &str {
-        match self {
-            CallError::Trap { module, .. }
-            | CallError::Deadline { module, .. }
-            | CallError::BadPointer { module, .. }
-            | CallError::Abi { module, .. }
-            | CallError::TooLarge { module, .. }
-            | CallError::NotExported { module, .. }
-            | CallError::Overloaded { module, .. }
-            | CallError::Closed { module }
-            | CallError::InstanceGone { module, .. } => module,
+        &self.module
+    }
+
+    /// The guest's frames when the call trapped, innermost first; empty otherwise.
+    pub fn backtrace(&self) -> &[Frame] {
+        match &self.kind {
+            CallErrorKind::Trap { backtrace, .. } => backtrace,
+            _ => &[],
         }
     }
 
     /// Whether the guest is to blame and the instance was (or will be) replaced.
     pub fn replaces_instance(&self) -> bool {
         matches!(
-            self,
-            CallError::Trap { .. } | CallError::Deadline { .. } | CallError::BadPointer { .. }
+            self.kind,
+            CallErrorKind::Trap { .. }
+                | CallErrorKind::Deadline { .. }
+                | CallErrorKind::BadPointer { .. }
         )
     }
 }
@@ -251,12 +293,12 @@ pub struct SnapshotError {
 #[non_exhaustive]
 pub enum SnapshotErrorKind {
     /// The export trapped. The instance is replaced, as after any trap.
-    #[error("trapped: {message}{}", backtrace_suffix(backtrace))]
+    #[error("trapped: {message}")]
     Trap {
         /// The trap's message.
         message: String,
         /// The guest's frames, innermost first.
-        backtrace: String,
+        backtrace: Vec<Frame>,
     },
     /// The export ran past its deadline ([`crate::Limits::snapshot_deadline`]).
     #[error("exceeded its deadline of {deadline:?}")]
@@ -321,16 +363,18 @@ impl SnapshotError {
 
     /// Classifies a failed guarded call of `export`.
     pub(crate) fn from_call(module: &str, export: &'static str, error: CallError) -> SnapshotError {
-        let kind = match error {
-            CallError::Trap {
-                message, backtrace, ..
-            } => SnapshotErrorKind::Trap { message, backtrace },
-            CallError::Deadline { deadline, .. } => SnapshotErrorKind::Deadline { deadline },
-            CallError::BadPointer { place, detail, .. } => SnapshotErrorKind::Abi {
+        let kind = match error.kind {
+            CallErrorKind::Trap { message, backtrace } => {
+                SnapshotErrorKind::Trap { message, backtrace }
+            }
+            CallErrorKind::Deadline { deadline } => SnapshotErrorKind::Deadline { deadline },
+            CallErrorKind::BadPointer { place, detail } => SnapshotErrorKind::Abi {
                 detail: format!("bad pointer in {place}: {detail}"),
             },
-            CallError::Abi { detail, .. } => SnapshotErrorKind::Abi { detail },
-            CallError::TooLarge { size, limit, .. } => SnapshotErrorKind::TooLarge { size, limit },
+            CallErrorKind::Abi { detail } => SnapshotErrorKind::Abi { detail },
+            CallErrorKind::TooLarge { size, limit, .. } => {
+                SnapshotErrorKind::TooLarge { size, limit }
+            }
             other => SnapshotErrorKind::Unavailable {
                 reason: other.to_string(),
             },

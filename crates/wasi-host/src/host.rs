@@ -313,6 +313,20 @@ impl Host {
         let name = &compiled.name;
         let limits = config.limits.clone();
         let pages = limits.max_memory_bytes.div_ceil(65536).min(65536) as u32;
+        // The memory the module defines and exports (the ABI requires one) must fit before any
+        // instance is made; the tunables below clamp its growth, and refuse any other memory
+        // over the limit when an instance is created.
+        for export in compiled.module.exports() {
+            if let wasmer::ExternType::Memory(memory) = export.ty()
+                && memory.minimum.0 > pages
+            {
+                return Err(LoadError::MemoryOverLimit {
+                    module: name.clone(),
+                    declared_pages: memory.minimum.0,
+                    limit_pages: pages,
+                });
+            }
+        }
         let mut engine = self.inner.engine.clone();
         engine.set_tunables(crate::tunables::LimitingTunables::new(
             BaseTunables::new(),

@@ -14,7 +14,7 @@ use wasmer::{
     RuntimeError, Store, TypedFunction, WasmTypeList, WithEnv,
 };
 
-use crate::error::CallError;
+use crate::error::{CallErrorKind, ImportFault};
 use crate::logs::{LogLevel, LogSource};
 use crate::shared::{Shared, SubscribeRefusal};
 
@@ -29,8 +29,8 @@ pub(crate) struct GuestEnv {
 
 /// Fails the running call with `error`: it travels inside wasmer's `RuntimeError` and the
 /// caller gets it back by downcasting (`instance.rs`, `guarded`), not through a side slot.
-fn fail(_ctx: &mut FunctionEnvMut<'_, GuestEnv>, error: CallError) -> RuntimeError {
-    RuntimeError::user(Box::new(error))
+fn fail(kind: CallErrorKind) -> RuntimeError {
+    RuntimeError::user(Box::new(ImportFault(kind)))
 }
 
 /// Copies `len` bytes at `ptr` out of guest memory, or fails the call with a bad pointer.
@@ -63,15 +63,10 @@ fn read(
         }
     };
     outcome.map_err(|detail| {
-        let module = ctx.data().shared.name.clone();
-        fail(
-            ctx,
-            CallError::BadPointer {
-                module,
-                place: format!("import \"{import}\""),
-                detail,
-            },
-        )
+        fail(CallErrorKind::BadPointer {
+            place: format!("import \"{import}\""),
+            detail,
+        })
     })
 }
 
@@ -330,19 +325,14 @@ fn log_line(
             .map_or(0, |memory| memory.view(&store).data_size());
         let end = u64::from(ptr as u32) + u64::from(len as u32);
         if end > size {
-            let module = ctx.data().shared.name.clone();
             let detail = format!(
                 "message at {}..{end} is outside memory of {size} bytes",
                 ptr as u32
             );
-            return Err(fail(
-                ctx,
-                CallError::BadPointer {
-                    module,
-                    place: format!("import \"{import}\""),
-                    detail,
-                },
-            ));
+            return Err(fail(CallErrorKind::BadPointer {
+                place: format!("import \"{import}\""),
+                detail,
+            }));
         }
     }
     ctx.data().shared.log.line(level, LogSource::Import, &bytes);
@@ -495,15 +485,10 @@ fn write(
             .map_err(|error| error.to_string()),
     };
     outcome.map_err(|detail| {
-        let module = ctx.data().shared.name.clone();
-        fail(
-            ctx,
-            CallError::BadPointer {
-                module,
-                place: format!("import \"{import}\" (allocator result)"),
-                detail,
-            },
-        )
+        fail(CallErrorKind::BadPointer {
+            place: format!("import \"{import}\" (allocator result)"),
+            detail,
+        })
     })
 }
 

@@ -15,7 +15,7 @@ use wasmer_wasix::{WasiEnv, WasiError, WasiFunctionEnv};
 
 use crate::abi::{ABI_VERSION_EXPORT, AbiVersion, RESTORE_EXPORT, SNAPSHOT_EXPORT, Shape};
 use crate::config::Grants;
-use crate::error::{CallError, LoadError};
+use crate::error::{CallError, CallErrorKind, Frame, ImportFault, LoadError};
 use crate::imports::{self, GuestEnv};
 use crate::logs::{LogFile, LogSource};
 use crate::shared::Shared;
@@ -144,16 +144,9 @@ impl Live {
                 }
                 other => other.to_string(),
             };
-            if reason.contains("exceeds the limit of") {
-                LoadError::MemoryOverLimit {
-                    module: name.clone(),
-                    reason,
-                }
-            } else {
-                LoadError::Instantiate {
-                    module: name.clone(),
-                    reason,
-                }
+            LoadError::Instantiate {
+                module: name.clone(),
+                reason,
             }
         })?;
         if let Some(wasi) = &mut wasi {
@@ -263,25 +256,28 @@ impl Live {
             // Finished, but past the deadline: typically a WASI sleep the deadline cut short,
             // after which the guest's idea of time is wrong. Counted as a deadline, and the
             // instance (which may still have an interrupt pending) is replaced.
-            Ok(_) if fired => Err(CallError::Deadline {
+            Ok(_) if fired => Err(CallError::new(
                 module,
                 export,
-                deadline,
-            }),
+                CallErrorKind::Deadline { deadline },
+            )),
             Ok(value) => Ok(value),
             Err(Failure::Call(error)) => Err(error),
             // An import failed the call with a typed error (a bad pointer, say).
-            Err(Failure::Runtime(error)) if error.downcast_ref::<CallError>().is_some() => {
-                Err(error
-                    .downcast_ref::<CallError>()
-                    .cloned()
-                    .unwrap_or(CallError::Closed { module }))
+            Err(Failure::Runtime(error)) if error.downcast_ref::<ImportFault>().is_some() => {
+                let kind = match error.downcast::<ImportFault>() {
+                    Ok(ImportFault(kind)) => kind,
+                    Err(error) => CallErrorKind::Abi {
+                        detail: error.message(),
+                    },
+                };
+                Err(CallError::new(module, export, kind))
             }
-            Err(Failure::Runtime(_)) if fired => Err(CallError::Deadline {
+            Err(Failure::Runtime(_)) if fired => Err(CallError::new(
                 module,
                 export,
-                deadline,
-            }),
+                CallErrorKind::Deadline { deadline },
+            )),
             Err(Failure::Runtime(error)) => {
                 let message = match error.downcast_ref::<WasiError>() {
                     Some(WasiError::Exit(code)) => format!("the guest called exit({})", code.raw()),
@@ -290,25 +286,20 @@ impl Live {
                 let backtrace = error
                     .trace()
                     .iter()
-                    .map(|frame| {
-                        let function = frame
+                    .map(|frame| Frame {
+                        function: frame
                             .function_name()
                             .map(str::to_owned)
-                            .unwrap_or_else(|| format!("func[{}]", frame.func_index()));
-                        format!(
-                            "  at {function} ({}+{:#x})",
-                            frame.module_name(),
-                            frame.module_offset()
-                        )
+                            .unwrap_or_else(|| format!("func[{}]", frame.func_index())),
+                        module: frame.module_name().to_owned(),
+                        offset: frame.module_offset(),
                     })
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                Err(CallError::Trap {
+                    .collect();
+                Err(CallError::new(
                     module,
                     export,
-                    message,
-                    backtrace,
-                })
+                    CallErrorKind::Trap { message, backtrace },
+                ))
             }
         }
     }
@@ -320,21 +311,26 @@ impl Live {
         bytes: &[u8],
     ) -> Result<(i32, i32), Failure> {
         let Some(alloc) = self.alloc.clone() else {
-            return Err(CallError::NotExported {
-                module: module.to_owned(),
-                export: "alloc",
-            }
+            return Err(CallError::new(
+                module,
+                export,
+                CallErrorKind::NotExported { name: "alloc" },
+            )
             .into());
         };
         let len = bytes.len() as i32;
         let ptr = alloc.call(&mut self.store, len)?;
         let view = self.memory.view(&self.store);
-        view.write(u64::from(ptr as u32), bytes)
-            .map_err(|error| CallError::BadPointer {
-                module: module.to_owned(),
-                place: format!("export \"{export}\" input (allocator returned {ptr})"),
-                detail: format!("{} bytes at {}: {error}", bytes.len(), ptr as u32),
-            })?;
+        view.write(u64::from(ptr as u32), bytes).map_err(|error| {
+            CallError::new(
+                module,
+                export,
+                CallErrorKind::BadPointer {
+                    place: format!("export \"{export}\" input (allocator returned {ptr})"),
+                    detail: format!("{} bytes at {}: {error}", bytes.len(), ptr as u32),
+                },
+            )
+        })?;
         Ok((ptr, len))
     }
 
@@ -349,19 +345,26 @@ impl Live {
         let size = view.data_size();
         let end = u64::from(ptr) + u64::from(len);
         if end > size {
-            return Err(CallError::BadPointer {
-                module: module.to_owned(),
-                place: format!("export \"{export}\" result"),
-                detail: format!("{ptr}..{end} is outside memory of {size} bytes"),
-            });
+            return Err(CallError::new(
+                module,
+                export,
+                CallErrorKind::BadPointer {
+                    place: format!("export \"{export}\" result"),
+                    detail: format!("{ptr}..{end} is outside memory of {size} bytes"),
+                },
+            ));
         }
         let mut buffer = vec![0u8; len as usize];
-        view.read(u64::from(ptr), &mut buffer)
-            .map_err(|error| CallError::BadPointer {
-                module: module.to_owned(),
-                place: format!("export \"{export}\" result"),
-                detail: error.to_string(),
-            })?;
+        view.read(u64::from(ptr), &mut buffer).map_err(|error| {
+            CallError::new(
+                module,
+                export,
+                CallErrorKind::BadPointer {
+                    place: format!("export \"{export}\" result"),
+                    detail: error.to_string(),
+                },
+            )
+        })?;
         Ok(buffer)
     }
 
@@ -378,12 +381,15 @@ impl Live {
     ) -> Result<Vec<u8>, Failure> {
         let (ptr, len) = ((packed >> 32) as u32, packed as u32);
         if len as usize > limit {
-            return Err(CallError::TooLarge {
-                module: module.to_owned(),
-                what,
-                size: len as usize,
-                limit,
-            }
+            return Err(CallError::new(
+                module,
+                export,
+                CallErrorKind::TooLarge {
+                    what,
+                    size: len as usize,
+                    limit,
+                },
+            )
             .into());
         }
         let bytes = self.read_guest(module, export, ptr, len)?;
@@ -404,29 +410,35 @@ impl Live {
             AbiVersion::V1 => {
                 let bytes = request.encode();
                 if bytes.len() > limits.max_request_bytes {
-                    return Err(CallError::TooLarge {
-                        module: module.to_owned(),
-                        what: "request",
-                        size: bytes.len(),
-                        limit: limits.max_request_bytes,
-                    });
+                    return Err(CallError::new(
+                        module,
+                        "handle",
+                        CallErrorKind::TooLarge {
+                            what: "request",
+                            size: bytes.len(),
+                            limit: limits.max_request_bytes,
+                        },
+                    ));
                 }
                 let Some(handle) = self.handle_v1.clone() else {
-                    return Err(CallError::NotExported {
-                        module: module.to_owned(),
-                        export: "handle",
-                    });
+                    return Err(CallError::new(
+                        module,
+                        "handle",
+                        CallErrorKind::NotExported { name: "handle" },
+                    ));
                 };
                 let max_response = limits.max_response_bytes;
                 self.guarded(blueprint, "handle", limits.handle_deadline, |live| {
                     let (ptr, len) = live.write_guest(module, "handle", &bytes)?;
                     let packed = handle.call(&mut live.store, ptr, len)?;
                     if packed < 0 {
-                        return Err(CallError::Abi {
-                            module: module.to_owned(),
-                            export: "handle",
-                            detail: format!("returned error code {packed}"),
-                        }
+                        return Err(CallError::new(
+                            module,
+                            "handle",
+                            CallErrorKind::Abi {
+                                detail: format!("returned error code {packed}"),
+                            },
+                        )
                         .into());
                     }
                     let out =
@@ -438,21 +450,24 @@ impl Live {
                         },
                     )
                     .map_err(|error| {
-                        CallError::Abi {
-                            module: module.to_owned(),
-                            export: "handle",
-                            detail: error.to_string(),
-                        }
+                        CallError::new(
+                            module,
+                            "handle",
+                            CallErrorKind::Abi {
+                                detail: error.to_string(),
+                            },
+                        )
                         .into()
                     })
                 })
             }
             AbiVersion::V0 => {
                 let Some(handle) = self.handle_v0.clone() else {
-                    return Err(CallError::NotExported {
-                        module: module.to_owned(),
-                        export: "handle",
-                    });
+                    return Err(CallError::new(
+                        module,
+                        "handle",
+                        CallErrorKind::NotExported { name: "handle" },
+                    ));
                 };
                 let path = if request.path.is_empty() {
                     "/"
@@ -486,33 +501,44 @@ impl Live {
         let mut chunk = [0u8; 4096];
         loop {
             if offset >= size {
-                return Err(CallError::BadPointer {
-                    module: module.to_owned(),
-                    place: "export \"handle\" result".into(),
-                    detail: format!(
-                        "string at {ptr} runs past the end of memory ({size} bytes) without a NUL"
-                    ),
-                });
+                return Err(CallError::new(
+                    module,
+                    "handle",
+                    CallErrorKind::BadPointer {
+                        place: "export \"handle\" result".into(),
+                        detail: format!(
+                            "string at {ptr} runs past the end of memory ({size} bytes) without \
+                             a NUL"
+                        ),
+                    },
+                ));
             }
             let take = (size - offset).min(chunk.len() as u64) as usize;
-            view.read(offset, &mut chunk[..take])
-                .map_err(|error| CallError::BadPointer {
-                    module: module.to_owned(),
-                    place: "export \"handle\" result".into(),
-                    detail: error.to_string(),
-                })?;
+            view.read(offset, &mut chunk[..take]).map_err(|error| {
+                CallError::new(
+                    module,
+                    "handle",
+                    CallErrorKind::BadPointer {
+                        place: "export \"handle\" result".into(),
+                        detail: error.to_string(),
+                    },
+                )
+            })?;
             if let Some(nul) = chunk[..take].iter().position(|&byte| byte == 0) {
                 body.extend_from_slice(&chunk[..nul]);
                 return Ok(body);
             }
             body.extend_from_slice(&chunk[..take]);
             if body.len() > limit {
-                return Err(CallError::TooLarge {
-                    module: module.to_owned(),
-                    what: "response",
-                    size: body.len(),
-                    limit,
-                });
+                return Err(CallError::new(
+                    module,
+                    "handle",
+                    CallErrorKind::TooLarge {
+                        what: "response",
+                        size: body.len(),
+                        limit,
+                    },
+                ));
             }
             offset += take as u64;
         }
@@ -526,22 +552,26 @@ impl Live {
         let module = blueprint.name();
         let limits = &blueprint.shared.limits;
         let Some(on_message) = self.on_message.clone() else {
-            return Err(CallError::NotExported {
-                module: module.to_owned(),
-                export: "on_message",
-            });
+            return Err(CallError::new(
+                module,
+                "on_message",
+                CallErrorKind::NotExported { name: "on_message" },
+            ));
         };
         let bytes = match blueprint.shape.abi {
             AbiVersion::V1 => message.encode(),
             AbiVersion::V0 => message.payload,
         };
         if bytes.len() > limits.max_message_bytes {
-            return Err(CallError::TooLarge {
-                module: module.to_owned(),
-                what: "message",
-                size: bytes.len(),
-                limit: limits.max_message_bytes,
-            });
+            return Err(CallError::new(
+                module,
+                "on_message",
+                CallErrorKind::TooLarge {
+                    what: "message",
+                    size: bytes.len(),
+                    limit: limits.max_message_bytes,
+                },
+            ));
         }
         self.guarded(blueprint, "on_message", limits.message_deadline, |live| {
             let (ptr, len) = live.write_guest(module, "on_message", &bytes)?;
@@ -569,10 +599,13 @@ impl Live {
     ) -> Result<Result<Vec<u8>, i64>, CallError> {
         let module = blueprint.name();
         let Some(snapshot) = self.snapshot.clone() else {
-            return Err(CallError::NotExported {
-                module: module.to_owned(),
-                export: SNAPSHOT_EXPORT,
-            });
+            return Err(CallError::new(
+                module,
+                SNAPSHOT_EXPORT,
+                CallErrorKind::NotExported {
+                    name: SNAPSHOT_EXPORT,
+                },
+            ));
         };
         let limits = &blueprint.shared.limits;
         let limit = limits.max_snapshot_bytes;
@@ -600,10 +633,13 @@ impl Live {
     ) -> Result<i32, CallError> {
         let module = blueprint.name();
         let Some(restore) = self.restore.clone() else {
-            return Err(CallError::NotExported {
-                module: module.to_owned(),
-                export: RESTORE_EXPORT,
-            });
+            return Err(CallError::new(
+                module,
+                RESTORE_EXPORT,
+                CallErrorKind::NotExported {
+                    name: RESTORE_EXPORT,
+                },
+            ));
         };
         let deadline = blueprint.shared.limits.snapshot_deadline;
         self.guarded(blueprint, RESTORE_EXPORT, deadline, |live| {

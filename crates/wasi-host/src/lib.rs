@@ -43,7 +43,7 @@ mod worker;
 
 pub use abi::{ABI_VERSION_EXPORT, AbiVersion, RESTORE_EXPORT, SNAPSHOT_EXPORT};
 pub use config::{Grants, HostConfig, KvConfig, Limits, ModuleConfig};
-pub use error::{CallError, LoadError, SnapshotError, SnapshotErrorKind};
+pub use error::{CallError, CallErrorKind, Frame, LoadError, SnapshotError, SnapshotErrorKind};
 pub use host::{CompileSource, Compiled, Host};
 pub use kv::valid_store_name;
 pub use logs::{LogLevel, LogLine, LogSource};

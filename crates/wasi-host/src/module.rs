@@ -10,7 +10,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::abi::AbiVersion;
 use crate::abi::{RESTORE_EXPORT, SNAPSHOT_EXPORT};
-use crate::error::{CallError, SnapshotError, SnapshotErrorKind};
+use crate::error::{CallError, CallErrorKind, SnapshotError, SnapshotErrorKind};
 use crate::instance::Blueprint;
 use crate::logs::LogLine;
 use crate::shared::{ModuleStats, Shared};
@@ -227,28 +227,36 @@ impl LoadedModule {
     }
 
     fn submit(&self, job: Job) -> Result<(), CallError> {
-        let module = self.name().to_owned();
+        let export = job.export();
         if self.is_closed() {
-            return Err(CallError::Closed { module });
+            return Err(self.error(export, CallErrorKind::Closed));
         }
         match self.inner.jobs.try_send(job) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(_)) => {
                 Shared::bump(&self.shared().counters.overloaded);
-                Err(CallError::Overloaded {
-                    module,
-                    capacity: self.inner.capacity,
-                })
+                Err(self.error(
+                    export,
+                    CallErrorKind::Overloaded {
+                        capacity: self.inner.capacity,
+                    },
+                ))
             }
-            Err(TrySendError::Disconnected(_)) => Err(CallError::Closed { module }),
+            Err(TrySendError::Disconnected(_)) => Err(self.error(export, CallErrorKind::Closed)),
         }
     }
 
-    fn lost(&self) -> CallError {
-        CallError::InstanceGone {
-            module: self.name().to_owned(),
-            reason: "the worker stopped before replying".into(),
-        }
+    fn error(&self, export: &'static str, kind: CallErrorKind) -> CallError {
+        CallError::new(self.name(), export, kind)
+    }
+
+    fn lost(&self, export: &'static str) -> CallError {
+        self.error(
+            export,
+            CallErrorKind::InstanceGone {
+                reason: "the worker stopped before replying".into(),
+            },
+        )
     }
 
     /// Runs `handle` with the request on one of the instances, without blocking the calling
@@ -256,7 +264,7 @@ impl LoadedModule {
     pub async fn handle(&self, request: HttpRequest) -> Result<HttpResponse, CallError> {
         let (reply, response) = tokio::sync::oneshot::channel();
         self.submit(Job::Handle { request, reply })?;
-        response.await.map_err(|_| self.lost())?
+        response.await.map_err(|_| self.lost("handle"))?
     }
 
     /// Like [`LoadedModule::handle`], but a request this version refuses because it is closed
@@ -286,26 +294,26 @@ impl LoadedModule {
                 Ok(()) => Queued::Waiting(response, self.clone()),
                 Err(TrySendError::Full(_)) => {
                     Shared::bump(&self.shared().counters.overloaded);
-                    Queued::Done(Ok(Err(CallError::Overloaded {
-                        module: self.name().to_owned(),
-                        capacity: self.inner.capacity,
-                    })))
+                    Queued::Done(Ok(Err(self.error(
+                        "handle",
+                        CallErrorKind::Overloaded {
+                            capacity: self.inner.capacity,
+                        },
+                    ))))
                 }
                 Err(TrySendError::Disconnected(Job::Handle { request, .. })) => {
                     Queued::Done(Err(request))
                 }
                 Err(TrySendError::Disconnected(Job::Message(_))) => {
-                    Queued::Done(Ok(Err(CallError::Closed {
-                        module: self.name().to_owned(),
-                    })))
+                    Queued::Done(Ok(Err(self.error("on_message", CallErrorKind::Closed))))
                 }
             }
         };
         async move {
             match queued {
-                Queued::Waiting(response, module) => {
-                    Ok(response.await.unwrap_or_else(|_| Err(module.lost())))
-                }
+                Queued::Waiting(response, module) => Ok(response
+                    .await
+                    .unwrap_or_else(|_| Err(module.lost("handle")))),
                 Queued::Done(result) => result,
             }
         }
@@ -316,7 +324,7 @@ impl LoadedModule {
     pub fn handle_blocking(&self, request: HttpRequest) -> Result<HttpResponse, CallError> {
         let (reply, response) = tokio::sync::oneshot::channel();
         self.submit(Job::Handle { request, reply })?;
-        response.blocking_recv().map_err(|_| self.lost())?
+        response.blocking_recv().map_err(|_| self.lost("handle"))?
     }
 
     /// Queues a message for `on_message` directly, bypassing the bus.
@@ -429,7 +437,7 @@ impl LoadedModule {
         if answers.iter().all(Option::is_some) {
             Ok(())
         } else {
-            Err(self.lost())
+            Err(self.lost(SNAPSHOT_EXPORT))
         }
     }
 
@@ -576,7 +584,7 @@ impl LoadedModule {
                 let wait = until.saturating_duration_since(Instant::now()) + grace;
                 match sent.then(|| outcome.recv_timeout(wait).ok()).flatten() {
                     Some(outcome) => outcome,
-                    None => DrainOutcome::Failed(self.lost()),
+                    None => DrainOutcome::Failed(self.lost("drain")),
                 }
             })
             .collect();

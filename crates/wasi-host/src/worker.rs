@@ -9,7 +9,7 @@ use binary::{HttpRequest, HttpResponse, Message};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use crate::abi::{RESTORE_EXPORT, SNAPSHOT_EXPORT};
-use crate::error::{CallError, LoadError, SnapshotError, SnapshotErrorKind};
+use crate::error::{CallError, CallErrorKind, LoadError, SnapshotError, SnapshotErrorKind};
 use crate::instance::{Blueprint, Live};
 use crate::shared::Shared;
 
@@ -22,6 +22,16 @@ pub(crate) enum Job {
     },
     /// A bus delivery for `on_message`.
     Message(Message),
+}
+
+impl Job {
+    /// The export the job calls.
+    pub(crate) fn export(&self) -> &'static str {
+        match self {
+            Job::Handle { .. } => "handle",
+            Job::Message(_) => "on_message",
+        }
+    }
 }
 
 /// Orders for one worker, outside the shared inbox.
@@ -245,7 +255,9 @@ impl Worker {
 
     fn restore(&mut self, state: &[u8]) -> Result<(), SnapshotError> {
         let blueprint = self.blueprint.clone();
-        let result = self.live().and_then(|live| live.restore(&blueprint, state));
+        let result = self
+            .live(RESTORE_EXPORT)
+            .and_then(|live| live.restore(&blueprint, state));
         match result {
             Ok(0) => Ok(()),
             Ok(code) => Err(SnapshotError {
@@ -265,15 +277,19 @@ impl Worker {
     }
 
     /// The live instance, re-created if a failed replacement left none.
-    fn live(&mut self) -> Result<&mut Live, CallError> {
+    /// `export` names the call that needs it, for the error.
+    fn live(&mut self, export: &'static str) -> Result<&mut Live, CallError> {
         if self.live.is_none() {
             self.replace();
         }
         let module = self.shared().name.clone();
-        self.live.as_mut().ok_or(CallError::InstanceGone {
+        self.live.as_mut().ok_or(CallError::new(
             module,
-            reason: "re-creating the instance failed (see the log)".into(),
-        })
+            export,
+            CallErrorKind::InstanceGone {
+                reason: "re-creating the instance failed (see the log)".into(),
+            },
+        ))
     }
 
     fn replace(&mut self) {
@@ -292,13 +308,19 @@ impl Worker {
     /// Counts a failure and replaces the instance when the guest's state can't be trusted.
     fn after_failure(&mut self, error: &CallError) {
         let counters = &self.blueprint.shared.counters;
-        match error {
-            CallError::Trap { .. } => Shared::bump(&counters.traps),
-            CallError::Deadline { .. } => Shared::bump(&counters.timeouts),
+        match error.kind {
+            CallErrorKind::Trap { .. } => Shared::bump(&counters.traps),
+            CallErrorKind::Deadline { .. } => Shared::bump(&counters.timeouts),
             _ => {}
         }
         if error.replaces_instance() {
-            tracing::warn!(module = %self.shared().name, version = %self.shared().version, "{error}; replacing the instance");
+            let backtrace: Vec<String> =
+                error.backtrace().iter().map(ToString::to_string).collect();
+            if backtrace.is_empty() {
+                tracing::warn!(module = %self.shared().name, version = %self.shared().version, "{error}; replacing the instance");
+            } else {
+                tracing::warn!(module = %self.shared().name, version = %self.shared().version, backtrace = %backtrace.join("; "), "{error}; replacing the instance");
+            }
             self.replace();
         }
     }
@@ -309,7 +331,7 @@ impl Worker {
             Job::Handle { request, reply } => {
                 Shared::bump(&blueprint.shared.counters.requests);
                 let result = self
-                    .live()
+                    .live("handle")
                     .and_then(|live| live.handle(&blueprint, request));
                 if let Err(error) = &result {
                     Shared::bump(&blueprint.shared.counters.request_errors);
@@ -323,7 +345,7 @@ impl Worker {
                     return;
                 }
                 let result = self
-                    .live()
+                    .live("on_message")
                     .and_then(|live| live.on_message(&blueprint, message));
                 if let Err(error) = result {
                     Shared::bump(&blueprint.shared.counters.message_errors);
@@ -363,15 +385,15 @@ impl Worker {
         let mut polls = 0;
         loop {
             polls += 1;
-            let wait = match self.live().and_then(|live| live.drain(&blueprint)) {
+            let wait = match self.live("drain").and_then(|live| live.drain(&blueprint)) {
                 Ok(0) => return DrainOutcome::Done { polls },
                 Ok(wait) => wait,
                 Err(error) => {
                     // The instance is about to close: count the failure, don't replace it.
                     let counters = &blueprint.shared.counters;
-                    match &error {
-                        CallError::Trap { .. } => Shared::bump(&counters.traps),
-                        CallError::Deadline { .. } => Shared::bump(&counters.timeouts),
+                    match &error.kind {
+                        CallErrorKind::Trap { .. } => Shared::bump(&counters.traps),
+                        CallErrorKind::Deadline { .. } => Shared::bump(&counters.timeouts),
                         _ => {}
                     }
                     self.live = None;

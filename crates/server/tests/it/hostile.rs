@@ -151,7 +151,7 @@ fn corpus() -> Vec<Case> {
                 r#"(module (memory (export "memory") 1) (func (export "init") unreachable))"#,
             ),
             limits: defaults,
-            expect: Expect::Refused("init trapped"),
+            expect: Expect::Refused("init: trapped"),
         },
         Case {
             name: "init-never-returns",
@@ -494,7 +494,8 @@ async fn hostile_modules_are_contained_and_the_rest_keeps_serving() {
     }
 
     // The floods left their marks in the counters, and nothing more.
-    let stats = |name: &str| server.registry().get(name).unwrap().current().stats();
+    let monitor = server.monitor();
+    let stats = |name: &str| monitor.module_stats(name).unwrap();
     assert!(stats("publish-flood").published > 0);
     assert_eq!(stats("subscribe-flood").subscriptions, 1024);
     assert!(stats("subscribe-flood").import_errors >= 100_000 - 1024);
@@ -534,6 +535,8 @@ async fn refused(
     let addr = server.addr();
     project.install(name, &case.bytes);
     let error = server.reload(name).await.unwrap_err();
+    assert_eq!(error.module(), Some(name), "{error}");
+    let error = error.to_string();
     assert!(
         error.starts_with(&format!("module \"{name}\": ")),
         "{name}: {error}"
@@ -560,7 +563,7 @@ async fn refused(
     server.reload(name).await.unwrap();
     assert_eq!(get(addr, &format!("/m/{name}")).await.body, name);
     project.install(name, &case.bytes);
-    let error = server.reload(name).await.unwrap_err();
+    let error = server.reload(name).await.unwrap_err().to_string();
     assert!(error.contains(reason), "{name}: {error}");
     let reply = get(addr, &format!("/m/{name}")).await;
     assert_eq!(
@@ -642,8 +645,8 @@ async fn a_drain_that_never_ends_is_cut_at_the_timeout() {
     let swapped = Instant::now();
     server.reload("stubborn").await.unwrap();
     assert_eq!(get(server.addr(), "/m/stubborn").await.body, "stubborn v2");
-    assert_eq!(server.registry().draining(), 1);
-    while server.registry().draining() > 0 {
+    assert_eq!(server.monitor().draining(), 1);
+    while server.monitor().draining() > 0 {
         assert!(swapped.elapsed() < Duration::from_secs(6), "never closed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

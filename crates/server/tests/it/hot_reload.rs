@@ -132,9 +132,15 @@ async fn reading_a_module_file_does_not_reload_it() {
     })
     .await;
     let reloads = || {
-        let [loaded, swapped, unchanged, unloaded, absent, rejected] =
-            server.registry().reload_counts();
-        (loaded, swapped, unchanged, unloaded, absent, rejected)
+        let counts = server.monitor().reloads();
+        (
+            counts.loaded,
+            counts.swapped,
+            counts.unchanged,
+            counts.unloaded,
+            counts.absent,
+            counts.rejected,
+        )
     };
     // Let the events of the install itself settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -184,7 +190,10 @@ async fn explicit_reload_without_a_watcher() {
     );
     assert_eq!(get(addr, "/m/hello").await.body, "two");
     let reply = request(addr, "POST", "/_admin/reload/hello", &[], b"").await;
-    assert!(reply.body.contains("Unchanged"), "{}", reply.body);
+    let answer: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(answer["module"], "hello", "{answer}");
+    assert_eq!(answer["outcome"], "unchanged", "{answer}");
+    assert!(answer["version"].is_string(), "{answer}");
     server.shutdown().await;
 }
 
@@ -208,10 +217,10 @@ async fn a_draining_version_is_closed_after_it_says_done() {
         get(addr, "/m/slow").await.body == "v2"
     })
     .await;
-    let registry = server.registry().clone();
+    let monitor = server.monitor();
     eventually(Duration::from_secs(10), || {
-        let registry = registry.clone();
-        async move { registry.draining() == 0 }
+        let monitor = monitor.clone();
+        async move { monitor.draining() == 0 }
     })
     .await;
     let lived = swapped_at.elapsed();

@@ -188,7 +188,7 @@ async fn websocket_messages_over_the_limit_close_the_client() {
     assert_eq!(close.code, CloseCode::Size);
     assert_eq!(close.reason.as_str(), "message too big");
     tokio::time::timeout(Duration::from_secs(5), async {
-        while server.hub().stats().clients > 0 {
+        while server.monitor().websocket().clients > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -214,7 +214,7 @@ async fn graceful_shutdown_under_load_loses_no_accepted_request() {
     );
     let server = server::ServerBuilder::new(config).start().await.unwrap();
     let addr = server.addr();
-    let module = server.registry().get("work").unwrap().current();
+    let monitor = server.monitor();
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -262,7 +262,7 @@ async fn graceful_shutdown_under_load_loses_no_accepted_request() {
     for client in clients {
         client.await.unwrap();
     }
-    let handled = module.stats().requests;
+    let handled = monitor.module_stats("work").unwrap().requests;
     let ok = ok.load(Ordering::Relaxed);
     eprintln!(
         "shutdown under load: module handled {handled}, clients got {ok} × 200, {} refused",

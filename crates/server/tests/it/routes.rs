@@ -228,7 +228,11 @@ async fn admin_refuses_without_the_token_when_one_is_set() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
-    assert!(reply.body.contains("Unchanged"), "{}", reply.body);
+    assert!(
+        reply.body.contains("\"outcome\": \"unchanged\""),
+        "{}",
+        reply.body
+    );
     server.shutdown().await;
 }
 

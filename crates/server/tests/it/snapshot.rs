@@ -16,14 +16,13 @@ async fn post(addr: std::net::SocketAddr, path: &str) -> Reply {
 }
 
 async fn wait_for_swaps(server: &server::ServerHandle, swaps: u64) {
-    let registry = server.registry().clone();
+    let monitor = server.monitor();
     eventually(Duration::from_secs(20), || {
-        let registry = registry.clone();
+        let monitor = monitor.clone();
         async move {
-            registry
-                .status()
-                .iter()
-                .any(|module| module.name == "counter" && module.swaps >= swaps)
+            monitor
+                .module("counter")
+                .is_some_and(|module| module.swaps >= swaps)
         }
     })
     .await;
@@ -123,7 +122,7 @@ async fn the_count_survives_swaps_under_load_and_no_request_fails() {
     // The state handed over last: `{"count":N,"handoffs":4}` as the old version saved it.
     assert!(last.state_bytes.is_some_and(|bytes| bytes > 20), "{last:?}");
     let held_ms = last.held_ms.unwrap();
-    let holds = server.registry().hold_stats();
+    let holds = server.monitor().hold_stats();
     assert_eq!(holds.count, swaps);
     eprintln!(
         "{swaps} swaps under load: {total} POSTs; hold: last {held_ms:.2} ms, mean {:.2} ms, {} requests held in all",
@@ -175,12 +174,12 @@ async fn a_refused_restore_keeps_the_old_version_serving_with_its_count() {
         (refusing, "restore refused the state (returned 1)"),
         (trapping, "restore trapped"),
     ] {
-        let registry = server.registry().clone();
+        let monitor = server.monitor();
         project.install("counter", &bad);
         eventually(Duration::from_secs(20), || {
-            let registry = registry.clone();
+            let monitor = monitor.clone();
             async move {
-                registry.status()[0]
+                monitor.modules()[0]
                     .last_rejected
                     .as_ref()
                     .is_some_and(|rejection| rejection.reason.contains(reason))
@@ -197,7 +196,7 @@ async fn a_refused_restore_keeps_the_old_version_serving_with_its_count() {
     // The old version kept its state and serves on.
     assert_eq!(get(addr, "/m/counter").await.body, "3");
     assert_eq!(post(addr, "/m/counter").await.body, "4");
-    assert_eq!(server.registry().hold_stats().count, 2);
+    assert_eq!(server.monitor().hold_stats().count, 2);
     server.shutdown().await;
 }
 
@@ -235,10 +234,10 @@ async fn a_handoff_over_the_hold_timeout_is_refused_and_held_requests_go_to_the_
         })
         .collect();
     project.install("stuck", &answering(200, "new", "", "", new));
-    let registry = server.registry().clone();
+    let monitor = server.monitor();
     eventually(Duration::from_secs(20), || {
-        let registry = registry.clone();
-        async move { registry.status()[0].last_rejected.is_some() }
+        let monitor = monitor.clone();
+        async move { monitor.modules()[0].last_rejected.is_some() }
     })
     .await;
     // A few more requests after the hold, then stop.
@@ -262,7 +261,7 @@ async fn a_handoff_over_the_hold_timeout_is_refused_and_held_requests_go_to_the_
         rejection.reason
     );
     assert_eq!(status[0].swaps, 0);
-    let holds = server.registry().hold_stats();
+    let holds = server.monitor().hold_stats();
     assert_eq!(holds.count, 1);
     assert!(
         holds.sum_seconds >= 0.3,

@@ -64,10 +64,10 @@ async fn a_publish_reaches_a_browser_through_another_module() {
     let server = project.start().await;
     let addr = server.addr();
     let mut socket = connect(addr, "news").await;
-    let hub = server.hub().clone();
+    let monitor = server.monitor();
     eventually(Duration::from_secs(5), || {
-        let hub = hub.clone();
-        async move { hub.clients_of("news") == 1 }
+        let monitor = monitor.clone();
+        async move { monitor.ws_clients("news") == 1 }
     })
     .await;
 
@@ -156,22 +156,22 @@ async fn clients_may_not_publish_and_slow_clients_are_cut_off() {
 
     // A client that never reads: its socket buffers fill, then its queue, then it is cut off.
     let _sleeper = connect(addr, "firehose").await;
-    let hub = server.hub().clone();
+    let monitor = server.monitor();
     eventually(Duration::from_secs(5), || {
-        let hub = hub.clone();
-        async move { hub.clients_of("firehose") == 1 }
+        let monitor = monitor.clone();
+        async move { monitor.ws_clients("firehose") == 1 }
     })
     .await;
     let payload = vec![b'x'; 60 * 1024];
     let mut sent = 0;
-    while hub.stats().slow_disconnects == 0 {
-        hub.broadcast("firehose", &payload);
+    while monitor.websocket().slow_disconnects == 0 {
+        server.ws_broadcast("firehose", &payload);
         sent += 1;
         assert!(sent < 20_000, "a stalled client was never disconnected");
         if sent % 64 == 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    assert_eq!(hub.clients_of("firehose"), 0);
+    assert_eq!(monitor.ws_clients("firehose"), 0);
     server.shutdown().await;
 }

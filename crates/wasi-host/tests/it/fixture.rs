@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use binary::{HttpRequest, Message};
-use wasi_host::{CallError, Grants, Host, LoadedModule, LogLevel, LogSource, ModuleConfig};
+use wasi_host::{
+    CallError, CallErrorKind, Grants, Host, LoadedModule, LogLevel, LogSource, ModuleConfig,
+};
 
 /// The fixture guest's `.wasm`, built once per test run.
 pub fn guest_wasm() -> &'static [u8] {
@@ -94,11 +96,10 @@ fn a_panic_is_a_trap_and_the_instance_is_replaced() {
     assert_eq!(get(&module, "/count").unwrap().1, "2");
     let error = get(&module, "/panic").unwrap_err();
     match &error {
-        CallError::Trap {
+        CallError {
             module,
             export,
-            message,
-            ..
+            kind: CallErrorKind::Trap { message, .. },
         } => {
             assert_eq!((module.as_str(), *export), ("panicky", "handle"));
             assert!(message.contains("unreachable"), "{message}");
@@ -108,9 +109,12 @@ fn a_panic_is_a_trap_and_the_instance_is_replaced() {
     assert!(
         error
             .to_string()
-            .starts_with("module \"panicky\": handle trapped"),
+            .starts_with("module \"panicky\": handle: trapped: "),
         "{error}"
     );
+    // One line; the guest's frames are data beside it.
+    assert!(!error.to_string().contains('\n'), "{error}");
+    assert!(!error.backtrace().is_empty(), "{error:?}");
     // The fresh instance has fresh state and serves normally.
     assert_eq!(get(&module, "/count").unwrap().1, "1");
     let stats = module.stats();
@@ -139,8 +143,9 @@ fn a_spinning_guest_is_interrupted_at_its_deadline() {
     assert!(
         matches!(
             error,
-            CallError::Deadline {
+            CallError {
                 export: "handle",
+                kind: CallErrorKind::Deadline { .. },
                 ..
             }
         ),
@@ -169,8 +174,9 @@ fn a_sleeping_guest_is_woken_and_stopped_at_its_deadline() {
     assert!(
         matches!(
             error,
-            CallError::Deadline {
+            CallError {
                 export: "handle",
+                kind: CallErrorKind::Deadline { .. },
                 ..
             }
         ),
@@ -253,7 +259,13 @@ fn take_over_moves_subscriptions_in_one_step() {
     let report = old.drain(Duration::from_secs(1));
     assert!(report.completed(), "{report:?}");
     old.close();
-    assert!(matches!(get(&old, "/echo"), Err(CallError::Closed { .. })));
+    assert!(matches!(
+        get(&old, "/echo"),
+        Err(CallError {
+            kind: CallErrorKind::Closed,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -336,12 +348,12 @@ fn a_full_inbox_is_an_overloaded_error() {
         .unwrap();
     let error = get(&module, "/echo").unwrap_err();
     assert!(
-        matches!(error, CallError::Overloaded { capacity: 1, .. }),
+        matches!(error.kind, CallErrorKind::Overloaded { capacity: 1 }),
         "{error}"
     );
     assert_eq!(
         error.to_string(),
-        "module \"busy\": overloaded (1 jobs waiting)"
+        "module \"busy\": handle: overloaded (1 jobs waiting)"
     );
     assert!(busy.join().unwrap().is_ok());
     // Once the worker has taken the queued message, the inbox has room again.
@@ -365,7 +377,7 @@ fn memory_is_capped_by_the_limit() {
     }
     // The Rust allocator can't grow past 8 MiB: the guest aborts (a trap), the host lives.
     let error = last.unwrap_err();
-    assert!(matches!(error, CallError::Trap { .. }), "{error}");
+    assert!(matches!(error.kind, CallErrorKind::Trap { .. }), "{error}");
     assert_eq!(get(&module, "/echo").unwrap().0, 200);
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use binary::HttpRequest;
-use wasi_host::{CallError, Host, LoadError, ModuleConfig};
+use wasi_host::{CallError, CallErrorKind, Host, LoadError, ModuleConfig};
 
 use crate::wat_modules::{ORIGINAL_ABI, load, wasm};
 
@@ -109,7 +109,11 @@ fn trapping_start_and_init_are_load_errors() {
         matches!(
             error,
             LoadError::Init {
-                source: CallError::Trap { export: "init", .. },
+                source: CallError {
+                    export: "init",
+                    kind: CallErrorKind::Trap { .. },
+                    ..
+                },
                 ..
             }
         ),
@@ -131,7 +135,11 @@ fn an_init_that_never_returns_is_interrupted() {
         matches!(
             error,
             LoadError::Init {
-                source: CallError::Deadline { export: "init", .. },
+                source: CallError {
+                    export: "init",
+                    kind: CallErrorKind::Deadline { .. },
+                    ..
+                },
                 ..
             }
         ),
@@ -170,7 +178,7 @@ fn memory_grow_stops_at_the_limit() {
     let error = module
         .handle_blocking(HttpRequest::new("GET", ""))
         .unwrap_err();
-    assert!(matches!(error, CallError::Abi { .. }), "{error}");
+    assert!(matches!(error.kind, CallErrorKind::Abi { .. }), "{error}");
 }
 
 #[test]
@@ -186,7 +194,10 @@ fn handle_returning_out_of_bounds_is_a_bad_pointer() {
     let error = module
         .handle_blocking(HttpRequest::new("GET", ""))
         .unwrap_err();
-    assert!(matches!(error, CallError::BadPointer { .. }), "{error}");
+    assert!(
+        matches!(error.kind, CallErrorKind::BadPointer { .. }),
+        "{error}"
+    );
     assert!(
         error.to_string().contains("export \"handle\" result"),
         "{error}"
@@ -210,7 +221,7 @@ fn imports_called_with_bad_pointers_fail_the_call_not_the_host() {
         .handle_blocking(HttpRequest::new("GET", ""))
         .unwrap_err();
     assert!(
-        matches!(error, CallError::BadPointer { ref place, .. } if place == "import \"log\""),
+        matches!(error.kind, CallErrorKind::BadPointer { ref place, .. } if place == "import \"log\""),
         "{error}"
     );
     assert_eq!(module.stats().replacements, 1);
@@ -226,7 +237,7 @@ fn imports_called_with_bad_pointers_fail_the_call_not_the_host() {
         .handle_blocking(HttpRequest::new("GET", ""))
         .unwrap_err();
     assert!(
-        matches!(error, CallError::BadPointer { ref place, .. } if place == "import \"publish\""),
+        matches!(error.kind, CallErrorKind::BadPointer { ref place, .. } if place == "import \"publish\""),
         "{error}"
     );
     still_serves(&healthy);
@@ -245,8 +256,8 @@ fn unbounded_recursion_is_a_trap() {
     let error = module
         .handle_blocking(HttpRequest::new("GET", ""))
         .unwrap_err();
-    match &error {
-        CallError::Trap { message, .. } => {
+    match &error.kind {
+        CallErrorKind::Trap { message, .. } => {
             assert!(message.to_lowercase().contains("stack"), "{message}")
         }
         other => panic!("expected a stack overflow trap, got {other}"),
@@ -275,7 +286,10 @@ fn a_publish_flood_is_cut_by_the_deadline() {
         .unwrap_err();
     // Either it finished (an empty response is an ABI error) or the deadline stopped it.
     assert!(
-        matches!(error, CallError::Deadline { .. } | CallError::Abi { .. }),
+        matches!(
+            error.kind,
+            CallErrorKind::Deadline { .. } | CallErrorKind::Abi { .. }
+        ),
         "{error}"
     );
     assert!(module.stats().published > 0);

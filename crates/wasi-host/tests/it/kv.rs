@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use binary::{Envelope, HttpRequest, KvErrorKind, KvOp, KvRequest, KvResponse};
-use wasi_host::{CallError, Host, HostConfig, KvConfig, LoadedModule, ModuleConfig};
+use wasi_host::{CallErrorKind, Host, HostConfig, KvConfig, LoadedModule, ModuleConfig};
 
 use crate::fixture::guest_wasm;
 use crate::wat_modules::load;
@@ -69,7 +69,7 @@ fn keys_outlive_versions_traps_and_instances() {
     let trap = old
         .handle_blocking(HttpRequest::new("GET", "/panic"))
         .unwrap_err();
-    assert!(matches!(trap, CallError::Trap { .. }), "{trap}");
+    assert!(matches!(trap.kind, CallErrorKind::Trap { .. }), "{trap}");
     assert_eq!(
         value_of(call(&old, &get("ada"))).as_deref(),
         Some(&b"1"[..])
@@ -282,7 +282,7 @@ fn garbage_requests_and_bad_pointers_are_contained() {
         .handle_blocking(HttpRequest::new("GET", ""))
         .unwrap_err();
     assert!(
-        matches!(error, CallError::BadPointer { ref place, .. } if place == "import \"kv\""),
+        matches!(error.kind, CallErrorKind::BadPointer { ref place, .. } if place == "import \"kv\""),
         "{error}"
     );
     // A length over the request limit is refused before anything is read.
@@ -303,7 +303,7 @@ fn garbage_requests_and_bad_pointers_are_contained() {
         .unwrap_err();
     // Returning (0 << 32 | 0) from handle is an empty, undecodable response: an ABI error,
     // not the trap the guest raises when the import answers anything but -1.
-    assert!(!matches!(error, CallError::Trap { .. }), "{error}");
+    assert!(!matches!(error.kind, CallErrorKind::Trap { .. }), "{error}");
     assert!(matches!(
         call(&fixture, &set("still", "works")),
         KvResponse::Revision { .. }

@@ -1,7 +1,7 @@
 //! Load/close life cycle and the async call path.
 
 use binary::HttpRequest;
-use wasi_host::{CallError, Host};
+use wasi_host::{CallError, CallErrorKind, Host};
 
 use crate::wat_modules::{ORIGINAL_ABI, load};
 
@@ -37,8 +37,6 @@ fn a_closed_version_refuses_new_calls() {
         .unwrap_err();
     assert_eq!(
         error,
-        CallError::Closed {
-            module: "legacy".into()
-        }
+        CallError::new("legacy", "handle", CallErrorKind::Closed)
     );
 }

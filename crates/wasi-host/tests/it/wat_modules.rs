@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use binary::HttpRequest;
-use wasi_host::{AbiVersion, CallError, Host, LoadError, ModuleConfig};
+use wasi_host::{AbiVersion, CallError, CallErrorKind, Host, LoadError, ModuleConfig};
 
 pub fn wasm(source: &str) -> Vec<u8> {
     wat::parse_str(source).expect("valid WAT")
@@ -115,8 +115,9 @@ fn a_module_without_handle_is_not_routable() {
     assert!(
         matches!(
             error,
-            CallError::NotExported {
+            CallError {
                 export: "handle",
+                kind: CallErrorKind::NotExported { name: "handle" },
                 ..
             }
         ),
