@@ -60,6 +60,20 @@ impl PublishReport {
     }
 }
 
+/// The live subscriptions of one topic or pattern ([`Bus::topic_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The exact topic or the `prefix.*` pattern subscribed to.
+    pub topic: String,
+    /// Live subscriptions to it.
+    pub subscribers: usize,
+    /// Messages delivered to those subscriptions.
+    pub delivered: u64,
+    /// Messages dropped at those subscriptions because their mailbox was full.
+    pub dropped_full: u64,
+}
+
 /// Counters of a whole bus since it was created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -381,6 +395,13 @@ impl Bus {
         self.inner.read().topics()
     }
 
+    /// Per topic or pattern with a live subscription: its live subscribers and what they
+    /// were delivered and dropped (a subscription that ended takes its counts with it; the
+    /// bus-wide totals in [`Bus::stats`] keep them).
+    pub fn topic_stats(&self) -> Vec<TopicStats> {
+        self.inner.read().topic_stats()
+    }
+
     /// The bus-wide counters.
     pub fn stats(&self) -> BusStats {
         let totals = self.inner.read().totals();
@@ -480,6 +501,46 @@ mod tests {
         assert_eq!(report.delivered, 1, "only `*` matches the bare prefix");
         assert!(all.try_recv().is_ok());
         assert!(prefix.try_recv().is_err());
+    }
+
+    #[test]
+    fn topic_stats_count_live_subscriptions_per_topic() {
+        let bus = small_bus(1);
+        let (_first, first) = bus.subscribe_channel("users.created").unwrap();
+        let (_second, _second_inbox) = bus.subscribe_channel("users.created").unwrap();
+        let (pattern, _pattern_inbox) = bus.subscribe_channel("users.*").unwrap();
+        let _dormant = bus.subscribe_dormant("quiet", |_message| {}).unwrap();
+        for _ in 0..2 {
+            bus.publish(Message::event("users.created", vec![]))
+                .unwrap();
+        }
+        assert!(first.try_recv().is_ok());
+        let stats = bus.topic_stats();
+        let topics: Vec<(&str, usize, u64, u64)> = stats
+            .iter()
+            .map(|stats| {
+                let TopicStats {
+                    topic,
+                    subscribers,
+                    delivered,
+                    dropped_full,
+                    ..
+                } = stats;
+                (topic.as_str(), *subscribers, *delivered, *dropped_full)
+            })
+            .collect();
+        // Mailboxes of one: each subscription takes the first message and drops the second.
+        assert_eq!(
+            topics,
+            [("users.*", 1, 1, 1), ("users.created", 2, 2, 2)],
+            "the dormant subscription is not listed"
+        );
+        pattern.cancel();
+        assert_eq!(
+            bus.topic_stats().len(),
+            1,
+            "a cancelled subscription leaves"
+        );
     }
 
     #[test]
