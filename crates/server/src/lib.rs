@@ -4,7 +4,8 @@
 //! this library.
 //!
 //! Routes: `/m/{name}[/rest]` (middlewares, then the module's `handle`), `GET /ws?topic=T`
-//! (WebSocket relay), `GET /_admin/modules`, `POST /_admin/reload/{name}`, `GET /healthz`,
+//! (WebSocket relay), `GET /_admin` (the live status page, fed by `GET /_admin/events`),
+//! `GET /_admin/modules`, `POST /_admin/reload/{name}`, `GET /healthz`,
 //! plus any an application adds with [`ServerBuilder::route`].
 //!
 //! ```no_run
@@ -31,10 +32,12 @@
 
 mod config;
 mod http;
+mod latency;
 mod metrics;
 mod middleware;
 mod registry;
 mod server;
+mod status;
 mod watch;
 mod ws;
 
@@ -43,6 +46,7 @@ pub use config::{
     WebSocketConfig,
 };
 pub use http::{Body, RouteHandler};
+pub use latency::{LATENCY_BUCKETS, LatencyCounts};
 pub use metrics::ProcessStats;
 pub use middleware::Rule;
 pub use registry::{
@@ -50,6 +54,7 @@ pub use registry::{
     Rejection, ReloadOutcome, SwapInfo, module_name_of, valid_name,
 };
 pub use server::{ServerBuilder, ServerHandle};
+pub use status::{MAX_EVENT_STREAMS, SNAPSHOT_INTERVAL, STREAM_LIFETIME};
 pub use watch::DistWatcher;
 pub use ws::{Hub, HubStats};
 
