@@ -13,4 +13,5 @@ mod persistence;
 mod routes;
 mod snapshot;
 mod state;
+mod status_page;
 mod websocket;
