@@ -23,10 +23,9 @@ impl Events {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let client = hyper_util::client::legacy::Client::builder(
-            hyper_util::rt::TokioExecutor::new(),
-        )
-        .build_http::<Empty<Bytes>>();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Empty<Bytes>>();
         let response = tokio::time::timeout(
             Duration::from_secs(10),
             client.request(builder.body(Empty::new()).unwrap()),
@@ -49,9 +48,7 @@ impl Events {
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let event: String = self.buffer.drain(..end + 2).collect();
-                let data = event
-                    .lines()
-                    .find_map(|line| line.strip_prefix("data: "))?;
+                let data = event.lines().find_map(|line| line.strip_prefix("data: "))?;
                 assert!(event.contains("event: snapshot\n"), "{event:?}");
                 return Some(serde_json::from_str(data).unwrap());
             }
@@ -113,7 +110,9 @@ async fn the_page_is_server_rendered_and_self_contained() {
         assert!(page.contains("<tr data-module=\"broken\">"), "{page}");
         let version = server.status()[1].version.clone().unwrap();
         assert!(
-            page.contains(&format!("<td data-field=\"version\" class=\"mono\">{version}</td>")),
+            page.contains(&format!(
+                "<td data-field=\"version\" class=\"mono\">{version}</td>"
+            )),
             "{page}"
         );
         assert!(
@@ -147,7 +146,10 @@ async fn the_event_stream_shows_swaps_and_refusals_at_once() {
     let addr = server.addr();
     let mut events = Events::open(addr, &[]).await.unwrap();
     let first = events.next().await.unwrap();
-    let v1 = module(&first, "hello")["version"].as_str().unwrap().to_owned();
+    let v1 = module(&first, "hello")["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(module(&first, "hello")["last_rejected"].is_null());
 
     // A refused version: on the stream within a second of the reload finishing.
@@ -160,10 +162,19 @@ async fn the_event_stream_shows_swaps_and_refusals_at_once() {
         .await;
     let hello_row = module(&snapshot, "hello");
     assert_eq!(hello_row["version"], v1, "the old version keeps serving");
-    assert!(!hello_row["last_rejected"]["reason"].as_str().unwrap().is_empty());
+    assert!(
+        !hello_row["last_rejected"]["reason"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
     // The file watcher reacts in milliseconds; the snapshot follows the reload at once,
     // not at the next tick.
-    assert!(refused.elapsed() < Duration::from_secs(1), "{:?}", refused.elapsed());
+    assert!(
+        refused.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        refused.elapsed()
+    );
 
     // A swap: the new version, then its drain time once the old one has drained.
     project.install("hello", &hello("v2"));
@@ -184,7 +195,10 @@ async fn the_event_stream_shows_swaps_and_refusals_at_once() {
     }
     events
         .until(Duration::from_secs(10), |snapshot| {
-            module(snapshot, "hello")["requests_per_second"].as_f64().unwrap() > 0.0
+            module(snapshot, "hello")["requests_per_second"]
+                .as_f64()
+                .unwrap()
+                > 0.0
                 && module(snapshot, "hello")["p99_ms"].is_number()
         })
         .await;
@@ -236,7 +250,11 @@ async fn event_streams_are_bounded_and_do_not_hold_shutdown() {
     server.shutdown().await;
     // The accept loop gives open connections the request timeout (30 s) to finish: streams
     // that ended at once are far below it.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     while reading.next().await.is_some() {}
     for mut stream in streams {
         while stream.next().await.is_some() {}
@@ -253,12 +271,20 @@ async fn the_page_and_its_stream_follow_the_admin_policy() {
     let addr = server.addr();
     for path in ["/_admin", "/_admin/status"] {
         assert_eq!(get(addr, path).await.status, 403, "{path}");
-        let authorized = request(addr, "GET", path, &[("authorization", "Bearer s3cret")], b"");
+        let authorized = request(
+            addr,
+            "GET",
+            path,
+            &[("authorization", "Bearer s3cret")],
+            b"",
+        );
         assert_eq!(authorized.await.status, 200, "{path}");
     }
     assert_eq!(Events::open(addr, &[]).await.err(), Some(403));
     assert_eq!(
-        Events::open(addr, &[("authorization", "Bearer wrong")]).await.err(),
+        Events::open(addr, &[("authorization", "Bearer wrong")])
+            .await
+            .err(),
         Some(403)
     );
     let mut events = Events::open(addr, &[("authorization", "Bearer s3cret")])
