@@ -38,6 +38,7 @@ mod middleware;
 mod registry;
 mod server;
 mod status;
+mod summary;
 mod watch;
 mod ws;
 
@@ -55,6 +56,7 @@ pub use registry::{
 };
 pub use server::{ServerBuilder, ServerHandle};
 pub use status::{MAX_EVENT_STREAMS, SNAPSHOT_INTERVAL, STREAM_LIFETIME};
+pub use summary::startup_summary;
 pub use watch::DistWatcher;
 pub use ws::{Hub, HubStats};
 

@@ -293,3 +293,94 @@ async fn the_page_and_its_stream_follow_the_admin_policy() {
     assert!(events.next().await.is_some());
     server.shutdown().await;
 }
+
+/// A `modhost serve` child, killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_prints_a_table_of_its_modules_once_listening() {
+    let project = Project::new("summary");
+    for name in ["counter", "receiver"] {
+        project.install(name, &testkit::example_module(name));
+    }
+    project.install("broken", b"not wasm at all");
+    let log = project.root.join("modhost.log");
+    let (child, addr) = testkit::spawn_modhost(
+        std::path::Path::new(env!("CARGO_BIN_EXE_modhost")),
+        &project.root,
+        &log,
+    );
+    let _child = Child(child);
+    let mut text = String::new();
+    eventually(Duration::from_secs(30), || {
+        text = std::fs::read_to_string(&log).unwrap();
+        let done = text.contains("  websocket    ws://");
+        async move { done }
+    })
+    .await;
+    let modules: serde_json::Value =
+        serde_json::from_str(&get(addr, "/_admin/modules").await.body).unwrap();
+    let version = |name: &str| -> String {
+        modules
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|module| module["name"] == name)
+            .unwrap()["version"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|line| !line.contains("modhost listening on http://"))
+        .skip(1)
+        .collect();
+    let row = |name: &str| -> Vec<&str> {
+        table
+            .iter()
+            .find(|line| line.starts_with(&format!("  {name} ")))
+            .unwrap_or_else(|| panic!("no row for {name} in:\n{text}"))
+            .split("  ")
+            .map(str::trim)
+            .filter(|cell| !cell.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        table[0].split_whitespace().collect::<Vec<_>>(),
+        ["MODULE", "ROUTE", "SUBSCRIPTIONS", "VERSION", "LOADED"],
+        "{text}"
+    );
+    let receiver = row("receiver");
+    assert_eq!(
+        receiver[..4],
+        [
+            "receiver",
+            "/m/receiver",
+            "greetings.*",
+            version("receiver").as_str()
+        ],
+        "{text}"
+    );
+    assert!(receiver[4].ends_with(" ms, compiled"), "{text}");
+    let counter = row("counter");
+    assert_eq!(
+        counter[..4],
+        ["counter", "/m/counter", "-", version("counter").as_str()],
+        "{text}"
+    );
+    let broken = row("broken");
+    assert_eq!(broken[..4], ["broken", "-", "-", "refused"], "{text}");
+    assert!(broken[4].contains("broken"), "the reason: {text}");
+    assert!(
+        text.contains(&format!("  status page  http://{addr}/_admin\n")),
+        "{text}"
+    );
+}
