@@ -203,7 +203,12 @@ async fn the_event_stream_shows_swaps_and_refusals_at_once() {
         })
         .await;
     server.shutdown().await;
-    assert!(events.next().await.is_none(), "the stream ends at shutdown");
+    // What was sent before the shutdown may still be read; then the stream ends.
+    let mut after = 0;
+    while events.next().await.is_some() {
+        after += 1;
+        assert!(after < 100, "the stream goes on after shutdown");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
