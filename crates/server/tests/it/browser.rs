@@ -268,6 +268,8 @@ fn write_screenshot(path: &Path, png: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_updates_live_in_chromium() {
+    // First, so a missing browser is the first thing reported.
+    let browser = Browser::launch();
     let project = Project::new("browser");
     let users = testkit::example_module("users");
     for name in ["counter", "users", "receiver", "sender"] {
@@ -304,7 +306,6 @@ async fn the_status_page_updates_live_in_chromium() {
         })
     };
 
-    let browser = Browser::launch();
     let mut cdp = Cdp::connect(&browser.endpoint).await;
     cdp.open_page().await;
     cdp.call(
