@@ -85,9 +85,10 @@ pub fn startup_summary(addr: SocketAddr, modules: &[ModuleStatus]) -> String {
         }
     }
     let _ = writeln!(out, "  status page  {base}/_admin");
+    let _ = writeln!(out, "  metrics      {base}/_admin/metrics");
     let _ = writeln!(
         out,
-        "  admin        {base}/_admin/modules  {base}/_admin/metrics  {base}/_admin/events"
+        "  admin JSON   {base}/_admin/modules  (also /_admin/status, /_admin/ws)"
     );
     let _ = writeln!(out, "  websocket    ws://{addr}/ws?topic=TOPIC");
     out
@@ -167,12 +168,16 @@ mod tests {
             "  receiver  /m/receiver                       greetings.*, x  0123456789abcdef  12.3 ms, disk cache"
         );
         assert_eq!(lines[4], "  status page  http://127.0.0.1:6060/_admin");
-        assert!(lines[5].contains("http://127.0.0.1:6060/_admin/metrics"));
         assert_eq!(
-            lines[6],
+            lines[5],
+            "  metrics      http://127.0.0.1:6060/_admin/metrics"
+        );
+        assert!(lines[6].starts_with("  admin JSON   http://127.0.0.1:6060/_admin/modules"));
+        assert_eq!(
+            lines[7],
             "  websocket    ws://127.0.0.1:6060/ws?topic=TOPIC"
         );
-        assert_eq!(lines.len(), 7);
+        assert_eq!(lines.len(), 8);
     }
 
     #[test]
