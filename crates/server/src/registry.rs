@@ -55,7 +55,8 @@ pub struct SwapInfo {
     /// Size of the state handed over, in bytes (the guest's payload).
     pub state_bytes: Option<usize>,
     /// How long the replaced version took to drain, in milliseconds, once it has (`"plain"`
-    /// swaps; a `"snapshot"` swap drains inside its hold).
+    /// swaps; a `"snapshot"` swap drains inside its hold). A drain cut off by the drain
+    /// timeout shows the timeout; the log says it was cut off.
     pub drain_ms: Option<f64>,
 }
 
