@@ -65,6 +65,11 @@ pub const TOOLS: &[Tool] = &[
         ),
         source: Source::Debian("libclang-rt-14-dev-wasm32"),
     },
+    Tool {
+        purpose: "the status page's browser test (headless)",
+        present: Present::Program("chromium"),
+        source: Source::Debian("chromium"),
+    },
 ];
 
 /// Installs the tools in `tools` that are missing; `Err` names what could not be installed and

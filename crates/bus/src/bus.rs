@@ -60,6 +60,20 @@ impl PublishReport {
     }
 }
 
+/// The live subscriptions of one topic or pattern ([`Bus::topic_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The exact topic or the `prefix.*` pattern subscribed to.
+    pub topic: String,
+    /// Live subscriptions to it.
+    pub subscribers: usize,
+    /// Messages delivered to those subscriptions.
+    pub delivered: u64,
+    /// Messages dropped at those subscriptions because their mailbox was full.
+    pub dropped_full: u64,
+}
+
 /// Counters of a whole bus since it was created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -379,6 +393,13 @@ impl Bus {
     /// duplicates. Dormant subscriptions are not listed.
     pub fn topics(&self) -> Vec<String> {
         self.inner.read().topics()
+    }
+
+    /// Per topic or pattern with a live subscription: its live subscribers and what they
+    /// were delivered and dropped (a subscription that ended takes its counts with it; the
+    /// bus-wide totals in [`Bus::stats`] keep them).
+    pub fn topic_stats(&self) -> Vec<TopicStats> {
+        self.inner.read().topic_stats()
     }
 
     /// The bus-wide counters.

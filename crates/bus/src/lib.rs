@@ -59,7 +59,7 @@ mod subscription;
 mod test_support;
 mod topic;
 
-pub use bus::{Bus, BusConfig, BusStats, DEFAULT_MAILBOX_CAPACITY, PublishReport};
+pub use bus::{Bus, BusConfig, BusStats, DEFAULT_MAILBOX_CAPACITY, PublishReport, TopicStats};
 pub use error::{BusError, RequestError};
 pub use mailbox::{Mailbox, Offer};
 pub use subscription::{Subscription, SubscriptionStats};

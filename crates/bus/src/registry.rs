@@ -211,6 +211,28 @@ impl Registry {
         totals
     }
 
+    /// Per topic or pattern with at least one live subscription: live subscribers and what
+    /// those live subscriptions were delivered and dropped, sorted by topic.
+    pub(crate) fn topic_stats(&self) -> Vec<crate::TopicStats> {
+        let mut by_topic: std::collections::BTreeMap<&str, crate::TopicStats> =
+            std::collections::BTreeMap::new();
+        let live = self.exact.values().flatten().chain(&self.patterns);
+        for entry in live.filter(|entry| entry.shared.state() == LIVE) {
+            let stats = by_topic
+                .entry(entry.shared.topic.as_str())
+                .or_insert_with(|| crate::TopicStats {
+                    topic: entry.shared.topic.clone(),
+                    subscribers: 0,
+                    delivered: 0,
+                    dropped_full: 0,
+                });
+            stats.subscribers += 1;
+            stats.delivered += entry.shared.counts.delivered.load(Ordering::Relaxed);
+            stats.dropped_full += entry.shared.counts.dropped_full.load(Ordering::Relaxed);
+        }
+        by_topic.into_values().collect()
+    }
+
     /// Topics and patterns with at least one live subscription, sorted, without duplicates.
     pub(crate) fn topics(&self) -> Vec<String> {
         let live = |entry: &&Entry| entry.shared.state() == LIVE;

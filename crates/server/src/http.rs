@@ -18,6 +18,9 @@ use crate::ws::{Hub, valid_topic};
 /// The body type of every response.
 pub type Body = Full<Bytes>;
 
+/// What the server answers with: a whole body, or the status page's event stream.
+pub(crate) type ServedBody = http_body_util::Either<Body, crate::status::EventStream>;
+
 /// A route an application adds beside `/m/` and `/ws`: called with the whole request (body
 /// collected, up to the body limit).
 pub type RouteHandler = Arc<
@@ -32,6 +35,8 @@ pub(crate) struct App {
     pub registry: Arc<Registry>,
     pub hub: Arc<Hub>,
     pub config: Arc<ServerConfig>,
+    /// The status page's live snapshots.
+    pub feed: crate::status::Feed,
     /// `(path prefix, handler)`, longest prefix first.
     pub routes: Vec<(String, RouteHandler)>,
 }
@@ -70,8 +75,11 @@ pub(crate) async fn serve(
     app: Arc<App>,
     remote: SocketAddr,
     request: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<ServedBody>, Infallible> {
     let path = request.uri().path().to_owned();
+    if path == "/_admin/events" {
+        return Ok(admin_events(&app, remote, &request));
+    }
     let response = if path == "/healthz" {
         text(StatusCode::OK, "ok")
     } else if let Some(rest) = path.strip_prefix("/m/") {
@@ -80,6 +88,8 @@ pub(crate) async fn serve(
         websocket(&app, request)
     } else if let Some(admin) = path.strip_prefix("/_admin/") {
         admin_request(&app, remote, admin.to_owned(), request).await
+    } else if path == "/_admin" {
+        admin_request(&app, remote, String::new(), request).await
     } else if let Some(handler) = app
         .routes
         .iter()
@@ -93,7 +103,7 @@ pub(crate) async fn serve(
     } else {
         text(StatusCode::NOT_FOUND, format!("no route for {path}"))
     };
-    Ok(response)
+    Ok(response.map(http_body_util::Either::Left))
 }
 
 /// Collects the body up to the limit: 413 beyond it (checked against `content-length` first).
@@ -225,6 +235,7 @@ async fn call(
     name: &str,
     mut request: binary::HttpRequest,
 ) -> Result<binary::HttpResponse, CallError> {
+    let started = std::time::Instant::now();
     let mut attempts = 0;
     while attempts < 6 {
         let Some(entry) = registry.get(name) else {
@@ -247,7 +258,10 @@ async fn call(
         };
         attempts += 1;
         match pending.await {
-            Ok(result) => return result,
+            Ok(result) => {
+                registry.latencies().observe(name, started.elapsed());
+                return result;
+            }
             Err(returned) => request = returned,
         }
     }
@@ -376,6 +390,51 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     difference == 0
 }
 
+/// `GET /_admin/events`: the status page's snapshots as Server-Sent Events, under the admin
+/// policy.
+fn admin_events(
+    app: &App,
+    remote: SocketAddr,
+    request: &Request<Incoming>,
+) -> Response<ServedBody> {
+    if !is_admin_allowed(app, remote, request) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "admin endpoints answer loopback clients, or a configured token",
+        )
+        .map(http_body_util::Either::Left);
+    }
+    if request.method() != Method::GET {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET /_admin/events (an EventSource)",
+        )
+        .map(http_body_util::Either::Left);
+    }
+    match app.feed.stream() {
+        Ok(stream) => {
+            let mut response = Response::new(http_body_util::Either::Right(stream));
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(open) => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{open} event streams are open already, the most allowed; retry later"),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            response.map(http_body_util::Either::Left)
+        }
+    }
+}
+
 async fn admin_request(
     app: &App,
     remote: SocketAddr,
@@ -389,6 +448,15 @@ async fn admin_request(
         );
     }
     match (request.method(), path.as_str()) {
+        (&Method::GET, "") => crate::status::page(&app.feed),
+        (&Method::GET, "status") => {
+            let mut response = text(StatusCode::OK, app.feed.latest_json());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         (&Method::GET, "modules") => json(StatusCode::OK, &app.registry.status()),
         (&Method::GET, "ws") => json(StatusCode::OK, &app.hub.stats()),
         (&Method::GET, "metrics") => {

@@ -4,7 +4,8 @@
 //! this library.
 //!
 //! Routes: `/m/{name}[/rest]` (middlewares, then the module's `handle`), `GET /ws?topic=T`
-//! (WebSocket relay), `GET /_admin/modules`, `POST /_admin/reload/{name}`, `GET /healthz`,
+//! (WebSocket relay), `GET /_admin` (the live status page, fed by `GET /_admin/events`),
+//! `GET /_admin/modules`, `POST /_admin/reload/{name}`, `GET /healthz`,
 //! plus any an application adds with [`ServerBuilder::route`].
 //!
 //! ```no_run
@@ -32,10 +33,13 @@
 mod config;
 mod error;
 mod http;
+mod latency;
 mod metrics;
 mod middleware;
 mod registry;
 mod server;
+mod status;
+mod summary;
 mod watch;
 mod ws;
 
@@ -44,11 +48,14 @@ pub use config::{
 };
 pub use error::{HandoffError, ReloadError};
 pub use http::{Body, RouteHandler};
+pub use latency::{LATENCY_BUCKETS, LatencyCounts};
 pub use registry::{
     CompiledFrom, HOLD_BUCKETS, HoldStats, MiddlewareStatus, ModuleStatus, Rejection,
     ReloadOutcome, SwapInfo, valid_name,
 };
 pub use server::{Monitor, ReloadCounts, ServerBuilder, ServerHandle};
+pub use status::{MAX_EVENT_STREAMS, SNAPSHOT_INTERVAL, STREAM_LIFETIME};
+pub use summary::startup_summary;
 pub use ws::HubStats;
 
 /// A plain-text response, for application routes.

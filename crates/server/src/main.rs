@@ -129,6 +129,10 @@ fn main() -> anyhow::Result<()> {
 async fn serve(config: ServerConfig, _dev: Option<dev::Dev>) -> anyhow::Result<()> {
     let server = ServerBuilder::new(config).start().await?;
     eprintln!("modhost listening on http://{}", server.addr());
+    eprint!(
+        "{}",
+        server::startup_summary(server.addr(), &server.status())
+    );
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {

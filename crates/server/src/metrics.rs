@@ -1,5 +1,5 @@
-//! `GET /_admin/metrics`: counters and gauges in the Prometheus text format (version 0.0.4),
-//! for scraping. It gives per-module traffic and faults, swaps, the WebSocket relay, the bus,
+//! `GET /_admin/metrics`: counters, gauges and histograms in the Prometheus text format
+//! (version 0.0.4), for scraping. It gives per-module traffic, faults and call latency, swaps, the WebSocket relay, the bus,
 //! and the process's own resident memory, open file descriptors and threads (from
 //! `/proc/self` on Linux; left out elsewhere).
 
@@ -141,6 +141,7 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
             }
         }
     }
+    latency_metrics(&mut out, &registry.latencies().counts());
     if let Some(store) = registry.store() {
         store_metrics(&mut out, &store.stats());
     }
@@ -256,6 +257,43 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
         out.single("process_threads", "gauge", "OS threads", process.threads);
     }
     out.text
+}
+
+/// Per-module HTTP call latency (`modhost_module_request_seconds`), one histogram per module
+/// that has been called.
+fn latency_metrics(
+    out: &mut Metrics,
+    modules: &std::collections::BTreeMap<String, crate::latency::LatencyCounts>,
+) {
+    let name = "modhost_module_request_seconds";
+    out.family(
+        name,
+        "histogram",
+        "time from queueing an HTTP call on the module to its answer (a middleware's calls count under the middleware)",
+    );
+    for (module, counts) in modules {
+        // Module names are [A-Za-z0-9_-]: nothing to escape in a label value.
+        for (bound, count) in crate::latency::LATENCY_BUCKETS
+            .iter()
+            .zip(counts.cumulative())
+        {
+            let _ = writeln!(
+                out.text,
+                "{name}_bucket{{module=\"{module}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let count = counts.count();
+        let _ = writeln!(
+            out.text,
+            "{name}_bucket{{module=\"{module}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out.text,
+            "{name}_sum{{module=\"{module}\"}} {}",
+            counts.sum_seconds()
+        );
+        let _ = writeln!(out.text, "{name}_count{{module=\"{module}\"}} {count}");
+    }
 }
 
 /// The store's operation counts and its commit-latency histogram.

@@ -55,6 +55,10 @@ pub struct SwapInfo {
     pub held_requests: u64,
     /// Size of the state handed over, in bytes (the guest's payload).
     pub state_bytes: Option<usize>,
+    /// How long the replaced version took to drain, in milliseconds, once it has (`"plain"`
+    /// swaps; a `"snapshot"` swap drains inside its hold). A drain cut off by the drain
+    /// timeout shows the timeout; the log says it was cut off.
+    pub drain_ms: Option<f64>,
 }
 
 /// Holds a module's new HTTP requests during a swap with a state handoff.
@@ -172,6 +176,8 @@ struct History {
     retired: Retired,
     last_rejected: Option<Rejection>,
     last_swap: Option<SwapInfo>,
+    /// The last version retired by a plain swap and how long it drained, in milliseconds.
+    last_drain: Option<(String, f64)>,
 }
 
 impl Entry {
@@ -360,6 +366,10 @@ pub struct Registry {
     reloads: [std::sync::atomic::AtomicU64; RELOAD_OUTCOMES.len()],
     /// Holds of swaps with a state handoff, over all modules.
     holds: Mutex<HoldStats>,
+    /// Per-module latency of HTTP calls.
+    latencies: crate::latency::Latencies,
+    /// Woken after every reload and drain, so the status page shows them at once.
+    changes: Arc<tokio::sync::Notify>,
 }
 
 /// The hold windows of swaps with a state handoff (`modhost_swap_hold_seconds`).
@@ -405,7 +415,20 @@ impl Registry {
             draining: Arc::new(Default::default()),
             reloads: Default::default(),
             holds: Mutex::new(HoldStats::default()),
+            latencies: crate::latency::Latencies::default(),
+            changes: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Per-module latency of HTTP calls.
+    pub(crate) fn latencies(&self) -> &crate::latency::Latencies {
+        &self.latencies
+    }
+
+    /// Notified (one stored permit) after every reload, whatever its outcome, and when a
+    /// retired version has drained.
+    pub(crate) fn changes(&self) -> &tokio::sync::Notify {
+        &self.changes
     }
 
     /// The hold windows of swaps with a state handoff so far.
@@ -512,6 +535,7 @@ impl Registry {
             Err(_) => 5,
         };
         self.reloads[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.changes.notify_one();
         result
     }
 
@@ -643,6 +667,7 @@ impl Registry {
                     held_ms: None,
                     held_requests: 0,
                     state_bytes: None,
+                    drain_ms: None,
                 }))
             }
         }
@@ -714,6 +739,7 @@ impl Registry {
                     held_ms: Some(held_ms),
                     held_requests,
                     state_bytes: Some(state_bytes),
+                    drain_ms: None,
                 }))
             }
             Err(source) => {
@@ -746,6 +772,7 @@ impl Registry {
     ) {
         let drain_timeout = self.config.drain_timeout;
         let draining = self.draining.clone();
+        let changes = self.changes.clone();
         draining.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let new_version = new_version.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -766,6 +793,10 @@ impl Registry {
                 history.retired.traps += stats.traps;
                 history.retired.kv_operations += stats.kv_operations;
                 history.retired.kv_errors += stats.kv_errors;
+                if drain {
+                    history.last_drain =
+                        Some((old.version().to_owned(), report.elapsed.as_secs_f64() * 1e3));
+                }
             }
             let drain_ms = report.elapsed.as_secs_f64() * 1e3;
             if !drain {
@@ -776,6 +807,7 @@ impl Registry {
                 tracing::warn!(module = %entry.name, old = %old.version(), new = %new_version, load_ms = load_time.as_secs_f64() * 1e3, drain_ms, outcome = ?report.instances, "swapped; the old version did not finish draining within {drain_timeout:?} and was closed");
             }
             draining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            changes.notify_one();
         });
     }
 
@@ -846,7 +878,13 @@ impl Registry {
                     traps: history.retired.traps + stats.traps,
                     swaps: history.swaps,
                     last_rejected: history.last_rejected.clone(),
-                    last_swap: history.last_swap.clone(),
+                    last_swap: history.last_swap.clone().map(|mut swap| {
+                        swap.drain_ms = match &history.last_drain {
+                            Some((retired, drain_ms)) if *retired == swap.old => Some(*drain_ms),
+                            _ => None,
+                        };
+                        swap
+                    }),
                     subscriptions: current.subscriptions(),
                     middleware: entry.rule().as_ref().as_ref().map(MiddlewareStatus::of),
                     kv_keys: usage.map(|usage| usage.keys),

@@ -84,13 +84,15 @@ impl ServerBuilder {
             None
         };
         load_all(&registry).await;
+        let (stop, stopped) = watch::channel(false);
+        let feed = crate::status::Feed::start(registry.clone(), hub.clone(), stopped.clone());
         let app = Arc::new(App {
             registry: registry.clone(),
             hub: hub.clone(),
             config: config.clone(),
+            feed,
             routes: self.routes,
         });
-        let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(accept_loop(listener, app, stopped));
         tracing::info!(%addr, modules = registry.entries().len(), "modhost listening");
         Ok(ServerHandle {

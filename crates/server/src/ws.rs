@@ -95,6 +95,19 @@ impl Hub {
             .map_or(0, Vec::len)
     }
 
+    /// Every topic with clients, and how many, sorted by topic.
+    pub fn topic_clients(&self) -> Vec<(String, usize)> {
+        let mut topics: Vec<(String, usize)> = self
+            .topics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(topic, clients)| (topic.clone(), clients.len()))
+            .collect();
+        topics.sort_unstable();
+        topics
+    }
+
     /// Queues `payload` for every client of `topic`; never blocks.
     pub fn broadcast(&self, topic: &str, payload: &[u8]) {
         let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);

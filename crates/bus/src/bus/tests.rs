@@ -61,6 +61,46 @@ fn publish_reaches_exact_and_pattern_subscribers_with_the_published_topic() {
 }
 
 #[test]
+fn topic_stats_count_live_subscriptions_per_topic() {
+    let bus = small_bus(1);
+    let (_first, first) = bus.subscribe_channel("users.created").unwrap();
+    let (_second, _second_inbox) = bus.subscribe_channel("users.created").unwrap();
+    let (pattern, _pattern_inbox) = bus.subscribe_channel("users.*").unwrap();
+    let _dormant = bus.subscribe_dormant("quiet", |_message| {}).unwrap();
+    for _ in 0..2 {
+        bus.publish(Message::event("users.created", vec![]))
+            .unwrap();
+    }
+    assert!(first.try_recv().is_ok());
+    let stats = bus.topic_stats();
+    let topics: Vec<(&str, usize, u64, u64)> = stats
+        .iter()
+        .map(|stats| {
+            let TopicStats {
+                topic,
+                subscribers,
+                delivered,
+                dropped_full,
+                ..
+            } = stats;
+            (topic.as_str(), *subscribers, *delivered, *dropped_full)
+        })
+        .collect();
+    // Mailboxes of one: each subscription takes the first message and drops the second.
+    assert_eq!(
+        topics,
+        [("users.*", 1, 1, 1), ("users.created", 2, 2, 2)],
+        "the dormant subscription is not listed"
+    );
+    pattern.cancel();
+    assert_eq!(
+        bus.topic_stats().len(),
+        1,
+        "a cancelled subscription leaves"
+    );
+}
+
+#[test]
 fn publish_without_subscribers_is_counted_but_reaches_nobody() {
     let bus = Bus::new();
     let report = bus

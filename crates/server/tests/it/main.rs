@@ -6,6 +6,7 @@
 
 mod support;
 
+mod browser;
 mod hostile;
 mod hot_reload;
 mod limits;
@@ -13,4 +14,5 @@ mod persistence;
 mod routes;
 mod snapshot;
 mod state;
+mod status_page;
 mod websocket;

@@ -269,12 +269,28 @@ async fn metrics_count_requests_traps_and_rejections() {
         "modhost_module_rejected{module=\"hello\"} 0",
         "modhost_modules_draining 0",
         "modhost_ws_clients 0",
+        "# TYPE modhost_module_request_seconds histogram",
+        "modhost_module_request_seconds_bucket{module=\"hello\",le=\"+Inf\"} 3",
+        "modhost_module_request_seconds_count{module=\"hello\"} 3",
+        "modhost_module_request_seconds_count{module=\"trapper\"} 1",
     ] {
         assert!(
             metrics.lines().any(|got| got == line),
             "missing {line:?} in:\n{metrics}"
         );
     }
+    // The latency buckets of a module are cumulative and end at its count.
+    let buckets: Vec<u64> = metrics
+        .lines()
+        .filter(|line| line.starts_with("modhost_module_request_seconds_bucket{module=\"hello\""))
+        .map(|line| line.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), server::LATENCY_BUCKETS.len() + 1);
+    assert!(
+        buckets.windows(2).all(|pair| pair[0] <= pair[1]),
+        "{buckets:?}"
+    );
+    assert!(!metrics.contains("modhost_module_request_seconds_count{module=\"broken\""));
     // The process's own figures, from /proc/self.
     let value = |name: &str| -> u64 {
         metrics
