@@ -30,12 +30,14 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod config;
 mod error;
 mod http;
 mod latency;
 mod metrics;
 mod middleware;
+mod pipeline;
 mod registry;
 mod server;
 mod status;

@@ -18,12 +18,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
 use crate::config::WebSocketConfig;
+use crate::http::{App, Body, query_param, text};
 
 /// What a client's writer task is told to send.
 enum Outgoing {
@@ -282,4 +286,59 @@ pub fn valid_topic(topic: &str) -> bool {
         && topic
             .bytes()
             .all(|byte| byte.is_ascii_graphic() && byte != b'*')
+}
+
+/// The `GET /ws?topic=T` handshake: checks it, answers 101 and hands the upgraded connection
+/// to the hub.
+pub(crate) fn upgrade(app: &App, mut request: Request<Incoming>) -> Response<Body> {
+    let Some(topic) = query_param(request.uri().query(), "topic") else {
+        return text(StatusCode::BAD_REQUEST, "missing topic: use /ws?topic=NAME");
+    };
+    if !valid_topic(&topic) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("invalid topic {topic:?}: 1-256 visible ASCII characters, no '*'"),
+        );
+    }
+    let headers = request.headers();
+    let is_upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|value| value == "13");
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "not a WebSocket handshake: missing sec-websocket-key",
+        );
+    };
+    if request.method() != Method::GET || !is_upgrade || !version_ok {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "not a WebSocket handshake (GET, upgrade: websocket, version 13)",
+        );
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(&mut request);
+    let hub = app.hub.clone();
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                hub.serve(hyper_util::rt::TokioIo::new(upgraded), topic)
+                    .await
+            }
+            Err(error) => tracing::debug!("WebSocket upgrade failed: {error}"),
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
 }
