@@ -16,6 +16,7 @@ use wasmer::{
 
 use crate::error::{CallErrorKind, ImportFault};
 use crate::logs::{LogLevel, LogSource};
+use crate::memory;
 use crate::shared::{Shared, SubscribeRefusal};
 
 /// Per-instance data the imports see.
@@ -42,25 +43,9 @@ fn read(
     len: i32,
 ) -> Result<Vec<u8>, RuntimeError> {
     let (env, store) = ctx.data_and_store_mut();
-    let offset = u64::from(ptr as u32);
-    let length = len as u32 as usize;
     let outcome = match &env.memory {
         None => Err("the module exports no memory".to_owned()),
-        Some(memory) => {
-            let view = memory.view(&store);
-            let size = view.data_size();
-            if offset + length as u64 > size {
-                Err(format!(
-                    "{what} at {offset}..{} is outside memory of {size} bytes",
-                    offset + length as u64
-                ))
-            } else {
-                let mut buffer = vec![0u8; length];
-                view.read(offset, &mut buffer)
-                    .map(|()| buffer)
-                    .map_err(|error| error.to_string())
-            }
-        }
+        Some(memory) => memory::read(&memory.view(&store), what, ptr as u32, len as u32),
     };
     outcome.map_err(|detail| {
         fail(CallErrorKind::BadPointer {
@@ -319,16 +304,11 @@ fn log_line(
     // The rest must still be inside memory: a bad length is a bad pointer even if unread.
     if shown != len {
         let (env, store) = ctx.data_and_store_mut();
-        let size = env
-            .memory
-            .as_ref()
-            .map_or(0, |memory| memory.view(&store).data_size());
-        let end = u64::from(ptr as u32) + u64::from(len as u32);
-        if end > size {
-            let detail = format!(
-                "message at {}..{end} is outside memory of {size} bytes",
-                ptr as u32
-            );
+        let checked = match &env.memory {
+            None => Err("the module exports no memory".to_owned()),
+            Some(memory) => memory::check(&memory.view(&store), "message", ptr as u32, len as u32),
+        };
+        if let Err(detail) = checked {
             return Err(fail(CallErrorKind::BadPointer {
                 place: format!("import \"{import}\""),
                 detail,
@@ -479,10 +459,7 @@ fn write(
     let (env, store) = ctx.data_and_store_mut();
     let outcome = match &env.memory {
         None => Err("the module exports no memory".to_owned()),
-        Some(memory) => memory
-            .view(&store)
-            .write(u64::from(ptr as u32), bytes)
-            .map_err(|error| error.to_string()),
+        Some(memory) => memory::write(&memory.view(&store), "result", ptr as u32, bytes),
     };
     outcome.map_err(|detail| {
         fail(CallErrorKind::BadPointer {

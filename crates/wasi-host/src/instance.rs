@@ -18,6 +18,7 @@ use crate::config::Grants;
 use crate::error::{CallError, CallErrorKind, Frame, ImportFault, LoadError};
 use crate::imports::{self, GuestEnv};
 use crate::logs::{LogFile, LogSource};
+use crate::memory;
 use crate::shared::Shared;
 use crate::watchdog::Watchdog;
 
@@ -321,13 +322,13 @@ impl Live {
         let len = bytes.len() as i32;
         let ptr = alloc.call(&mut self.store, len)?;
         let view = self.memory.view(&self.store);
-        view.write(u64::from(ptr as u32), bytes).map_err(|error| {
+        memory::write(&view, "input", ptr as u32, bytes).map_err(|detail| {
             CallError::new(
                 module,
                 export,
                 CallErrorKind::BadPointer {
                     place: format!("export \"{export}\" input (allocator returned {ptr})"),
-                    detail: format!("{} bytes at {}: {error}", bytes.len(), ptr as u32),
+                    detail,
                 },
             )
         })?;
@@ -342,30 +343,16 @@ impl Live {
         len: u32,
     ) -> Result<Vec<u8>, CallError> {
         let view = self.memory.view(&self.store);
-        let size = view.data_size();
-        let end = u64::from(ptr) + u64::from(len);
-        if end > size {
-            return Err(CallError::new(
-                module,
-                export,
-                CallErrorKind::BadPointer {
-                    place: format!("export \"{export}\" result"),
-                    detail: format!("{ptr}..{end} is outside memory of {size} bytes"),
-                },
-            ));
-        }
-        let mut buffer = vec![0u8; len as usize];
-        view.read(u64::from(ptr), &mut buffer).map_err(|error| {
+        memory::read(&view, "result", ptr, len).map_err(|detail| {
             CallError::new(
                 module,
                 export,
                 CallErrorKind::BadPointer {
                     place: format!("export \"{export}\" result"),
-                    detail: error.to_string(),
+                    detail,
                 },
             )
-        })?;
-        Ok(buffer)
+        })
     }
 
     /// Takes the `(ptr << 32) | len` buffer an export returned: checks the length against
@@ -495,52 +482,25 @@ impl Live {
     /// Reads NUL-terminated bytes at `ptr` (the original ABI's response), at most `limit`.
     fn read_c_string(&self, module: &str, ptr: u32, limit: usize) -> Result<Vec<u8>, CallError> {
         let view = self.memory.view(&self.store);
-        let size = view.data_size();
-        let mut body = Vec::new();
-        let mut offset = u64::from(ptr);
-        let mut chunk = [0u8; 4096];
-        loop {
-            if offset >= size {
-                return Err(CallError::new(
-                    module,
-                    "handle",
-                    CallErrorKind::BadPointer {
-                        place: "export \"handle\" result".into(),
-                        detail: format!(
-                            "string at {ptr} runs past the end of memory ({size} bytes) without \
-                             a NUL"
-                        ),
-                    },
-                ));
-            }
-            let take = (size - offset).min(chunk.len() as u64) as usize;
-            view.read(offset, &mut chunk[..take]).map_err(|error| {
-                CallError::new(
-                    module,
-                    "handle",
-                    CallErrorKind::BadPointer {
-                        place: "export \"handle\" result".into(),
-                        detail: error.to_string(),
-                    },
-                )
-            })?;
-            if let Some(nul) = chunk[..take].iter().position(|&byte| byte == 0) {
-                body.extend_from_slice(&chunk[..nul]);
-                return Ok(body);
-            }
-            body.extend_from_slice(&chunk[..take]);
-            if body.len() > limit {
-                return Err(CallError::new(
-                    module,
-                    "handle",
-                    CallErrorKind::TooLarge {
-                        what: "response",
-                        size: body.len(),
-                        limit,
-                    },
-                ));
-            }
-            offset += take as u64;
+        match memory::read_c_string(&view, "string", ptr, limit) {
+            Ok(memory::CString::Found(body)) => Ok(body),
+            Ok(memory::CString::TooLong(size)) => Err(CallError::new(
+                module,
+                "handle",
+                CallErrorKind::TooLarge {
+                    what: "response",
+                    size,
+                    limit,
+                },
+            )),
+            Err(detail) => Err(CallError::new(
+                module,
+                "handle",
+                CallErrorKind::BadPointer {
+                    place: "export \"handle\" result".into(),
+                    detail,
+                },
+            )),
         }
     }
 

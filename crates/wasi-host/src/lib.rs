@@ -35,6 +35,7 @@ mod imports;
 mod instance;
 mod kv;
 mod logs;
+mod memory;
 mod module;
 mod shared;
 mod tunables;
