@@ -12,7 +12,7 @@ use crate::error::BusError;
 use crate::mailbox::{Mailbox, Target};
 use crate::registry::{Entry, Registry};
 use crate::request::Requests;
-use crate::subscription::{DORMANT, LIVE, Shared, Subscription, run_handler};
+use crate::subscription::{Shared, State, Subscription, run_handler};
 use crate::topic::Filter;
 
 /// The default [`BusConfig::mailbox_capacity`].
@@ -227,7 +227,7 @@ impl Bus {
     where
         H: FnMut(Message) + Send + 'static,
     {
-        self.add_handler(topic, handler, LIVE)
+        self.add_handler(topic, handler, State::Live)
     }
 
     /// Like [`Bus::subscribe`], but the subscription is dormant: it receives nothing until
@@ -236,7 +236,7 @@ impl Bus {
     where
         H: FnMut(Message) + Send + 'static,
     {
-        self.add_handler(topic, handler, DORMANT)
+        self.add_handler(topic, handler, State::Dormant)
     }
 
     /// Offers every message published on `topic` to `mailbox`, on the publisher's thread (see
@@ -249,7 +249,7 @@ impl Bus {
         topic: &str,
         mailbox: impl Mailbox,
     ) -> Result<Subscription, BusError> {
-        self.add(topic, Target::new(mailbox), LIVE)
+        self.add(topic, Target::new(mailbox), State::Live)
     }
 
     /// Like [`Bus::subscribe_mailbox`], but the subscription is dormant: it receives nothing
@@ -259,7 +259,7 @@ impl Bus {
         topic: &str,
         mailbox: impl Mailbox,
     ) -> Result<Subscription, BusError> {
-        self.add(topic, Target::new(mailbox), DORMANT)
+        self.add(topic, Target::new(mailbox), State::Dormant)
     }
 
     /// Subscribes a new bounded channel of [`BusConfig::mailbox_capacity`] and returns its
@@ -271,11 +271,16 @@ impl Bus {
         topic: &str,
     ) -> Result<(Subscription, Receiver<Message>), BusError> {
         let (sender, receiver) = crossbeam_channel::bounded(self.inner.config.mailbox_capacity);
-        let subscription = self.add(topic, Target::Channel(sender), LIVE)?;
+        let subscription = self.add(topic, Target::Channel(sender), State::Live)?;
         Ok((subscription, receiver))
     }
 
-    fn add_handler<H>(&self, topic: &str, handler: H, state: u8) -> Result<Subscription, BusError>
+    fn add_handler<H>(
+        &self,
+        topic: &str,
+        handler: H,
+        state: State,
+    ) -> Result<Subscription, BusError>
     where
         H: FnMut(Message) + Send + 'static,
     {
@@ -307,7 +312,7 @@ impl Bus {
         })
     }
 
-    fn add(&self, topic: &str, mailbox: Target, state: u8) -> Result<Subscription, BusError> {
+    fn add(&self, topic: &str, mailbox: Target, state: State) -> Result<Subscription, BusError> {
         let filter = Filter::parse(topic)?;
         let shared = self.new_shared(topic, state);
         self.insert(Entry {
@@ -321,7 +326,7 @@ impl Bus {
         })
     }
 
-    fn new_shared(&self, topic: &str, state: u8) -> Arc<Shared> {
+    fn new_shared(&self, topic: &str, state: State) -> Arc<Shared> {
         let id = self
             .inner
             .next_subscription_id

@@ -2,7 +2,7 @@
 
 use crate::bus::Bus;
 use crate::error::BusError;
-use crate::subscription::{DORMANT, GONE, LIVE, Subscription};
+use crate::subscription::{State, Subscription};
 
 impl Bus {
     /// In one step, removes the `retire` subscriptions and makes the dormant `activate` ones
@@ -35,7 +35,10 @@ impl Bus {
                 }
             }
             for subscription in activate {
-                if !matches!(subscription.shared.state(), DORMANT | LIVE | GONE) {
+                if !matches!(
+                    subscription.shared.state(),
+                    State::Dormant | State::Live | State::Gone
+                ) {
                     return Err(refused(subscription, "cannot be activated: it has ended"));
                 }
                 if retire

@@ -11,7 +11,7 @@ use crate::bus::PublishReport;
 use crate::error::BusError;
 use crate::hash::TopicHashBuilder;
 use crate::mailbox::{Offer, Target};
-use crate::subscription::{DORMANT, GONE, LIVE, REMOVED, Shared};
+use crate::subscription::{Shared, State};
 use crate::topic::{self, Filter};
 
 /// One subscription as the table holds it. Dropping it drops the mailbox, which for a channel
@@ -69,7 +69,7 @@ pub(crate) struct Totals {
 impl Totals {
     /// Marks an entry removed and keeps its counts. Every entry leaves the table through here.
     fn end(&mut self, entry: &Entry) {
-        entry.shared.set_state(REMOVED);
+        entry.shared.set_state(State::Removed);
         self.add(&entry.shared);
     }
 
@@ -118,7 +118,7 @@ impl Registry {
 
     /// Adds an entry, live or dormant as its state says.
     pub(crate) fn insert(&mut self, entry: Entry) {
-        if entry.shared.state() == DORMANT {
+        if entry.shared.state() == State::Dormant {
             self.dormant.push(entry);
         } else {
             self.insert_live(entry);
@@ -126,7 +126,7 @@ impl Registry {
     }
 
     fn insert_live(&mut self, entry: Entry) {
-        entry.shared.set_state(LIVE);
+        entry.shared.set_state(State::Live);
         match entry.filter {
             Filter::Exact => self
                 .exact
@@ -141,12 +141,14 @@ impl Registry {
     /// it was not in the table (already cancelled, retired or closed).
     pub(crate) fn take(&mut self, shared: &Shared) -> Option<Entry> {
         let entry = match shared.state() {
-            DORMANT => take_by_id(&mut self.dormant, shared.id),
+            State::Dormant => take_by_id(&mut self.dormant, shared.id),
             // Where `insert` put it: by its (already validated) topic's form.
-            LIVE | GONE if !matches!(Pattern::parse(&shared.topic), Ok(Pattern::Exact(_))) => {
+            State::Live | State::Gone
+                if !matches!(Pattern::parse(&shared.topic), Ok(Pattern::Exact(_))) =>
+            {
                 take_by_id(&mut self.patterns, shared.id)
             }
-            LIVE | GONE => {
+            State::Live | State::Gone => {
                 let entries = self.exact.get_mut(&shared.topic)?;
                 let entry = take_by_id(entries, shared.id);
                 if entries.is_empty() {
@@ -162,7 +164,7 @@ impl Registry {
 
     /// Moves a dormant entry into the live table. `false` if it was not dormant.
     pub(crate) fn activate(&mut self, shared: &Shared) -> bool {
-        if shared.state() != DORMANT {
+        if shared.state() != State::Dormant {
             return false;
         }
         match take_by_id(&mut self.dormant, shared.id) {
@@ -217,7 +219,7 @@ impl Registry {
         let mut by_topic: std::collections::BTreeMap<&str, crate::TopicStats> =
             std::collections::BTreeMap::new();
         let live = self.exact.values().flatten().chain(&self.patterns);
-        for entry in live.filter(|entry| entry.shared.state() == LIVE) {
+        for entry in live.filter(|entry| entry.shared.state() == State::Live) {
             let stats = by_topic
                 .entry(entry.shared.topic.as_str())
                 .or_insert_with(|| crate::TopicStats {
@@ -235,7 +237,7 @@ impl Registry {
 
     /// Topics and patterns with at least one live subscription, sorted, without duplicates.
     pub(crate) fn topics(&self) -> Vec<String> {
-        let live = |entry: &&Entry| entry.shared.state() == LIVE;
+        let live = |entry: &&Entry| entry.shared.state() == State::Live;
         let mut topics: Vec<String> = self
             .exact
             .iter()
@@ -264,7 +266,7 @@ fn take_by_id(entries: &mut Vec<Entry>, id: u64) -> Option<Entry> {
 fn drain_gone(entries: &mut Vec<Entry>, gone: &mut Vec<Entry>, ended: &mut Totals) {
     let mut index = 0;
     while index < entries.len() {
-        if entries[index].shared.state() == GONE {
+        if entries[index].shared.state() == State::Gone {
             let entry = entries.remove(index);
             ended.end(&entry);
             gone.push(entry);

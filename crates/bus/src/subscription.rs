@@ -11,20 +11,36 @@ use crossbeam_channel::Receiver;
 
 use crate::bus::{Counters, Inner};
 
-/// Created but not yet receiving; waits for [`crate::Bus::handover`].
-pub(crate) const DORMANT: u8 = 0;
-/// In the subscriber table, receiving.
-pub(crate) const LIVE: u8 = 1;
-/// Still in the table, but its mailbox said [`crate::Offer::Closed`]; removed at the next
-/// chance.
-pub(crate) const GONE: u8 = 2;
-/// Out of the table for good: cancelled, retired, closed or gone.
-pub(crate) const REMOVED: u8 = 3;
+/// Where a subscription is in its life, kept in [`Shared::state`] as its `u8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum State {
+    /// Created but not yet receiving; waits for [`crate::Bus::handover`].
+    Dormant = 0,
+    /// In the subscriber table, receiving.
+    Live = 1,
+    /// Still in the table, but its mailbox said [`crate::Offer::Closed`]; removed at the next
+    /// chance.
+    Gone = 2,
+    /// Out of the table for good: cancelled, retired, closed or gone.
+    Removed = 3,
+}
+
+impl State {
+    fn from_u8(value: u8) -> State {
+        match value {
+            0 => State::Dormant,
+            1 => State::Live,
+            2 => State::Gone,
+            _ => State::Removed,
+        }
+    }
+}
 
 /// The state one subscription shares between its [`Subscription`] handle, its entry in the
 /// subscriber table and (for handler subscriptions) its delivery thread.
 ///
-/// `state` changes only under the table's write lock, except `LIVE -> GONE`, which publishers
+/// `state` changes only under the table's write lock, except `Live -> Gone`, which publishers
 /// make under the read lock with a compare-and-swap.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -49,30 +65,33 @@ pub(crate) struct DeliveryCounts {
 }
 
 impl Shared {
-    pub(crate) fn new(id: u64, topic: &str, state: u8) -> Shared {
+    pub(crate) fn new(id: u64, topic: &str, state: State) -> Shared {
         Shared {
             id,
             topic: topic.to_owned(),
-            state: AtomicU8::new(state),
+            state: AtomicU8::new(state as u8),
             stop: AtomicBool::new(false),
             handler_panics: AtomicU64::new(0),
             counts: DeliveryCounts::default(),
         }
     }
 
-    pub(crate) fn state(&self) -> u8 {
-        self.state.load(Ordering::Acquire)
+    pub(crate) fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    pub(crate) fn set_state(&self, state: u8) {
-        self.state.store(state, Ordering::Release);
+    pub(crate) fn set_state(&self, state: State) {
+        self.state.store(state as u8, Ordering::Release);
     }
 
-    /// `LIVE -> GONE`, once, when a mailbox reports [`crate::Offer::Closed`].
+    /// `Live -> Gone`, once, when a mailbox reports [`crate::Offer::Closed`].
     pub(crate) fn mark_gone(&self) {
-        let _ = self
-            .state
-            .compare_exchange(LIVE, GONE, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.state.compare_exchange(
+            State::Live as u8,
+            State::Gone as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 }
 
@@ -119,12 +138,12 @@ impl Subscription {
     /// Whether it currently receives messages: not dormant, cancelled, retired, closed, and
     /// its mailbox not gone.
     pub fn is_active(&self) -> bool {
-        self.shared.state() == LIVE
+        self.shared.state() == State::Live
     }
 
     /// Whether it was made dormant and has not been activated (or cancelled) yet.
     pub fn is_dormant(&self) -> bool {
-        self.shared.state() == DORMANT
+        self.shared.state() == State::Dormant
     }
 
     /// Its counters so far.
@@ -157,8 +176,8 @@ impl Drop for Subscription {
 impl fmt::Debug for Subscription {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.shared.state() {
-            DORMANT => "dormant",
-            LIVE => "live",
+            State::Dormant => "dormant",
+            State::Live => "live",
             _ => "ended",
         };
         f.debug_struct("Subscription")
@@ -300,7 +319,7 @@ mod tests {
         slot_sender.send(subscription).unwrap();
         bus.publish(Message::event("t", vec![])).unwrap();
         wait_for_exit(&handler_gone);
-        assert_eq!(watcher.state(), REMOVED);
+        assert_eq!(watcher.state(), State::Removed);
         assert!(bus.topics().is_empty());
     }
 

@@ -217,16 +217,8 @@ async fn event_streams_are_bounded_and_do_not_hold_shutdown() {
     project.install("hello", &hello("v1"));
     let server = project.start().await;
     let addr = server.addr();
-    let mut streams = Vec::new();
-    for _ in 0..server::MAX_EVENT_STREAMS {
-        streams.push(Events::open(addr, &[]).await.unwrap());
-    }
-    assert_eq!(
-        Events::open(addr, &[]).await.err(),
-        Some(503),
-        "one more than the bound"
-    );
-    // A stream that is never read: it must not hold anything up.
+    // A stream that is never read after its headers: it must not hold anything up. It is
+    // opened first, and its headers awaited, so it holds one of the slots.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(
         &mut idle,
@@ -234,6 +226,28 @@ async fn event_streams_are_bounded_and_do_not_hold_shutdown() {
     )
     .await
     .unwrap();
+    let mut head = Vec::new();
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tokio::io::AsyncReadExt::read_exact(&mut idle, &mut byte)
+            .await
+            .unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let mut streams = Vec::new();
+    for _ in 1..server::MAX_EVENT_STREAMS {
+        streams.push(Events::open(addr, &[]).await.unwrap());
+    }
+    assert_eq!(
+        Events::open(addr, &[]).await.err(),
+        Some(503),
+        "one more than the bound"
+    );
     // A closed stream frees its slot.
     drop(streams.pop());
     eventually(Duration::from_secs(5), || async {
