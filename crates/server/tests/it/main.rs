@@ -6,6 +6,7 @@
 
 mod support;
 
+mod guests;
 mod hostile;
 mod hot_reload;
 mod limits;
