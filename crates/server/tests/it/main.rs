@@ -12,6 +12,7 @@ mod hot_reload;
 mod limits;
 mod persistence;
 mod routes;
+mod scaffold;
 mod snapshot;
 mod state;
 mod websocket;
