@@ -51,6 +51,43 @@ async fn a_go_module_answers_http() {
     server.shutdown().await;
 }
 
+/// A new version of a Go module (the same code under a new hash) is swapped in while requests
+/// run: none fails, and the new version — a fresh Go runtime — answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_module_hot_swaps_under_requests() {
+    let project = Project::new("go-swap");
+    build_into(&project, &["hello-go"]);
+    let original = std::fs::read(project.dist().join("hello-go.wasm")).unwrap();
+    let server = project.start().await;
+    let addr = server.addr();
+    let first = server.status()[0].version.clone().unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut answered = 0_u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let reply = get(addr, "/m/hello-go").await;
+                assert_eq!((reply.status, reply.body.as_str()), (200, "hello from Go"));
+                answered += 1;
+            }
+            answered
+        }
+    });
+    project.install("hello-go", &testkit::retagged(&original, "v2"));
+    crate::support::eventually(Duration::from_secs(60), || async {
+        server.status()[0].version.as_deref() != Some(first.as_str())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(load.await.unwrap() > 0);
+    assert_eq!(server.status()[0].swaps, 1);
+    assert_eq!(server.status()[0].errors, 0);
+    assert_eq!(get(addr, "/m/hello-go").await.body, "hello from Go");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_and_rust_modules_talk_over_the_bus_and_to_a_browser() {
     let project = Project::new("go-bus");
