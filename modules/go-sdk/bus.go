@@ -101,10 +101,7 @@ func Subscribe(pattern string) error {
 // Request sends payload as a request on topic and waits for the reply (at most timeout,
 // and never past the calling export's own deadline). An Error reply is an *ErrorReply.
 func Request(topic string, payload []byte, timeout time.Duration) ([]byte, error) {
-	ms := timeout.Milliseconds()
-	if ms > 1<<31-1 {
-		ms = 1<<31 - 1
-	}
+	ms := min(max(timeout.Milliseconds(), 0), 1<<31-1)
 	reply, code := sysRequest(Message{Topic: topic, Kind: KindRequest, Payload: payload}.Encode(), int32(ms))
 	if code < 0 {
 		return nil, &CallError{Op: "request", Topic: topic, Code: Code(code)}
