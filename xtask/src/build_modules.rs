@@ -62,7 +62,6 @@ fn print_report(report: &Report) {
                 eprintln!("\n{}", warning.trim_end());
             }
         }
-        Outcome::Skipped(_) => {}
     }
 }
 
@@ -94,9 +93,8 @@ fn build_once(builder: &Builder, names: &[String]) -> Result<(), String> {
     let built = count(|outcome| matches!(outcome, Outcome::Built(_)));
     let changed = count(|outcome| matches!(outcome, Outcome::Built(built) if built.changed));
     let failed = count(|outcome| matches!(outcome, Outcome::Failed(_)));
-    let skipped = count(|outcome| matches!(outcome, Outcome::Skipped(_)));
     eprintln!(
-        "{built} built ({changed} changed), {failed} failed, {skipped} skipped in {:.1}s",
+        "{built} built ({changed} changed), {failed} failed in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     if failed == 0 {

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::discover::{self, Language, Module};
 use crate::error::Error;
 use crate::report::{Outcome, Report};
-use crate::{cargo, go};
+use crate::{c, cargo, go};
 
 /// Builds modules as its [`Config`] says. Cheap to clone; holds no state between builds
 /// (cargo's target dir is the cache).
@@ -61,8 +61,9 @@ impl Builder {
     /// Rust modules of the modules workspace compile in one `cargo build --keep-going` run
     /// (so they share dependencies and both cores); a module that fails doesn't stop the
     /// others, and its last good `dist/<name>.wasm` stays in place. Each success is copied to
-    /// `dist/<name>.wasm` atomically, and only if its bytes changed. Go modules build after
-    /// them, one by one, or are skipped when Go ≥ 1.24 isn't installed.
+    /// `dist/<name>.wasm` atomically, and only if its bytes changed. Go and C modules build
+    /// after them, one by one; a missing Go or clang fails those modules, saying what to
+    /// install.
     pub fn build(&self, modules: &[Module]) -> Vec<Report> {
         let mut reports: Vec<Option<Report>> = vec![None; modules.len()];
         let (valid, invalid): (Vec<usize>, Vec<usize>) =
@@ -73,10 +74,7 @@ impl Builder {
                 module: name.clone(),
                 language: modules[index].language,
                 elapsed: Duration::ZERO,
-                outcome: Outcome::Failed(format!(
-                    "module \"{name}\": a module name may only use ASCII letters, digits, `-` and \
-                     `_` (it is a URL segment and a file name)"
-                )),
+                outcome: Outcome::Failed(format!("module \"{name}\": {}", discover::NAME_RULE)),
             });
         }
         let rust: Vec<usize> = valid
@@ -94,8 +92,10 @@ impl Builder {
             }
         }
         for index in valid {
-            if modules[index].language == Language::Go {
-                reports[index] = Some(go::build(&self.config, &modules[index]));
+            match modules[index].language {
+                Language::Go => reports[index] = Some(go::build(&self.config, &modules[index])),
+                Language::C => reports[index] = Some(c::build(&self.config, &modules[index])),
+                Language::Rust => {}
             }
         }
         reports.into_iter().flatten().collect()

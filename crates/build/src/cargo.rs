@@ -237,7 +237,7 @@ fn workspace_packages(
         .collect())
 }
 
-/// Why cargo could not load the workspace, with a hint when a Go module sits inside the
+/// Why cargo could not load the workspace, with a hint when a Go or C module sits inside the
 /// workspace's `*/wasm` member glob.
 fn workspace_failure(config: &Config, manifest: &Path, stderr: &str) -> String {
     let mut text = format!(
@@ -247,15 +247,20 @@ fn workspace_failure(config: &Config, manifest: &Path, stderr: &str) -> String {
     if let Ok(modules) = crate::discover::discover(&config.modules_dir) {
         for module in modules
             .iter()
-            .filter(|module| module.language == Language::Go)
+            .filter(|module| module.language != Language::Rust)
         {
             if stderr.contains(&*module.source_dir().join("Cargo.toml").to_string_lossy())
                 || stderr.contains(&format!("{}/wasm", module.name))
             {
                 text.push_str(&format!(
-                    "\nhint: \"{}\" is a Go module inside the workspace's member glob: add \"{}\" \
-                     to `exclude` in {}",
+                    "\nhint: \"{}\" is a {} module inside the workspace's member glob: add \
+                     \"{}\" to `exclude` in {}",
                     module.name,
+                    if module.language == Language::Go {
+                        "Go"
+                    } else {
+                        "C"
+                    },
                     module.name,
                     manifest.display()
                 ));

@@ -13,8 +13,8 @@ pub struct Config {
     pub modules_dir: PathBuf,
     /// Where `<name>.wasm` files are published (`modules/dist`).
     pub dist_dir: PathBuf,
-    /// cargo's `--target-dir` (`modules/target`), never the main workspace's; Go builds put
-    /// their output under `go/` inside it.
+    /// cargo's `--target-dir` (`modules/target`), never the main workspace's; Go and C builds
+    /// put their output under `go/` and `c/` inside it.
     pub target_dir: PathBuf,
     /// The cargo profile (`release`, size-optimised in `modules/Cargo.toml`).
     pub profile: String,
@@ -26,6 +26,9 @@ pub struct Config {
     pub cargo: PathBuf,
     /// The Go tool for Go modules (`go`, looked up on `PATH`).
     pub go: PathBuf,
+    /// The C compiler for C modules (`clang`, looked up on `PATH`; it needs the wasm32 target,
+    /// `wasm-ld` and wasi-libc).
+    pub clang: PathBuf,
     /// How long the watcher waits for a burst of file events to settle before building.
     pub debounce: Duration,
 }
@@ -45,6 +48,7 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("cargo")),
             go: PathBuf::from("go"),
+            clang: PathBuf::from("clang"),
             debounce: Duration::from_millis(150),
         }
     }

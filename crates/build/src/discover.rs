@@ -1,4 +1,5 @@
-//! Finding modules: `<modules>/<name>/wasm/Cargo.toml` (Rust) or `.../wasm/go.mod` (Go).
+//! Finding modules: `<modules>/<name>/wasm/Cargo.toml` (Rust), `.../wasm/go.mod` (Go) or
+//! `.../wasm/main.c` (C).
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +11,13 @@ pub enum Language {
     /// `wasm/Cargo.toml`: built with cargo for `wasm32-wasip1`.
     Rust,
     /// `wasm/go.mod` (and no `Cargo.toml`): built with `GOOS=wasip1 GOARCH=wasm go build
-    /// -buildmode=c-shared` when Go ≥ 1.24 is on `PATH`, skipped otherwise.
+    /// -buildmode=c-shared`; needs Go ≥ 1.24 on `PATH` (without it the build fails, saying how
+    /// to install it).
     Go,
+    /// `wasm/main.c` (and neither of the above): every `wasm/*.c` built with `clang
+    /// --target=wasm32-wasi -mexec-model=reactor` and wasi-libc, `modules/c-sdk` on the
+    /// include path.
+    C,
 }
 
 /// One module found in the modules directory.
@@ -31,22 +37,28 @@ impl Module {
         self.dir.join("wasm")
     }
 
-    /// The file that makes it a module: `wasm/Cargo.toml` or `wasm/go.mod`.
+    /// The file that makes it a module: `wasm/Cargo.toml`, `wasm/go.mod` or `wasm/main.c`.
     pub fn manifest(&self) -> PathBuf {
         self.source_dir().join(match self.language {
             Language::Rust => "Cargo.toml",
             Language::Go => "go.mod",
+            Language::C => "main.c",
         })
     }
 }
 
-/// Directory names under the modules directory that are never modules.
-pub(crate) fn is_reserved(name: &str) -> bool {
+/// Directory names under the modules directory that are never modules (`target`, `dist`,
+/// dot directories).
+pub fn is_reserved(name: &str) -> bool {
     name.starts_with('.') || name == "target" || name == "dist"
 }
 
-/// Whether `name` works as a module name: in a URL path segment and a file name, unchanged.
-pub(crate) fn valid_name(name: &str) -> bool {
+/// What [`valid_name`] allows, for messages.
+pub const NAME_RULE: &str = "a module name may only use ASCII letters, digits, `-` and `_` (it is a URL segment and a file name)";
+
+/// Whether `name` works as a module name: in a URL path segment and a file name, unchanged
+/// (ASCII letters, digits, `-` and `_`).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()
@@ -64,6 +76,8 @@ pub(crate) fn module_at(modules_dir: &Path, name: &str) -> Option<Module> {
         Language::Rust
     } else if source.join("go.mod").is_file() {
         Language::Go
+    } else if source.join("main.c").is_file() {
+        Language::C
     } else {
         return None;
     };
@@ -75,8 +89,8 @@ pub(crate) fn module_at(modules_dir: &Path, name: &str) -> Option<Module> {
 }
 
 /// Every module under `modules_dir`, sorted by name. Directories named `target`, `dist` or
-/// starting with `.` are skipped, and so are directories without `wasm/Cargo.toml` or
-/// `wasm/go.mod`. A missing modules directory has no modules.
+/// starting with `.` are skipped, and so are directories without `wasm/Cargo.toml`,
+/// `wasm/go.mod` or `wasm/main.c`. A missing modules directory has no modules.
 pub fn discover(modules_dir: &Path) -> Result<Vec<Module>, Error> {
     let entries = match std::fs::read_dir(modules_dir) {
         Ok(entries) => entries,

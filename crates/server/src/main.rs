@@ -2,6 +2,7 @@
 //!
 //! - `modhost serve`: load every module in the dist dir, hot-reload on changes, serve.
 //! - `modhost dev`: build every module first, rebuild on source changes, then as `serve`.
+//! - `modhost new NAME [--lang rust|go|c]`: scaffold a module in `modules/NAME/`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +29,23 @@ enum Command {
     Serve(Options),
     /// Build every module, rebuild on source changes, and serve.
     Dev(Options),
+    /// Create a module: modules/NAME/wasm/ that builds, answers GET /m/NAME and has a test.
+    New(NewOptions),
+}
+
+#[derive(Args, Clone)]
+struct NewOptions {
+    /// The module's name: ASCII letters, digits, `-` and `_` (its URL segment and file name).
+    name: String,
+    /// The language to write it in.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: new::Lang,
+    /// Project root; other paths are relative to it.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// Module sources: <modules-dir>/<name>/wasm/.
+    #[arg(long, default_value = "modules")]
+    modules_dir: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -110,20 +128,40 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    let (options, dev) = match cli.command {
+        Command::Serve(options) => (options, false),
+        Command::Dev(options) => (options, true),
+        Command::New(options) => return new_module(&options),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting tokio")?;
     runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(options) => serve(options.server_config()?, None).await,
-            Command::Dev(options) => {
-                let config = options.server_config()?;
-                let builder = dev::start(&config)?;
-                serve(config, Some(builder)).await
-            }
-        }
+        let config = options.server_config()?;
+        let builder = if dev {
+            Some(dev::start(&config)?)
+        } else {
+            None
+        };
+        serve(config, builder).await
     })
+}
+
+/// `modhost new`: scaffolds the module and says where it is.
+fn new_module(options: &NewOptions) -> anyhow::Result<()> {
+    let dir = new::create(
+        &options.root.join(&options.modules_dir),
+        &options.name,
+        options.lang,
+    )?;
+    eprintln!(
+        "created {}: `modhost dev` builds it and serves it at /m/{}; {} says what to edit",
+        dir.display(),
+        options.name,
+        dir.join("README.md").display()
+    );
+    Ok(())
 }
 
 async fn serve(config: ServerConfig, _dev: Option<dev::Dev>) -> anyhow::Result<()> {
@@ -151,3 +189,4 @@ async fn serve(config: ServerConfig, _dev: Option<dev::Dev>) -> anyhow::Result<(
 }
 
 mod dev;
+mod new;

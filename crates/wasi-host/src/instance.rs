@@ -95,7 +95,8 @@ where
 }
 
 impl Live {
-    /// Instantiates, runs `_initialize` and `init` under the init deadline.
+    /// Instantiates, runs `_initialize`, checks the ABI version and runs `init`, all under the
+    /// init deadline.
     pub(crate) fn create(blueprint: &Blueprint) -> Result<Live, LoadError> {
         let name = blueprint.name().to_owned();
         let host_error = |reason: String| LoadError::Host {
@@ -202,17 +203,28 @@ impl Live {
             interrupter,
         };
 
+        // One deadline covers `_initialize`, the version check and `init`.
+        let started = Instant::now();
         let init_deadline = blueprint.shared.limits.init_deadline;
+        let remaining = || init_deadline.saturating_sub(started.elapsed());
         let init_error = |source| LoadError::Init {
             module: name.clone(),
             source,
         };
+        // `_initialize` first: it starts a language runtime (Go's refuses every other export
+        // until it has run) and runs the C/Rust constructors.
+        if let Some(initialize) = live.initialize.clone() {
+            live.guarded(blueprint, "_initialize", remaining(), |live| {
+                Ok(initialize.call(&mut live.store)?)
+            })
+            .map_err(init_error)?;
+        }
         if shape.abi == AbiVersion::V1 {
             let marker: TypedFunction<(), i32> =
                 typed(&instance, &live.store, ABI_VERSION_EXPORT, true)
                     .ok_or_else(|| host_error("ABI marker vanished".into()))?;
             let version = live
-                .guarded(blueprint, ABI_VERSION_EXPORT, init_deadline, |live| {
+                .guarded(blueprint, ABI_VERSION_EXPORT, remaining(), |live| {
                     Ok(marker.call(&mut live.store)?)
                 })
                 .map_err(init_error)?;
@@ -223,10 +235,7 @@ impl Live {
                 });
             }
         }
-        live.guarded(blueprint, "init", init_deadline, |live| {
-            if let Some(initialize) = live.initialize.clone() {
-                initialize.call(&mut live.store)?;
-            }
+        live.guarded(blueprint, "init", remaining(), |live| {
             if let Some(init) = live.init.clone() {
                 init.call(&mut live.store)?;
             }

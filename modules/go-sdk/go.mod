@@ -1,0 +1,3 @@
+module modhost.local/guest
+
+go 1.24
