@@ -110,6 +110,7 @@ impl Live {
                 memory: None,
                 alloc: None,
                 deadline: None,
+                outbound_calls: 0,
             },
         );
 
@@ -254,6 +255,7 @@ impl Live {
         {
             let data = self.env.as_mut(&mut self.store);
             data.deadline = Some(at);
+            data.outbound_calls = 0;
         }
         let guard = blueprint.watchdog.arm(at, self.interrupter.clone());
         let result = body(self);

@@ -36,6 +36,7 @@ mod instance;
 mod kv;
 mod logs;
 mod module;
+mod outbound;
 mod shared;
 mod tunables;
 mod watchdog;
@@ -48,6 +49,7 @@ pub use host::{CompileSource, Compiled, Host};
 pub use kv::valid_store_name;
 pub use logs::{LogLevel, LogLine, LogSource};
 pub use module::{DrainReport, LoadedModule, QueuedJobs};
+pub use outbound::Outbound;
 pub use shared::{BroadcastSink, ModuleStats, NoBroadcast};
 pub use worker::DrainOutcome;
 
