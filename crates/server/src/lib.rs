@@ -33,18 +33,20 @@ mod config;
 mod http;
 mod metrics;
 mod middleware;
+mod outbound;
 mod registry;
 mod server;
 mod watch;
 mod ws;
 
 pub use config::{
-    CompiledCache, FileConfig, FileModule, HandoffConfig, HttpLimits, ServerConfig, StateConfig,
-    WebSocketConfig,
+    CompiledCache, FileConfig, FileModule, FileOutbound, HandoffConfig, HttpLimits, ServerConfig,
+    StateConfig, WebSocketConfig,
 };
 pub use http::{Body, RouteHandler};
 pub use metrics::ProcessStats;
 pub use middleware::Rule;
+pub use outbound::{HostPattern, OutboundConfig, OutboundHostStats, OutboundHub, OutboundPolicy};
 pub use registry::{
     CompiledFrom, Entry, HOLD_BUCKETS, HoldStats, MiddlewareStatus, ModuleStatus, Registry,
     Rejection, ReloadOutcome, SwapInfo, module_name_of, valid_name,

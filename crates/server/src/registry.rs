@@ -335,6 +335,8 @@ pub struct ModuleStatus {
     pub kv_operations: u64,
     /// Key-value operations that failed, over all versions.
     pub kv_errors: u64,
+    /// Outbound HTTP requests (`http_send`) by host (`host[:port]`), over all versions.
+    pub outbound: BTreeMap<String, crate::outbound::OutboundHostStats>,
 }
 
 fn epoch_seconds(time: SystemTime) -> u64 {
@@ -358,6 +360,8 @@ pub struct Registry {
     reloads: [std::sync::atomic::AtomicU64; RELOAD_OUTCOMES.len()],
     /// Holds of swaps with a state handoff, over all modules.
     holds: Mutex<HoldStats>,
+    /// The modules' outbound HTTP client (`http_send`).
+    outbound: Arc<crate::outbound::OutboundHub>,
 }
 
 /// The hold windows of swaps with a state handoff (`modhost_swap_hold_seconds`).
@@ -393,8 +397,13 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(host: Host, config: Arc<ServerConfig>) -> Registry {
+    pub(crate) fn new(
+        host: Host,
+        config: Arc<ServerConfig>,
+        outbound: Arc<crate::outbound::OutboundHub>,
+    ) -> Registry {
         Registry {
+            outbound,
             host,
             config,
             entries: ArcSwap::from_pointee(BTreeMap::new()),
@@ -404,6 +413,11 @@ impl Registry {
             reloads: Default::default(),
             holds: Mutex::new(HoldStats::default()),
         }
+    }
+
+    /// The modules' outbound HTTP client, with its counters per module and host.
+    pub fn outbound(&self) -> &crate::outbound::OutboundHub {
+        &self.outbound
     }
 
     /// The hold windows of swaps with a state handoff so far.
@@ -544,7 +558,11 @@ impl Registry {
 
         let started = Instant::now();
         let host = self.host.clone();
-        let module_config = self.config.module(name).clone();
+        let mut module_config = self.config.module(name).clone();
+        module_config.outbound = Some(
+            self.outbound
+                .for_module(name, self.config.outbound_policy(name)),
+        );
         let owned_name = name.to_owned();
         let loaded =
             tokio::task::spawn_blocking(move || host.load(&owned_name, &bytes, &module_config))
@@ -816,6 +834,7 @@ impl Registry {
 
     /// Status of every module, loaded or failed.
     pub fn status(&self) -> Vec<ModuleStatus> {
+        let mut outbound = self.outbound.stats();
         let mut statuses: Vec<ModuleStatus> = self
             .entries()
             .iter()
@@ -844,6 +863,7 @@ impl Registry {
                     kv_bytes: usage.map(|usage| usage.bytes),
                     kv_operations: history.retired.kv_operations + stats.kv_operations,
                     kv_errors: history.retired.kv_errors + stats.kv_errors,
+                    outbound: outbound.remove(&entry.name).unwrap_or_default(),
                 }
             })
             .collect();
@@ -873,6 +893,7 @@ impl Registry {
                 kv_bytes: None,
                 kv_operations: 0,
                 kv_errors: 0,
+                outbound: BTreeMap::new(),
             });
         }
         statuses.sort_by(|a, b| a.name.cmp(&b.name));
