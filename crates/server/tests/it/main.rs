@@ -9,6 +9,7 @@ mod support;
 mod hostile;
 mod hot_reload;
 mod limits;
+mod outbound;
 mod persistence;
 mod routes;
 mod snapshot;
