@@ -395,6 +395,15 @@ pub struct OutboundHostStats {
     pub latency_seconds_max: f64,
 }
 
+/// Hosts counted separately per module; the rest are counted under [`OTHER_HOSTS`].
+const MAX_HOSTS_PER_MODULE: usize = 256;
+
+/// The host label of requests past [`MAX_HOSTS_PER_MODULE`].
+const OTHER_HOSTS: &str = "(other)";
+
+/// How long before the calling export's deadline an outbound request gives up.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
 /// Idle connections kept per (scheme, host, address) of a module.
 const MAX_IDLE_PER_HOST: usize = 8;
 
@@ -507,7 +516,8 @@ impl OutboundHub {
         })
     }
 
-    /// Counters by module, then by host (`host[:port]`; `-` for a URL with no usable host).
+    /// Counters by module, then by host (`host[:port]`; `-` for a URL with no usable host;
+    /// `(other)` for hosts past the first 256 of a module).
     pub fn stats(&self) -> BTreeMap<String, BTreeMap<String, OutboundHostStats>> {
         let stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         let mut by_module: BTreeMap<String, BTreeMap<String, OutboundHostStats>> = BTreeMap::new();
@@ -522,9 +532,15 @@ impl OutboundHub {
 
     fn record(&self, module: &str, host: &str, elapsed: Duration, failure: Option<&Failure>) {
         let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = stats
-            .entry((module.to_owned(), host.to_owned()))
-            .or_default();
+        let mut key = (module.to_owned(), host.to_owned());
+        // A module picks the hosts it asks for, refused ones included: past a bound, new ones
+        // are counted together so the table cannot grow without limit.
+        if !stats.contains_key(&key)
+            && stats.keys().filter(|(name, _)| name == module).count() >= MAX_HOSTS_PER_MODULE
+        {
+            key.1 = OTHER_HOSTS.to_owned();
+        }
+        let entry = stats.entry(key).or_default();
         entry.requests += 1;
         let seconds = elapsed.as_secs_f64();
         entry.latency_seconds_sum += seconds;
@@ -606,7 +622,12 @@ impl ModuleClient {
         deadline: Instant,
     ) -> Result<HttpResponse, Failure> {
         let policy = &self.state.policy;
-        let left = deadline.saturating_duration_since(Instant::now());
+        // Give up a little before the call's deadline, so the guest is back in its own code,
+        // with an error to handle, when the deadline fires (the watchdog then stops it at its
+        // next import, or interrupts it), rather than still inside this import.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(DEADLINE_MARGIN);
         let (wait, by_deadline) = if left < policy.timeout {
             (left, true)
         } else {
@@ -637,8 +658,9 @@ impl ModuleClient {
             };
             Failure::new(OutboundErrorKind::Timeout, message)
         };
-        // The task ends itself at `wait`; the margin covers a busy outbound runtime.
-        match receiver.recv_timeout(wait + Duration::from_millis(250)) {
+        // The task ends itself at `wait` too (dropping its connection); this side does not
+        // wait longer even if the outbound runtime is late.
+        match receiver.recv_timeout(wait) {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) | Err(_) => Err(late()),
         }
