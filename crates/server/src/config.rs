@@ -553,7 +553,11 @@ impl FileConfig {
         }
         if let Some(outbound) = &self.outbound {
             config.outbound.ca_files.clone_from(&outbound.ca_files);
-            config.outbound.resolve.clone_from(&outbound.resolve);
+            config.outbound.resolve = outbound
+                .resolve
+                .iter()
+                .map(|(name, address)| (name.to_ascii_lowercase(), *address))
+                .collect();
         }
         if let Some(default) = self.modules.get("*") {
             config.default_module = default.apply(&config.default_module);
@@ -673,7 +677,7 @@ mod tests {
             r#"
             [outbound]
             ca_files = ["ca.pem"]
-            resolve = { "api.test" = "127.0.0.1" }
+            resolve = { "API.test" = "127.0.0.1" }
             [modules.proxy]
             allowed_hosts = ["api.example.org", "127.0.0.1:8081", "*.internal.example"]
             outbound_timeout_ms = 700

@@ -25,8 +25,9 @@ pub struct OutboundConfig {
     /// PEM files of extra certificate authorities to trust for HTTPS, besides the bundled
     /// Mozilla root store (relative paths are under the root).
     pub ca_files: Vec<PathBuf>,
-    /// Names answered without a DNS lookup, like an `/etc/hosts` of the outbound client (and
-    /// curl's `--resolve`). The allow-list rules apply to these answers as to any other.
+    /// Names (lowercase) answered without a DNS lookup, like an `/etc/hosts` of the outbound
+    /// client (and curl's `--resolve`). The allow-list rules apply to these answers as to any
+    /// other.
     pub resolve: BTreeMap<String, IpAddr>,
 }
 
