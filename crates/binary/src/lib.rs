@@ -1,6 +1,7 @@
 //! modhost's wire format: the [`Message`] that travels on the bus and between host and guest,
 //! the [`HttpRequest`] / [`HttpResponse`] envelopes that cross the host/guest boundary, and the
-//! [`KvRequest`] / [`KvResponse`] of the key-value import.
+//! [`KvRequest`] / [`KvResponse`] of the key-value import, and the [`OutboundResponse`] of the
+//! outbound HTTP import.
 //!
 //! It is also where the protocol's other shared facts live, defined once for the host and the
 //! guest SDK alike: topic syntax and matching ([`topic`]), the imports' return codes
@@ -44,6 +45,7 @@ pub mod header;
 mod http;
 mod kv;
 mod message;
+mod outbound;
 mod snapshot;
 pub mod topic;
 pub mod url;
@@ -55,6 +57,7 @@ pub use error::{DecodeError, DecodeErrorKind};
 pub use http::{Header, HttpRequest, HttpResponse};
 pub use kv::{KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite};
 pub use message::{Message, MessageKind};
+pub use outbound::{OutboundErrorKind, OutboundResponse};
 pub use snapshot::{DEFAULT_MAX_SNAPSHOT_BYTES, Snapshot, crc32};
 
 #[cfg(test)]

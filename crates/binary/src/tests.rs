@@ -4,7 +4,8 @@ use proptest::prelude::*;
 
 use crate::{
     CONFIG, DecodeErrorKind, DecodeOptions, Envelope, Header, HttpRequest, HttpResponse,
-    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageKind, Snapshot,
+    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageKind, OutboundErrorKind,
+    OutboundResponse, Snapshot,
 };
 
 // ---- golden vectors ------------------------------------------------------------------------
@@ -116,6 +117,14 @@ fn golden_cases() -> Vec<(&'static str, Vec<u8>)> {
             }
             .encode(),
         ),
+        (
+            "outbound_response_error",
+            OutboundResponse::error(OutboundErrorKind::Denied, "no").encode(),
+        ),
+        (
+            "outbound_response_ok",
+            OutboundResponse::Response(HttpResponse::new(200, b"hi".to_vec())).encode(),
+        ),
         ("snapshot", golden_snapshot().encode()),
     ]
 }
@@ -130,6 +139,8 @@ fn decode_golden(name: &str, bytes: &[u8]) -> Result<(), crate::DecodeError> {
         HttpRequest::decode(bytes).map(drop)
     } else if name.starts_with("http_response") {
         HttpResponse::decode(bytes).map(drop)
+    } else if name.starts_with("outbound_response") {
+        OutboundResponse::decode(bytes).map(drop)
     } else if name.starts_with("kv_request") {
         KvRequest::decode(bytes).map(drop)
     } else {

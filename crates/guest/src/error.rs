@@ -37,6 +37,14 @@ pub enum ErrorKind {
         /// The host's explanation.
         message: String,
     },
+    /// An outbound HTTP request ([`crate::http::send`]) was refused or got no response; the
+    /// host's message names the module, the host and the reason.
+    Outbound {
+        /// Why, as the code the host sent.
+        kind: binary::OutboundErrorKind,
+        /// The host's explanation.
+        message: String,
+    },
     /// The module's own state could not be saved or restored ([`crate::Module::snapshot`],
     /// [`crate::Module::restore`]); the reason, in the module's words.
     State(String),
@@ -64,6 +72,7 @@ impl ErrorKind {
             ErrorKind::ErrorReply(_)
             | ErrorKind::BadReply(_)
             | ErrorKind::Kv { .. }
+            | ErrorKind::Outbound { .. }
             | ErrorKind::State(_) => {
                 return None;
             }
@@ -110,6 +119,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::ErrorReply(reason) => write!(f, "answered with an error: {reason}"),
             ErrorKind::BadReply(error) => write!(f, "the answer did not decode: {error}"),
             ErrorKind::Kv { kind, message } => write!(f, "{} ({message})", kind.name()),
+            ErrorKind::Outbound { kind, message } => write!(f, "{} ({message})", kind.name()),
             ErrorKind::State(reason) => f.write_str(reason),
         }
     }
@@ -141,13 +151,14 @@ impl Error {
     }
 
     /// The call that failed: `"publish"`, `"subscribe"`, `"unsubscribe"`, `"request"`, a
-    /// key-value call (`"kv get"`, `"kv set"`, ...), or `"snapshot"` / `"restore"` for
+    /// key-value call (`"kv get"`, `"kv set"`, ...), `"http send"`, or `"snapshot"` / `"restore"` for
     /// [`Error::state`].
     pub fn call(&self) -> &'static str {
         self.call
     }
 
-    /// The topic (or pattern) the call was about; for a key-value call, the key.
+    /// The topic (or pattern) the call was about; for a key-value call, the key; for an
+    /// outbound HTTP call, the URL.
     pub fn topic(&self) -> &str {
         &self.topic
     }

@@ -1,4 +1,5 @@
-//! [`Request`] and [`Response`]: typed helpers over `binary::HttpRequest` / `HttpResponse`.
+//! [`Request`] and [`Response`]: typed helpers over `binary::HttpRequest` / `HttpResponse`;
+//! and outbound HTTP ([`send`], [`get`], [`post_json`]) to granted hosts.
 
 use std::fmt;
 
@@ -8,6 +9,11 @@ use crate::error::HttpError;
 use crate::middleware;
 use crate::query::parse_query;
 use crate::router::Params;
+
+mod client;
+#[cfg(feature = "json")]
+pub use client::post_json;
+pub use client::{get, send};
 
 /// `content-type` of [`Response::with_text`].
 pub const TEXT_PLAIN: &str = "text/plain; charset=utf-8";

@@ -106,6 +106,9 @@
 //!   topic pattern: the host does not say which subscription a message matched). Topic
 //!   syntax and matching are `binary::topic`'s, the rules the bus applies.
 //! - Browsers: [`ws_broadcast`] to `/ws?topic=T` clients.
+//! - Other services: [`http::send`], [`http::get`], [`http::post_json`] — outbound HTTP(S) to
+//!   the hosts the module is granted (`allowed_hosts`), unit-testable with scripted answers
+//!   ([`testing::script_http`]).
 //! - State: [`kv`] — durable keys and values that survive swaps, traps, restarts and every
 //!   instance of a pool (get, set, delete, exists, list, increment, compare-and-swap, batches,
 //!   JSON helpers, shared stores by grant).
@@ -153,7 +156,7 @@
 mod bus;
 mod error;
 mod export;
-mod http;
+pub mod http;
 pub mod kv;
 mod log;
 pub mod middleware;
@@ -167,7 +170,9 @@ mod sys;
 #[cfg(not(target_family = "wasm"))]
 pub mod testing;
 
-pub use binary::{Header, HttpRequest, HttpResponse, KvErrorKind, Message, MessageKind};
+pub use binary::{
+    Header, HttpRequest, HttpResponse, KvErrorKind, Message, MessageKind, OutboundErrorKind,
+};
 pub use bus::{
     Topics, publish, publish_message, reply, reply_error, request, subscribe, topic_matches,
     unsubscribe, ws_broadcast,

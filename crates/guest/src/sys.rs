@@ -20,6 +20,7 @@ mod imports {
         pub fn request(ptr: *const u8, len: usize, timeout_ms: i32) -> i64;
         pub fn log_at(level: i32, ptr: *const u8, len: usize);
         pub fn kv(ptr: *const u8, len: usize) -> i64;
+        pub fn http_send(ptr: *const u8, len: usize) -> i64;
     }
 }
 
@@ -29,6 +30,15 @@ pub(crate) fn kv(request: &[u8]) -> Result<Vec<u8>, i32> {
     // SAFETY: a live slice, read only. The host calls our `alloc` export during the call to
     // place the answer; `alloc` touches no state this function holds.
     let packed = unsafe { imports::kv(request.as_ptr(), request.len()) };
+    take_packed(packed)
+}
+
+/// `http_send`: the encoded `OutboundResponse`, or the negative code.
+#[cfg(target_family = "wasm")]
+pub(crate) fn http_send(request: &[u8]) -> Result<Vec<u8>, i32> {
+    // SAFETY: as in `kv`: a live slice, read only; the host calls our `alloc` export during
+    // the call to place the answer, and `alloc` touches no state this function holds.
+    let packed = unsafe { imports::http_send(request.as_ptr(), request.len()) };
     take_packed(packed)
 }
 
@@ -98,3 +108,5 @@ pub(crate) use crate::testing::host::{
 };
 #[cfg(not(target_family = "wasm"))]
 pub(crate) use crate::testing::kv::serve as kv;
+#[cfg(not(target_family = "wasm"))]
+pub(crate) use crate::testing::outbound::serve as http_send;

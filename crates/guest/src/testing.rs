@@ -25,6 +25,10 @@
 //! `on_message(..)` go through the module's router and topic table, and an error returned by
 //! `init` or `on_message` shows up in [`take_logs`].
 //!
+//! Outbound HTTP ([`crate::http::send`]) is answered from a script: [`script_http`] sets the
+//! response for a URL, [`script_http_error`] the error; any other URL is refused as a host
+//! without a grant would be. [`take_http_sent`] returns what the module sent.
+//!
 //! This module does not exist when compiling for `wasm32`.
 
 use std::cell::RefCell;
@@ -32,6 +36,9 @@ use std::cell::RefCell;
 use binary::Message;
 
 pub(crate) mod kv;
+pub(crate) mod outbound;
+
+pub use outbound::{script_http, script_http_error, take_http_sent};
 
 use crate::{ErrorKind, Level};
 
@@ -87,6 +94,7 @@ pub fn set_responder(responder: impl FnMut(&Message) -> Result<Message, ErrorKin
 pub fn reset() {
     with(|state| *state = State::default());
     kv::reset();
+    outbound::reset();
 }
 
 /// Grants this thread's module the shared key-value store `name`, as `stores = ["name"]` in

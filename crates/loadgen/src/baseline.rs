@@ -23,6 +23,46 @@ pub enum Baseline {
     Hello,
     /// `GET/POST /m/users`: the users module's list and create, natively.
     Users,
+    /// `GET /?url=U`: fetches `U` with a pooled hyper client and answers its status and body,
+    /// what the `proxy` module does with outbound HTTP, natively.
+    Proxy,
+}
+
+/// The native proxy's HTTP client: hyper-util's pooled client over plain TCP.
+type ProxyClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// Fetches the `url` query parameter and relays its status, content type and body.
+async fn proxy(client: &ProxyClient, query: Option<&str>) -> http::Response<Full<Bytes>> {
+    let url = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("url="))
+        .map(|url| binary::url::form_decode(url).into_owned());
+    let Some(url) = url else {
+        return json_error(400, "add ?url=<absolute URL>");
+    };
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return json_error(400, "the URL does not parse");
+    };
+    let mut request = http::Request::new(Full::new(Bytes::new()));
+    *request.uri_mut() = uri;
+    match client.request(request).await {
+        Ok(upstream) => {
+            let status = upstream.status().as_u16();
+            match upstream.into_body().collect().await {
+                Ok(body) => response(
+                    status,
+                    "text/plain; charset=utf-8",
+                    body.to_bytes().to_vec(),
+                ),
+                Err(error) => json_error(502, &error.to_string()),
+            }
+        }
+        Err(error) => json_error(502, &error.to_string()),
+    }
 }
 
 /// A user, as the users module keeps it (`modules/users/wasm/src/lib.rs`).
@@ -104,10 +144,12 @@ fn users(state: &Mutex<Users>, method: &http::Method, body: &[u8]) -> http::Resp
 async fn handle(
     baseline: Baseline,
     state: Arc<Mutex<Users>>,
+    client: Arc<ProxyClient>,
     request: http::Request<Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, Infallible> {
     Ok(match baseline {
         Baseline::Hello => response(200, "text/plain; charset=utf-8", b"ok".to_vec()),
+        Baseline::Proxy => proxy(&client, request.uri().query()).await,
         Baseline::Users => {
             let (parts, body) = request.into_parts();
             match body.collect().await {
@@ -129,6 +171,10 @@ pub fn serve(baseline: Baseline, listen: SocketAddr) -> anyhow::Result<()> {
         let listener = TcpListener::bind(listen).await?;
         println!("{}", listener.local_addr()?);
         let state = Arc::new(Mutex::new(Users::default()));
+        let client: Arc<ProxyClient> = Arc::new(
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http(),
+        );
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -139,8 +185,10 @@ pub fn serve(baseline: Baseline, listen: SocketAddr) -> anyhow::Result<()> {
             };
             let _ = stream.set_nodelay(true);
             let state = state.clone();
-            let service =
-                hyper::service::service_fn(move |request| handle(baseline, state.clone(), request));
+            let client = client.clone();
+            let service = hyper::service::service_fn(move |request| {
+                handle(baseline, state.clone(), client.clone(), request)
+            });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))

@@ -1,7 +1,7 @@
 //! modhost's benchmark harness, run by `cargo xtask bench` (docs/PERFORMANCE.md): a
 //! keep-alive HTTP/1.1 load generator with fixed concurrency and HdrHistogram latencies, the
 //! baseline servers the modhost figures are compared with (a bare hyper server, the users
-//! module's JSON work in native Rust), and the scenarios, each run interleaved with its
+//! module's JSON work in native Rust, a native hyper proxy), and the scenarios, each run interleaved with its
 //! baseline so a noisy machine shows in both.
 //!
 //! It is not a test suite: nothing here asserts; every figure goes into the report, and
@@ -11,6 +11,7 @@
 mod baseline;
 mod kv_scenario;
 mod load;
+mod outbound_scenario;
 mod process;
 mod scenarios;
 mod stats;
@@ -19,6 +20,7 @@ mod wasm;
 pub use baseline::{Baseline, serve};
 pub use kv_scenario::state;
 pub use load::{Connection, LoadResult, Target, once, run};
+pub use outbound_scenario::outbound;
 pub use process::{Modhost, Server, rss_bytes};
 pub use scenarios::{ALL, Settings, bench, bus, coldstart, devloop, swap, users};
 pub use stats::{Row, Section, Verdict, markdown, median, percentile};

@@ -1,4 +1,4 @@
-//! `loadgen`: `serve hello|users` runs a baseline server; `run` runs the scenarios and
+//! `loadgen`: `serve hello|users|proxy` runs a baseline server; `run` runs the scenarios and
 //! writes the report (`cargo xtask bench` calls it).
 
 use std::net::SocketAddr;
@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Serve a baseline until killed; prints the bound address.
     Serve {
-        /// `hello` or `users`.
+        /// `hello`, `users` or `proxy`.
         which: String,
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
@@ -89,7 +89,8 @@ fn main() -> anyhow::Result<()> {
             let baseline = match which.as_str() {
                 "hello" => Baseline::Hello,
                 "users" => Baseline::Users,
-                other => anyhow::bail!("unknown baseline {other:?}: hello or users"),
+                "proxy" => Baseline::Proxy,
+                other => anyhow::bail!("unknown baseline {other:?}: hello, users or proxy"),
             };
             loadgen::serve(baseline, listen)
         }
@@ -161,6 +162,7 @@ fn run_scenarios(run: Run) -> anyhow::Result<()> {
                 "bus" => loadgen::bus(&settings).await,
                 "coldstart" => loadgen::coldstart(&settings).await,
                 "state" => loadgen::state(&settings).await,
+                "outbound" => loadgen::outbound(&settings).await,
                 _ => loadgen::devloop(&settings).await,
             }
         });

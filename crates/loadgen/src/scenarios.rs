@@ -24,6 +24,7 @@ pub const ALL: &[&str] = &[
     "coldstart",
     "devloop",
     "state",
+    "outbound",
 ];
 
 /// How long and how often.

@@ -10,6 +10,8 @@ use anyhow::Context as _;
 use serde::Deserialize;
 use wasi_host::{Grants, ModuleConfig};
 
+use crate::outbound::{HostPattern, OutboundConfig, OutboundPolicy};
+
 /// Everything the server needs to run. Paths are relative to `root` unless absolute.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -45,6 +47,13 @@ pub struct ServerConfig {
     pub default_handoff: HandoffConfig,
     /// Per-module hold settings, by module name.
     pub handoffs: BTreeMap<String, HandoffConfig>,
+    /// Outbound HTTP settings all modules share (extra CAs, fixed name answers).
+    pub outbound: OutboundConfig,
+    /// Outbound allow-list and limits for modules not named in `outbound_policies` (by
+    /// default: no host allowed).
+    pub default_outbound: OutboundPolicy,
+    /// Per-module outbound allow-lists and limits, by module name.
+    pub outbound_policies: BTreeMap<String, OutboundPolicy>,
 }
 
 /// How a hot swap with a state handoff (the old version exports `snapshot`, the new one
@@ -178,6 +187,9 @@ impl Default for ServerConfig {
             state: StateConfig::default(),
             default_handoff: HandoffConfig::default(),
             handoffs: BTreeMap::new(),
+            outbound: OutboundConfig::default(),
+            default_outbound: OutboundPolicy::default(),
+            outbound_policies: BTreeMap::new(),
         }
     }
 }
@@ -235,6 +247,13 @@ impl ServerConfig {
         self.handoffs.get(name).unwrap_or(&self.default_handoff)
     }
 
+    /// The outbound allow-list and limits of module `name`.
+    pub fn outbound_policy(&self, name: &str) -> &OutboundPolicy {
+        self.outbound_policies
+            .get(name)
+            .unwrap_or(&self.default_outbound)
+    }
+
     /// Applies a `modhost.toml` file (the keys are in the README).
     pub fn apply_file(&mut self, path: &Path) -> anyhow::Result<()> {
         let text =
@@ -247,6 +266,14 @@ impl ServerConfig {
                     "{}: module \"{module}\": store name {name:?} is invalid (1 to 64 of a-z 0-9 - _ .)",
                     path.display()
                 );
+            }
+            for entry in section.allowed_hosts.iter().flatten() {
+                if let Err(error) = entry.parse::<HostPattern>() {
+                    anyhow::bail!(
+                        "{}: module \"{module}\": allowed_hosts: {error}",
+                        path.display()
+                    );
+                }
             }
         }
         file.apply(self);
@@ -274,6 +301,18 @@ impl ServerConfig {
 /// stores = ["sessions"]            # grant: shared key-value stores
 /// kv_max_keys = 1000000            # quota of the module's own store
 /// kv_max_bytes = 1073741824        #   (keys + values, in bytes)
+/// allowed_hosts = ["api.example.org", "127.0.0.1:8081", "*.internal.example"]
+///                                  # grant: outbound HTTP (`[scheme://]host[:port]`)
+/// outbound_timeout_ms = 10000      # one outbound request, redirects included
+/// outbound_connect_timeout_ms = 5000
+/// outbound_max_response_bytes = 4194304
+/// outbound_max_redirects = 5       # each to an allowed host only
+/// outbound_max_concurrent = 16     # outbound requests in flight at once
+/// outbound_max_per_call = 100      # outbound requests one export call may make
+///
+/// [outbound]                       # shared by every module's outbound requests
+/// ca_files = ["certs/internal-ca.pem"] # extra trusted CAs (PEM), besides Mozilla's roots
+/// resolve = { "api.internal.example" = "10.0.0.7" } # names answered without DNS
 ///
 /// [state]                          # the key-value store
 /// dir = "state"                    # holds modhost.redb
@@ -295,6 +334,20 @@ pub struct FileConfig {
     pub modules: BTreeMap<String, FileModule>,
     /// The `[state]` section.
     pub state: Option<FileState>,
+    /// The `[outbound]` section.
+    pub outbound: Option<FileOutbound>,
+}
+
+/// The `[outbound]` section: see [`OutboundConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutbound {
+    /// See [`OutboundConfig::ca_files`].
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
+    /// See [`OutboundConfig::resolve`].
+    #[serde(default)]
+    pub resolve: BTreeMap<String, std::net::IpAddr>,
 }
 
 /// The `[state]` section.
@@ -353,6 +406,20 @@ pub struct FileModule {
     pub kv_max_keys: Option<u64>,
     /// Most bytes (keys + values) in the module's own store.
     pub kv_max_bytes: Option<u64>,
+    /// Hosts the module may reach with outbound HTTP (see [`HostPattern`]).
+    pub allowed_hosts: Option<Vec<String>>,
+    /// See [`OutboundPolicy::timeout`], in milliseconds.
+    pub outbound_timeout_ms: Option<u64>,
+    /// See [`OutboundPolicy::connect_timeout`], in milliseconds.
+    pub outbound_connect_timeout_ms: Option<u64>,
+    /// See [`OutboundPolicy::max_response_bytes`].
+    pub outbound_max_response_bytes: Option<usize>,
+    /// See [`OutboundPolicy::max_redirects`].
+    pub outbound_max_redirects: Option<usize>,
+    /// See [`OutboundPolicy::max_concurrent`].
+    pub outbound_max_concurrent: Option<usize>,
+    /// See [`wasi_host::Limits::max_outbound_per_call`].
+    pub outbound_max_per_call: Option<u32>,
 }
 
 impl FileModule {
@@ -395,7 +462,42 @@ impl FileModule {
         if let Some(max) = self.kv_max_bytes {
             config.kv.quota.max_bytes = max;
         }
+        if let Some(max) = self.outbound_max_per_call {
+            config.limits.max_outbound_per_call = max;
+        }
         config
+    }
+
+    fn apply_outbound(&self, module: &str, base: &OutboundPolicy) -> OutboundPolicy {
+        let mut policy = base.clone();
+        if let Some(hosts) = &self.allowed_hosts {
+            policy.allowed_hosts = hosts
+                .iter()
+                .filter_map(|entry| match entry.parse::<HostPattern>() {
+                    Ok(pattern) => Some(pattern),
+                    Err(error) => {
+                        tracing::warn!("module \"{module}\": allowed_hosts: {error} (ignored)");
+                        None
+                    }
+                })
+                .collect();
+        }
+        if let Some(ms) = self.outbound_timeout_ms {
+            policy.timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = self.outbound_connect_timeout_ms {
+            policy.connect_timeout = Duration::from_millis(ms);
+        }
+        if let Some(max) = self.outbound_max_response_bytes {
+            policy.max_response_bytes = max;
+        }
+        if let Some(max) = self.outbound_max_redirects {
+            policy.max_redirects = max;
+        }
+        if let Some(max) = self.outbound_max_concurrent {
+            policy.max_concurrent = max.max(1);
+        }
+        policy
     }
 
     /// Names in `stores` that can never match a store.
@@ -449,9 +551,18 @@ impl FileConfig {
                 config.state.max_value_bytes = max;
             }
         }
+        if let Some(outbound) = &self.outbound {
+            config.outbound.ca_files.clone_from(&outbound.ca_files);
+            config.outbound.resolve = outbound
+                .resolve
+                .iter()
+                .map(|(name, address)| (name.to_ascii_lowercase(), *address))
+                .collect();
+        }
         if let Some(default) = self.modules.get("*") {
             config.default_module = default.apply(&config.default_module);
             config.default_handoff = default.apply_handoff(&config.default_handoff);
+            config.default_outbound = default.apply_outbound("*", &config.default_outbound);
         }
         for (name, module) in self.modules.iter().filter(|(name, _)| name.as_str() != "*") {
             let base = config.default_module.clone();
@@ -460,6 +571,10 @@ impl FileConfig {
             config
                 .handoffs
                 .insert(name.clone(), module.apply_handoff(&base));
+            let base = config.default_outbound.clone();
+            config
+                .outbound_policies
+                .insert(name.clone(), module.apply_outbound(name, &base));
         }
     }
 }
@@ -554,6 +669,70 @@ mod tests {
             "quotas are per module"
         );
         assert!(toml::from_str::<FileConfig>("[state]\ndurability = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn outbound_grants_and_limits_apply_per_module() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            [outbound]
+            ca_files = ["ca.pem"]
+            resolve = { "API.test" = "127.0.0.1" }
+            [modules.proxy]
+            allowed_hosts = ["api.example.org", "127.0.0.1:8081", "*.internal.example"]
+            outbound_timeout_ms = 700
+            outbound_max_redirects = 2
+            outbound_max_concurrent = 3
+            outbound_max_response_bytes = 1000
+            outbound_max_per_call = 7
+            "#,
+        )
+        .unwrap();
+        let mut config = ServerConfig::default();
+        file.apply(&mut config);
+        let proxy = config.outbound_policy("proxy");
+        let hosts: Vec<String> = proxy
+            .allowed_hosts
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            hosts,
+            ["api.example.org", "127.0.0.1:8081", "*.internal.example"]
+        );
+        assert_eq!(proxy.timeout, Duration::from_millis(700));
+        assert_eq!(proxy.max_redirects, 2);
+        assert_eq!(proxy.max_concurrent, 3);
+        assert_eq!(proxy.max_response_bytes, 1000);
+        assert_eq!(config.module("proxy").limits.max_outbound_per_call, 7);
+        assert!(
+            config.outbound_policy("users").allowed_hosts.is_empty(),
+            "deny by default"
+        );
+        assert_eq!(config.outbound.ca_files, vec![PathBuf::from("ca.pem")]);
+        assert_eq!(
+            config.outbound.resolve.get("api.test"),
+            Some(&std::net::IpAddr::from([127, 0, 0, 1]))
+        );
+
+        let dir = std::env::temp_dir().join(format!("modhost-outbound-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("modhost.toml");
+        std::fs::write(
+            &path,
+            "[modules.proxy]\nallowed_hosts = [\"ftp://x.org\"]\n",
+        )
+        .unwrap();
+        let message = format!(
+            "{:#}",
+            ServerConfig::default().apply_file(&path).unwrap_err()
+        );
+        assert!(
+            message.contains("module \"proxy\": allowed_hosts"),
+            "{message}"
+        );
+        assert!(message.contains("\"ftp\""), "{message}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

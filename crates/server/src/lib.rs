@@ -37,6 +37,7 @@ mod http;
 mod latency;
 mod metrics;
 mod middleware;
+mod outbound;
 mod pipeline;
 mod registry;
 mod server;
@@ -51,6 +52,7 @@ pub use config::{
 pub use error::{HandoffError, ReloadError};
 pub use http::{Body, RouteHandler};
 pub use latency::{LATENCY_BUCKETS, LatencyCounts};
+pub use outbound::{HostPattern, OutboundConfig, OutboundHostStats, OutboundPolicy};
 pub use registry::{
     CompiledFrom, HOLD_BUCKETS, HoldStats, MiddlewareStatus, ModuleStatus, Rejection,
     ReloadOutcome, SwapInfo, valid_name,

@@ -145,6 +145,7 @@ pub(crate) fn render(registry: &Registry, hub: &Hub, bus: &bus::Bus) -> String {
     if let Some(store) = registry.store() {
         store_metrics(&mut out, &store.stats());
     }
+    outbound_metrics(&mut out, registry);
     out.family(
         "modhost_reloads_total",
         "counter",
@@ -297,6 +298,60 @@ fn latency_metrics(
 }
 
 /// The store's operation counts and its commit-latency histogram.
+/// Reads one figure of a module's outbound counters for one host, as sample text.
+type OutboundFigure = fn(&crate::OutboundHostStats) -> String;
+
+/// Outbound HTTP by module and host: requests, errors, refusals, total and longest time.
+fn outbound_metrics(out: &mut Metrics, registry: &Registry) {
+    let stats = registry.outbound().stats();
+    let families: [(&str, &str, &str, OutboundFigure); 5] = [
+        (
+            "modhost_outbound_requests_total",
+            "counter",
+            "outbound HTTP requests by module and host (answered, failed or refused)",
+            |host| host.requests.to_string(),
+        ),
+        (
+            "modhost_outbound_errors_total",
+            "counter",
+            "outbound HTTP requests that got no response (refusals included)",
+            |host| host.errors.to_string(),
+        ),
+        (
+            "modhost_outbound_refused_total",
+            "counter",
+            "outbound HTTP requests refused before any connection (bad URL, host not allowed, internal address)",
+            |host| host.refused.to_string(),
+        ),
+        (
+            "modhost_outbound_seconds_sum",
+            "counter",
+            "total time of outbound HTTP requests, in seconds",
+            |host| host.latency_seconds_sum.to_string(),
+        ),
+        (
+            "modhost_outbound_seconds_max",
+            "gauge",
+            "longest outbound HTTP request, in seconds",
+            |host| host.latency_seconds_max.to_string(),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        out.family(name, kind, help);
+        for (module, hosts) in &stats {
+            for (host, counters) in hosts {
+                // Hosts come from parsed URLs; escape what a label value must anyway.
+                let host = host.replace('\\', "\\\\").replace('"', "\\\"");
+                let _ = writeln!(
+                    out.text,
+                    "{name}{{module=\"{module}\",host=\"{host}\"}} {}",
+                    value(counters)
+                );
+            }
+        }
+    }
+}
+
 fn store_metrics(out: &mut Metrics, stats: &state::StoreStats) {
     out.family(
         "modhost_kv_operations_total",

@@ -346,6 +346,8 @@ pub struct ModuleStatus {
     pub kv_operations: u64,
     /// Key-value operations that failed, over all versions.
     pub kv_errors: u64,
+    /// Outbound HTTP requests (`http_send`) by host (`host[:port]`), over all versions.
+    pub outbound: BTreeMap<String, crate::outbound::OutboundHostStats>,
 }
 
 fn epoch_seconds(time: SystemTime) -> u64 {
@@ -373,6 +375,8 @@ pub struct Registry {
     latencies: crate::latency::Latencies,
     /// Woken after every reload and drain, so the status page shows them at once.
     changes: Arc<tokio::sync::Notify>,
+    /// The modules' outbound HTTP client (`http_send`).
+    outbound: Arc<crate::outbound::OutboundHub>,
 }
 
 /// The hold windows of swaps with a state handoff (`modhost_swap_hold_seconds`).
@@ -408,8 +412,13 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    pub(crate) fn new(host: Host, config: Arc<ServerConfig>) -> Registry {
+    pub(crate) fn new(
+        host: Host,
+        config: Arc<ServerConfig>,
+        outbound: Arc<crate::outbound::OutboundHub>,
+    ) -> Registry {
         Registry {
+            outbound,
             host,
             config,
             entries: ArcSwap::from_pointee(BTreeMap::new()),
@@ -432,6 +441,11 @@ impl Registry {
     /// retired version has drained.
     pub(crate) fn changes(&self) -> &tokio::sync::Notify {
         &self.changes
+    }
+
+    /// The modules' outbound HTTP client, with its counters per module and host.
+    pub(crate) fn outbound(&self) -> &crate::outbound::OutboundHub {
+        &self.outbound
     }
 
     /// The hold windows of swaps with a state handoff so far.
@@ -523,6 +537,7 @@ impl Registry {
 
     /// Status of every module, loaded or failed.
     pub fn status(&self) -> Vec<ModuleStatus> {
+        let mut outbound = self.outbound.stats();
         let mut statuses: Vec<ModuleStatus> = self
             .entries()
             .iter()
@@ -557,6 +572,7 @@ impl Registry {
                     kv_bytes: usage.map(|usage| usage.bytes),
                     kv_operations: history.retired.kv_operations + stats.kv_operations,
                     kv_errors: history.retired.kv_errors + stats.kv_errors,
+                    outbound: outbound.remove(&entry.name).unwrap_or_default(),
                 }
             })
             .collect();
@@ -586,6 +602,7 @@ impl Registry {
                 kv_bytes: None,
                 kv_operations: 0,
                 kv_errors: 0,
+                outbound: BTreeMap::new(),
             });
         }
         statuses.sort_by(|a, b| a.name.cmp(&b.name));

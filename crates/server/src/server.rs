@@ -73,7 +73,11 @@ impl ServerBuilder {
         let host =
             wasi_host::Host::new(host_config, bus::Bus::new(), Arc::new(HubSink(hub.clone())))
                 .context("starting the wasm host")?;
-        let registry = Arc::new(Registry::new(host.clone(), config.clone()));
+        let outbound = Arc::new(
+            crate::outbound::OutboundHub::new(&config.outbound, &config.root)
+                .context("starting the outbound HTTP client")?,
+        );
+        let registry = Arc::new(Registry::new(host.clone(), config.clone(), outbound));
 
         let dist = config.dist_path();
         std::fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;

@@ -131,6 +131,7 @@ mod tests {
             kv_bytes: None,
             kv_operations: 0,
             kv_errors: 0,
+            outbound: Default::default(),
         }
     }
 

@@ -34,6 +34,10 @@ pub struct ModuleConfig {
     pub grants: Grants,
     /// The module's key-value quota and the shared stores it may open.
     pub kv: KvConfig,
+    /// Where the module's outbound HTTP requests (`http_send`) go; the server builds one per
+    /// module from its `allowed_hosts`. `None` (the default): the import answers
+    /// `unavailable`.
+    pub outbound: Option<Arc<dyn crate::Outbound>>,
 }
 
 impl Default for ModuleConfig {
@@ -44,6 +48,7 @@ impl Default for ModuleConfig {
             inbox_capacity: 1024,
             grants: Grants::default(),
             kv: KvConfig::default(),
+            outbound: None,
         }
     }
 }
@@ -93,6 +98,9 @@ pub struct Limits {
     /// Log lines per second a module may emit before lines are dropped and counted
     /// (default 1000).
     pub log_lines_per_second: u32,
+    /// Most outbound HTTP requests (`http_send`) one export call may make (default 100); more
+    /// are answered with a `limit` error without being sent.
+    pub max_outbound_per_call: u32,
 }
 
 impl Default for Limits {
@@ -111,6 +119,7 @@ impl Default for Limits {
             max_subscriptions: 1024,
             max_log_line_bytes: 4096,
             log_lines_per_second: 1000,
+            max_outbound_per_call: 100,
         }
     }
 }

@@ -352,6 +352,7 @@ impl Host {
             subscriptions: Mutex::new(SubscriptionTable::default()),
             jobs: jobs.clone(),
             kv: KvAccess::new(name, self.inner.store.clone(), &config.kv),
+            outbound: config.outbound.clone(),
         });
         let blueprint = Arc::new(Blueprint {
             module: compiled.module.clone(),

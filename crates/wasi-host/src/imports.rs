@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use binary::abi::Code;
 use binary::topic::MAX_TOPIC_BYTES;
-use binary::{DecodeOptions, Envelope, KvRequest, KvResponse, Message};
+use binary::{
+    DecodeOptions, Envelope, HttpRequest, KvRequest, KvResponse, Message, OutboundErrorKind,
+    OutboundResponse,
+};
 use wasmer::{
     AsStoreMut, Function, FunctionEnv, FunctionEnvMut, FunctionType, HostFunction, Imports, Memory,
     RuntimeError, Store, TypedFunction, WasmTypeList, WithEnv,
@@ -24,8 +27,10 @@ pub(crate) struct GuestEnv {
     pub shared: Arc<Shared>,
     pub memory: Option<Memory>,
     pub alloc: Option<TypedFunction<i32, i32>>,
-    /// The running call's deadline; bounds how long `request` may wait.
+    /// The running call's deadline; bounds how long `request` and `http_send` may wait.
     pub deadline: Option<Instant>,
+    /// `http_send` calls made by the running call (reset at each call).
+    pub outbound_calls: u32,
 }
 
 /// Fails the running call with `error`: it travels inside wasmer's `RuntimeError` and the
@@ -450,6 +455,83 @@ fn kv(mut ctx: FunctionEnvMut<'_, GuestEnv>, ptr: i32, len: i32) -> Result<i64, 
     give(&mut ctx, "kv", &response.encode())
 }
 
+/// How long an outbound request may wait when the running call has no deadline (it always
+/// has one in practice: every export runs under one).
+const OUTBOUND_FALLBACK_WAIT: Duration = Duration::from_secs(30);
+
+/// `http_send(req_ptr, req_len) -> i64`: one outbound HTTP request. The request is an
+/// encoded `HttpRequest` whose `path` is an absolute URL; the answer is an encoded
+/// `OutboundResponse` (the upstream's response, or an error kind and a message). A request
+/// that does not decode or is over the request limit is `INVALID`.
+fn http_send(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    ptr: i32,
+    len: i32,
+) -> Result<i64, RuntimeError> {
+    on_time("http_send")?;
+    let limit = ctx.data().shared.limits.max_request_bytes;
+    if len as u32 as usize > limit {
+        refuse(
+            &ctx,
+            "http_send",
+            &format!(
+                "request of {} bytes exceeds the limit of {limit} bytes",
+                len as u32
+            ),
+        );
+        return Ok(Code::Invalid.get_i64());
+    }
+    let bytes = read(&mut ctx, "http_send", "request", ptr, len)?;
+    let request = match HttpRequest::decode_with(
+        &bytes,
+        &DecodeOptions {
+            max_size: bytes.len(),
+        },
+    ) {
+        Ok(request) => request,
+        Err(error) => {
+            refuse(&ctx, "http_send", &error.to_string());
+            return Ok(Code::Invalid.get_i64());
+        }
+    };
+    let shared = ctx.data().shared.clone();
+    Shared::bump(&shared.counters.outbound_requests);
+    let calls = {
+        let data = ctx.data_mut();
+        data.outbound_calls = data.outbound_calls.saturating_add(1);
+        data.outbound_calls
+    };
+    let cap = shared.limits.max_outbound_per_call;
+    let response = match &shared.outbound {
+        _ if calls > cap => OutboundResponse::error(
+            OutboundErrorKind::Limit,
+            format!(
+                "module \"{}\": more than {cap} outbound requests in one call",
+                shared.name
+            ),
+        ),
+        None => OutboundResponse::error(
+            OutboundErrorKind::Unavailable,
+            format!(
+                "module \"{}\": this host offers no outbound HTTP",
+                shared.name
+            ),
+        ),
+        Some(outbound) => {
+            let deadline = ctx
+                .data()
+                .deadline
+                .unwrap_or_else(|| Instant::now() + OUTBOUND_FALLBACK_WAIT);
+            outbound.send(request, deadline)
+        }
+    };
+    if let OutboundResponse::Error { message, .. } = &response {
+        Shared::bump(&shared.counters.outbound_errors);
+        tracing::debug!(module = %shared.name, version = %shared.version, "http_send: {message}");
+    }
+    give(&mut ctx, "http_send", &response.encode())
+}
+
 fn write(
     ctx: &mut FunctionEnvMut<'_, GuestEnv>,
     import: &str,
@@ -517,6 +599,7 @@ pub(crate) const IMPORTS: &[Import] = &[
     import!(request),
     import!(log_at),
     import!(kv),
+    import!(http_send),
 ];
 
 /// Defines every `env` import in `imports`.

@@ -112,6 +112,7 @@ impl Live {
                 memory: None,
                 alloc: None,
                 deadline: None,
+                outbound_calls: 0,
             },
         );
 
@@ -257,6 +258,7 @@ impl Live {
         {
             let data = self.env.as_mut(&mut self.store);
             data.deadline = Some(at);
+            data.outbound_calls = 0;
         }
         let guard = blueprint.watchdog.arm(at, self.interrupter.clone());
         let result = body(self);

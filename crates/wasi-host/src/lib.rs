@@ -37,6 +37,7 @@ mod kv;
 mod logs;
 mod memory;
 mod module;
+mod outbound;
 mod shared;
 mod tunables;
 mod watchdog;
@@ -49,6 +50,7 @@ pub use host::{CompileSource, Compiled, Host};
 pub use kv::valid_store_name;
 pub use logs::{LogLevel, LogLine, LogSource};
 pub use module::{DrainReport, LoadedModule, QueuedJobs};
+pub use outbound::Outbound;
 pub use shared::{BroadcastSink, ModuleStats, NoBroadcast};
 pub use worker::DrainOutcome;
 

@@ -42,6 +42,8 @@ pub(crate) struct Counters {
     pub import_errors: AtomicU64,
     pub kv_operations: AtomicU64,
     pub kv_errors: AtomicU64,
+    pub outbound_requests: AtomicU64,
+    pub outbound_errors: AtomicU64,
 }
 
 /// A snapshot of a module version's counters.
@@ -74,6 +76,10 @@ pub struct ModuleStats {
     pub kv_operations: u64,
     /// Key-value operations answered with an error.
     pub kv_errors: u64,
+    /// Outbound HTTP requests (`http_send` calls that decoded), answered or not.
+    pub outbound_requests: u64,
+    /// Outbound HTTP requests answered with an error (refused, failed, timed out).
+    pub outbound_errors: u64,
     /// Log lines dropped by the rate limit.
     pub logs_dropped: u64,
     /// Bus subscriptions held.
@@ -121,6 +127,7 @@ pub(crate) struct Shared {
     pub subscriptions: Mutex<SubscriptionTable>,
     pub jobs: crossbeam_channel::Sender<Job>,
     pub kv: KvAccess,
+    pub outbound: Option<Arc<dyn crate::Outbound>>,
 }
 
 impl Shared {
@@ -181,6 +188,8 @@ impl Shared {
             import_errors: load(&counters.import_errors),
             kv_operations: load(&counters.kv_operations),
             kv_errors: load(&counters.kv_errors),
+            outbound_requests: load(&counters.outbound_requests),
+            outbound_errors: load(&counters.outbound_errors),
             logs_dropped: self.log.dropped(),
             subscriptions: self
                 .subscriptions

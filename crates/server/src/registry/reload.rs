@@ -86,7 +86,11 @@ impl Registry {
 
         let started = Instant::now();
         let host = self.host.clone();
-        let module_config = self.config.module(name).clone();
+        let mut module_config = self.config.module(name).clone();
+        module_config.outbound = Some(
+            self.outbound
+                .for_module(name, self.config.outbound_policy(name)),
+        );
         let owned_name = name.to_owned();
         let loaded =
             tokio::task::spawn_blocking(move || host.load(&owned_name, &bytes, &module_config))

@@ -59,6 +59,7 @@ fn v1(imports: &str, body: &str) -> Vec<u8> {
 const LOG: &str = r#"(import "env" "log" (func $log (param i32 i32)))"#;
 const PUBLISH: &str = r#"(import "env" "publish" (func $publish (param i32 i32 i32 i32)))"#;
 const KV: &str = r#"(import "env" "kv" (func $kv (param i32 i32) (result i64)))"#;
+const HTTP_SEND: &str = r#"(import "env" "http_send" (func $send (param i32 i32) (result i64)))"#;
 
 fn corpus() -> Vec<Case> {
     let valid = hello("valid");
@@ -281,6 +282,47 @@ fn corpus() -> Vec<Case> {
             ),
             limits: defaults,
             expect: answers("", &[200], "kv refused"),
+        },
+        // The outbound HTTP import with bad input, as for `kv`: a bad pointer fails the call,
+        // an undecodable or oversized request is refused with -1 before anything is sent
+        // (`outbound.rs` has the refusals and faults of decodable requests).
+        Case {
+            name: "http-send-out-of-bounds",
+            bytes: v1(
+                HTTP_SEND,
+                r#"(func (export "handle") (param i32 i32) (result i64)
+                     (drop (call $send (i32.const 0xfffffff0) (i32.const 64))) (i64.const 0))"#,
+            ),
+            limits: defaults,
+            expect: answers(
+                "",
+                &[500],
+                "module \"http-send-out-of-bounds\" broke the ABI",
+            ),
+        },
+        Case {
+            name: "http-send-garbage",
+            bytes: answering(
+                200,
+                "http_send refused",
+                HTTP_SEND,
+                "(if (i64.ne (call $send (i32.const 0) (i32.const 16)) (i64.const -1)) (then unreachable))",
+                "",
+            ),
+            limits: defaults,
+            expect: answers("", &[200], "http_send refused"),
+        },
+        Case {
+            name: "http-send-huge-length",
+            bytes: answering(
+                200,
+                "http_send refused",
+                HTTP_SEND,
+                "(if (i64.ne (call $send (i32.const 0) (i32.const 0x7fffffff)) (i64.const -1)) (then unreachable))",
+                "",
+            ),
+            limits: defaults,
+            expect: answers("", &[200], "http_send refused"),
         },
         Case {
             name: "recursion",

@@ -11,6 +11,7 @@ mod guests;
 mod hostile;
 mod hot_reload;
 mod limits;
+mod outbound;
 mod persistence;
 mod routes;
 mod scaffold;

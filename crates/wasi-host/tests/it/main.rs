@@ -7,6 +7,7 @@ mod fixture;
 mod hostile;
 mod kv;
 mod lifecycle;
+mod outbound;
 mod snapshot;
 mod topics;
 mod wat_modules;
