@@ -149,5 +149,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
 /// The verify step: every example module builds (release profile, `--locked`).
 pub fn verify() -> Result<(), String> {
-    build_once(&builder(RELEASE, true), &[])
+    build_once(&builder(RELEASE, true), &[])?;
+    // The Rust modules' own unit tests (on the host, against `guest::testing`); the Go
+    // modules' `go test` runs in the server's `guests` tests.
+    let manifest = crate::step::root().join("modules/Cargo.toml");
+    let mut test = crate::step::cargo(&["test", "--locked", "--manifest-path"]);
+    test.arg(manifest);
+    crate::step::run(test)
 }

@@ -47,7 +47,7 @@ const STEPS: &[Step] = &[
     },
     Step {
         name: "modules",
-        what: "example modules (wasm32-wasip1)",
+        what: "example modules (wasm32-wasip1) and their unit tests",
         quick: false,
         run: crate::build_modules::verify,
     },
