@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub default_handoff: HandoffConfig,
     /// Per-module hold settings, by module name.
     pub handoffs: BTreeMap<String, HandoffConfig>,
+    /// Cluster mode: join the NATS cluster described here (default: none, a single
+    /// process). See the README's Cluster section.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// How a hot swap with a state handoff (the old version exports `snapshot`, the new one
@@ -178,6 +181,7 @@ impl Default for ServerConfig {
             state: StateConfig::default(),
             default_handoff: HandoffConfig::default(),
             handoffs: BTreeMap::new(),
+            cluster: None,
         }
     }
 }
@@ -280,6 +284,11 @@ impl ServerConfig {
 /// durability = "immediate"         # or "eventual": see the README's State section
 /// max_value_bytes = 1048576
 /// enabled = true
+///
+/// [cluster]                        # cluster mode (off without this section)
+/// url = "nats://127.0.0.1:4222"    # the NATS server
+/// name = "shop"                    # nodes of one name form one application
+/// node = "web-1"                   # this node's name (default node-<pid>)
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,6 +304,20 @@ pub struct FileConfig {
     pub modules: BTreeMap<String, FileModule>,
     /// The `[state]` section.
     pub state: Option<FileState>,
+    /// The `[cluster]` section.
+    pub cluster: Option<FileCluster>,
+}
+
+/// The `[cluster]` section: see [`cluster::ClusterConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    /// The NATS server's URL.
+    pub url: String,
+    /// The cluster name.
+    pub name: Option<String>,
+    /// This node's name.
+    pub node: Option<String>,
 }
 
 /// The `[state]` section.
@@ -448,6 +471,16 @@ impl FileConfig {
             if let Some(max) = state.max_value_bytes {
                 config.state.max_value_bytes = max;
             }
+        }
+        if let Some(section) = &self.cluster {
+            let mut cluster = cluster::ClusterConfig::new(section.url.clone());
+            if let Some(name) = &section.name {
+                cluster.cluster_name = name.clone();
+            }
+            if let Some(node) = &section.node {
+                cluster.node_name = node.clone();
+            }
+            config.cluster = Some(cluster);
         }
         if let Some(default) = self.modules.get("*") {
             config.default_module = default.apply(&config.default_module);

@@ -2,6 +2,9 @@
 //!
 //! - `modhost serve`: load every module in the dist dir, hot-reload on changes, serve.
 //! - `modhost dev`: build every module first, rebuild on source changes, then as `serve`.
+//!
+//! Both take `--cluster nats://HOST:PORT [--cluster-name NAME] [--node NAME]` to join a
+//! cluster of nodes that act as one application.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -54,6 +57,16 @@ struct Options {
     /// config file's `[state] dir`].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Join a cluster through this NATS server, e.g. nats://127.0.0.1:4222 [default: the
+    /// config file's `[cluster] url`, else a single process].
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// Nodes with the same cluster name form one application [default: modhost].
+    #[arg(long, value_name = "NAME")]
+    cluster_name: Option<String>,
+    /// This node's name in the cluster [default: node-<pid>].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -94,6 +107,22 @@ impl Options {
         }
         if let Some(dir) = &self.state_dir {
             config.state.dir = dir.clone();
+        }
+        if let Some(url) = &self.cluster {
+            match &mut config.cluster {
+                Some(cluster) => cluster.url = url.clone(),
+                None => config.cluster = Some(server::ClusterConfig::new(url.clone())),
+            }
+        }
+        if let Some(cluster) = &mut config.cluster {
+            if let Some(name) = &self.cluster_name {
+                cluster.cluster_name = name.clone();
+            }
+            if let Some(node) = &self.node {
+                cluster.node_name = node.clone();
+            }
+        } else if self.cluster_name.is_some() || self.node.is_some() {
+            anyhow::bail!("--cluster-name and --node need --cluster URL (or a [cluster] section)");
         }
         Ok(config)
     }

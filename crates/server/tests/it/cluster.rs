@@ -1,0 +1,655 @@
+//! Cluster mode against a real `nats-server` started by each test: joining, the bus and
+//! `ws_broadcast` across nodes, forwarded module calls, and the faults (NATS down at start,
+//! NATS restarted, a node killed, a stuck remote module, hostile wire input).
+
+use std::time::{Duration, Instant};
+
+use binary::{Envelope as _, Message};
+use futures_util::StreamExt;
+use server::{ClusterConfig, ServerBuilder, ServerHandle};
+use testkit::NatsServer;
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::support::*;
+
+/// Patience for anything that crosses NATS.
+const PATIENCE: Duration = Duration::from_secs(15);
+
+/// A cluster config with quick heartbeats, so tests don't wait seconds for peers.
+fn cluster_config(url: &str, cluster: &str, node: &str) -> ClusterConfig {
+    let mut config = ClusterConfig::new(url);
+    config.cluster_name = cluster.to_owned();
+    config.node_name = node.to_owned();
+    config.heartbeat_interval = Duration::from_millis(200);
+    config.heartbeat_timeout = Duration::from_secs(2);
+    config
+}
+
+/// A node: a temp project with `modules` installed, started in-process in cluster mode.
+async fn node(
+    url: &str,
+    cluster: &str,
+    name: &str,
+    modules: &[(&str, &[u8])],
+) -> (Project, ServerHandle) {
+    let project = Project::new(name);
+    for (module, bytes) in modules {
+        project.install(module, bytes);
+    }
+    let mut config = project.config();
+    config.cluster = Some(cluster_config(url, cluster, name));
+    let server = ServerBuilder::new(config).start().await.unwrap();
+    (project, server)
+}
+
+fn peer_names(server: &ServerHandle) -> Vec<String> {
+    let status = server.cluster_status().unwrap();
+    status.peers.into_iter().map(|peer| peer.node).collect()
+}
+
+/// Waits until every node sees the others (and so their subscriptions are in place: a node
+/// subscribes before its first heartbeat, on the same connection).
+async fn wait_joined(servers: &[&ServerHandle]) {
+    let expected = servers.len() - 1;
+    let deadline = Instant::now() + PATIENCE;
+    for server in servers {
+        while peer_names(server).len() != expected {
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not see each other: {:?}",
+                server.cluster_status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn admin_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    let reply = get(addr, path).await;
+    assert_eq!(reply.status, 200, "{path}: {}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+async fn ws_connect(
+    addr: std::net::SocketAddr,
+    topic: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (socket, response) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?topic={topic}"))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+async fn next_text(
+    socket: &mut (impl StreamExt<Item = Result<Frame, tokio_tungstenite::tungstenite::Error>> + Unpin),
+) -> String {
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, socket.next())
+            .await
+            .expect("a frame in time")
+            .unwrap()
+            .unwrap();
+        match frame {
+            Frame::Ping(_) | Frame::Pong(_) => {}
+            Frame::Text(text) => return text.as_str().to_owned(),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_and_admin_shows_the_cluster() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (_a, node_a) = node(&url, "shop", "a", &[]).await;
+    let (_b, node_b) = node(&url, "shop", "b", &[("hello", &hello("from b"))]).await;
+    // Another cluster on the same NATS server is not a peer.
+    let (_c, node_c) = node(&url, "other", "c", &[]).await;
+    wait_joined(&[&node_a, &node_b]).await;
+    assert_eq!(peer_names(&node_a), ["b"]);
+    assert_eq!(peer_names(&node_b), ["a"]);
+    assert!(peer_names(&node_c).is_empty());
+
+    let view = admin_json(node_a.addr(), "/_admin/cluster").await;
+    assert_eq!(view["enabled"], true);
+    assert_eq!(view["cluster"], "shop");
+    assert_eq!(view["node"], "a");
+    assert_eq!(view["state"], "connected");
+    assert_eq!(view["peers"][0]["node"], "b");
+    assert_eq!(view["peers"][0]["modules"][0], "hello");
+    assert_eq!(view["messages"]["not_bridged"], 0);
+    let metrics = get(node_a.addr(), "/_admin/metrics").await.body;
+    assert!(metrics.contains("modhost_cluster_connected 1"), "{metrics}");
+    assert!(metrics.contains("modhost_cluster_peers 1"), "{metrics}");
+
+    // A node without --cluster says so, and has no cluster metrics.
+    let project = Project::new("single");
+    let single = project.start().await;
+    let view = admin_json(single.addr(), "/_admin/cluster").await;
+    assert_eq!(view, serde_json::json!({ "enabled": false }));
+    assert!(
+        !get(single.addr(), "/_admin/metrics")
+            .await
+            .body
+            .contains("modhost_cluster")
+    );
+
+    // The same cluster name is required for a peer, and names are checked.
+    let mut bad = Project::new("bad").config();
+    bad.cluster = Some(cluster_config(&url, "no spaces", "x"));
+    let error = ServerBuilder::new(bad).start().await.unwrap_err();
+    assert!(
+        format!("{error:#}").contains("invalid cluster name"),
+        "{error:#}"
+    );
+
+    for server in [node_a, node_b, node_c, single] {
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_events_reach_every_node_once_and_in_order() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (_a, node_a) = node(&url, "bus", "a", &[]).await;
+    let (_b, node_b) = node(&url, "bus", "b", &[]).await;
+    let (_c, node_c) = node(&url, "bus", "c", &[]).await;
+    wait_joined(&[&node_a, &node_b, &node_c]).await;
+
+    let (_local, local_inbox) = node_a.bus().subscribe_channel("orders.*").unwrap();
+    let (_exact, b_inbox) = node_b.bus().subscribe_channel("orders.created").unwrap();
+    let (_all, c_inbox) = node_c.bus().subscribe_channel("*").unwrap();
+    const COUNT: usize = 500;
+    for index in 0..COUNT {
+        let report = node_a
+            .bus()
+            .publish(Message::event(
+                "orders.created",
+                format!("{index}").into_bytes(),
+            ))
+            .unwrap();
+        assert_eq!(report.delivered, 1, "the local subscriber, once");
+    }
+    // A topic that cannot be a NATS subject stays local and is counted.
+    node_a
+        .bus()
+        .publish(Message::event("orders..odd", b"x".to_vec()))
+        .unwrap();
+    for inbox in [&local_inbox, &b_inbox, &c_inbox] {
+        for index in 0..COUNT {
+            let message = inbox.recv_timeout(PATIENCE).unwrap();
+            assert_eq!(message.topic, "orders.created");
+            assert_eq!(message.payload, format!("{index}").as_bytes());
+        }
+    }
+    assert_eq!(
+        local_inbox.recv_timeout(PATIENCE).unwrap().topic,
+        "orders..odd"
+    );
+    // Exactly once: nothing more arrives anywhere.
+    for inbox in [&local_inbox, &b_inbox, &c_inbox] {
+        assert!(inbox.recv_timeout(Duration::from_millis(300)).is_err());
+    }
+    let a = node_a.cluster_status().unwrap().messages;
+    assert_eq!(a.bus_out, COUNT as u64);
+    assert_eq!(a.not_bridged, 1);
+    assert_eq!(a.bus_in, 0, "a never gets its own messages back");
+    let b = node_b.cluster_status().unwrap().messages;
+    assert_eq!((b.bus_in, b.dropped), (COUNT as u64, 0));
+
+    for server in [node_a, node_b, node_c] {
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_cross_nodes_and_no_responders_is_immediate() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (_a, node_a) = node(&url, "req", "a", &[]).await;
+    let (_b, node_b) = node(&url, "req", "b", &[]).await;
+    let replies = node_b.bus().clone();
+    let _responder = node_b
+        .bus()
+        .subscribe("users.get", move |request| {
+            let answer = if request.payload == b"7" {
+                request.response(b"{\"id\":7}".to_vec())
+            } else {
+                request.error_reply("no such user")
+            };
+            let _ = replies.reply(answer);
+        })
+        .unwrap();
+    wait_joined(&[&node_a, &node_b]).await;
+    // b's heartbeat lists its new subscription within an interval.
+    let bus = node_a.bus().clone();
+    let reply = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match bus.request(
+                Message::event("users.get", b"7".to_vec()),
+                Duration::from_secs(5),
+            ) {
+                Err(bus::RequestError::NoResponders { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => break other,
+            }
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(reply.payload, b"{\"id\":7}");
+    assert_eq!(reply.kind, binary::MessageKind::Response);
+
+    let bus = node_a.bus().clone();
+    let (error, nobody, elapsed) = tokio::task::spawn_blocking(move || {
+        let error = bus
+            .request(
+                Message::event("users.get", b"8".to_vec()),
+                Duration::from_secs(5),
+            )
+            .unwrap_err();
+        let started = Instant::now();
+        let nobody = bus
+            .request(
+                Message::event("nobody.here", vec![]),
+                Duration::from_secs(5),
+            )
+            .unwrap_err();
+        (error, nobody, started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(&error, bus::RequestError::Remote { reason, .. } if reason == "no such user"),
+        "{error}"
+    );
+    assert!(
+        matches!(nobody, bus::RequestError::NoResponders { .. }),
+        "{nobody}"
+    );
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    let served = node_b.cluster_status().unwrap().messages.requests_served;
+    assert!(served >= 2, "{served}");
+
+    node_a.shutdown().await;
+    node_b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_broadcasts_reach_clients_on_every_node() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (_a, node_a) = node(&url, "ws", "a", &[]).await;
+    let (_b, node_b) = node(&url, "ws", "b", &[]).await;
+    wait_joined(&[&node_a, &node_b]).await;
+    let mut on_a = ws_connect(node_a.addr(), "chat.room").await;
+    let mut on_b = ws_connect(node_b.addr(), "chat.room").await;
+    let (monitor_a, monitor_b) = (node_a.monitor(), node_b.monitor());
+    eventually(PATIENCE, || {
+        let (monitor_a, monitor_b) = (monitor_a.clone(), monitor_b.clone());
+        async move { monitor_a.ws_clients("chat.room") == 1 && monitor_b.ws_clients("chat.room") == 1 }
+    })
+    .await;
+    for index in 0..100 {
+        node_a.ws_broadcast("chat.room", format!("line {index}").as_bytes());
+    }
+    for index in 0..100 {
+        assert_eq!(next_text(&mut on_a).await, format!("line {index}"));
+        assert_eq!(next_text(&mut on_b).await, format!("line {index}"));
+    }
+    assert_eq!(node_b.cluster_status().unwrap().messages.ws_in, 100);
+    node_a.shutdown().await;
+    node_b.shutdown().await;
+}
+
+/// A v1 module whose `handle` spins forever (until its deadline).
+fn stuck() -> Vec<u8> {
+    answering(200, "never", "", "(loop (br 0))", "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_modules_on_other_nodes_are_forwarded() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let hello_a = hello("hello from a");
+    let (_a, node_a) = node(
+        &url,
+        "calls",
+        "a",
+        &[("greeter", &hello_a), ("stuck", &stuck())],
+    )
+    .await;
+    let (_b, node_b) = node(&url, "calls", "b", &[("greeter", &hello("hello from b"))]).await;
+    let project_c = Project::new("c");
+    let mut config = project_c.config();
+    config.cluster = Some(cluster_config(&url, "calls", "c"));
+    config.http.request_timeout = Duration::from_secs(1);
+    let node_c = ServerBuilder::new(config).start().await.unwrap();
+    wait_joined(&[&node_a, &node_b, &node_c]).await;
+
+    // A local module is always called locally.
+    for _ in 0..20 {
+        assert_eq!(get(node_b.addr(), "/m/greeter").await.body, "hello from b");
+    }
+    // c has no greeter: the cluster answers, from a node that has it.
+    let addr_c = node_c.addr();
+    eventually(PATIENCE, || async move {
+        get(addr_c, "/m/greeter").await.status == 200
+    })
+    .await;
+    for _ in 0..20 {
+        let reply = get(addr_c, "/m/greeter/x?y=1").await;
+        assert_eq!(reply.status, 200);
+        assert!(reply.body.starts_with("hello from "), "{}", reply.body);
+        assert_eq!(reply.headers["content-type"], "text/plain");
+    }
+    // Nobody has it: 503 at once.
+    let started = Instant::now();
+    let reply = get(addr_c, "/m/nowhere").await;
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("no node in the cluster serves module \"nowhere\""),
+        "{}",
+        reply.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // A stuck module on another node: 504 within c's deadline, never a hang.
+    eventually(PATIENCE, || {
+        let monitor = node_a.cluster_status();
+        async move { monitor.is_some_and(|status| status.serving.contains(&"stuck".to_owned())) }
+    })
+    .await;
+    let started = Instant::now();
+    let reply = get(addr_c, "/m/stuck").await;
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A body over the limit is refused on the node it came to, as for a local call.
+    let big = vec![b'x'; 2 * 1024 * 1024];
+    let reply = request(addr_c, "POST", "/m/greeter", &[], &big).await;
+    assert_eq!(reply.status, 413);
+
+    let c = node_c.cluster_status().unwrap().messages;
+    assert!(c.calls_out >= 21, "{c:?}");
+    for server in [node_a, node_b, node_c] {
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_locally_until_nats_comes_up_then_joins() {
+    let mut nats = NatsServer::reserve();
+    let url = nats.url();
+    let (_a, node_a) = node(&url, "late", "a", &[("greeter", &hello("local"))]).await;
+    let addr = node_a.addr();
+    let (_sub, inbox) = node_a.bus().subscribe_channel("t.*").unwrap();
+    let mut socket = ws_connect(addr, "t.ws").await;
+    let monitor = node_a.monitor();
+    eventually(PATIENCE, || {
+        let monitor = monitor.clone();
+        async move { monitor.ws_clients("t.ws") == 1 }
+    })
+    .await;
+    assert_ne!(
+        node_a.cluster_status().unwrap().state,
+        cluster_state("connected")
+    );
+    // Local HTTP, bus and WebSocket all work without NATS.
+    for index in 0..20 {
+        assert_eq!(get(addr, "/m/greeter").await.body, "local");
+        node_a
+            .bus()
+            .publish(Message::event("t.x", vec![index]))
+            .unwrap();
+        assert_eq!(inbox.recv_timeout(PATIENCE).unwrap().payload, [index]);
+        node_a.ws_broadcast("t.ws", format!("{index}").as_bytes());
+        assert_eq!(next_text(&mut socket).await, format!("{index}"));
+    }
+    let status = node_a.cluster_status().unwrap();
+    assert_eq!(status.messages.not_bridged, 40, "{status:?}");
+
+    nats.start_again();
+    let (_b, node_b) = node(&url, "late", "b", &[]).await;
+    wait_joined(&[&node_a, &node_b]).await;
+    assert_eq!(
+        node_a.cluster_status().unwrap().state,
+        cluster_state("connected")
+    );
+    let (_on_b, b_inbox) = node_b.bus().subscribe_channel("t.*").unwrap();
+    node_a
+        .bus()
+        .publish(Message::event("t.x", b"joined".to_vec()))
+        .unwrap();
+    assert_eq!(b_inbox.recv_timeout(PATIENCE).unwrap().payload, b"joined");
+    node_a.shutdown().await;
+    node_b.shutdown().await;
+}
+
+fn cluster_state(name: &str) -> server::ClusterState {
+    match name {
+        "connected" => server::ClusterState::Connected,
+        _ => server::ClusterState::Disconnected,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_is_survived_and_counted() {
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let (_a, node_a) = node(&url, "restart", "a", &[("greeter", &hello("local"))]).await;
+    let (_b, node_b) = node(&url, "restart", "b", &[]).await;
+    wait_joined(&[&node_a, &node_b]).await;
+    let (_local, local_inbox) = node_a.bus().subscribe_channel("r.*").unwrap();
+    let (_remote, b_inbox) = node_b.bus().subscribe_channel("r.*").unwrap();
+    node_a
+        .bus()
+        .publish(Message::event("r.x", b"before".to_vec()))
+        .unwrap();
+    assert_eq!(b_inbox.recv_timeout(PATIENCE).unwrap().payload, b"before");
+    assert_eq!(
+        local_inbox.recv_timeout(PATIENCE).unwrap().payload,
+        b"before"
+    );
+
+    nats.stop();
+    let addr = node_a.addr();
+    eventually(PATIENCE, || {
+        let state = node_a.cluster_status().unwrap().state;
+        async move { state != cluster_state("connected") }
+    })
+    .await;
+    // Local work goes on with no errors; messages meanwhile are not bridged, and counted.
+    for index in 0..50u8 {
+        assert_eq!(get(addr, "/m/greeter").await.status, 200);
+        node_a
+            .bus()
+            .publish(Message::event("r.x", vec![index]))
+            .unwrap();
+        assert_eq!(local_inbox.recv_timeout(PATIENCE).unwrap().payload, [index]);
+    }
+    let status = node_a.cluster_status().unwrap();
+    assert_eq!(status.messages.not_bridged, 50, "{status:?}");
+    assert!(
+        b_inbox.try_recv().is_err(),
+        "nothing crossed while NATS was down"
+    );
+
+    nats.start_again();
+    eventually(PATIENCE, || {
+        let (a, b) = (
+            node_a.cluster_status().unwrap(),
+            node_b.cluster_status().unwrap(),
+        );
+        async move {
+            a.state == cluster_state("connected")
+                && b.state == cluster_state("connected")
+                && a.reconnects >= 1
+                && !a.peers.is_empty()
+                && !b.peers.is_empty()
+        }
+    })
+    .await;
+    node_a
+        .bus()
+        .publish(Message::event("r.x", b"after".to_vec()))
+        .unwrap();
+    assert_eq!(b_inbox.recv_timeout(PATIENCE).unwrap().payload, b"after");
+    let metrics = get(addr, "/_admin/metrics").await.body;
+    assert!(
+        metrics.contains("modhost_cluster_reconnects_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("modhost_cluster_not_bridged_total 50"),
+        "{metrics}"
+    );
+    node_a.shutdown().await;
+    node_b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_wire_input_is_dropped_and_counted() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let project = Project::new("hostile-node");
+    let mut config = project.config();
+    let mut cluster = cluster_config(&url, "evil", "a");
+    cluster.max_message_bytes = 4096;
+    config.cluster = Some(cluster);
+    let node_a = ServerBuilder::new(config).start().await.unwrap();
+    let (_sub, inbox) = node_a.bus().subscribe_channel("*").unwrap();
+    let own_id = node_a.cluster_status().unwrap().id;
+    let mut socket = ws_connect(node_a.addr(), "w").await;
+
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    // The node's first heartbeat: its subscriptions, made before, are in place.
+    let mut heartbeats = client.subscribe("modhost.evil.heartbeat").await.unwrap();
+    let heartbeat = tokio::time::timeout(PATIENCE, heartbeats.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let heartbeat: serde_json::Value = serde_json::from_slice(&heartbeat.payload).unwrap();
+    assert_eq!(heartbeat["id"], own_id.as_str());
+    let headers = |origin: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Modhost-Origin", origin);
+        headers
+    };
+    let good = |payload: &str| {
+        bytes::Bytes::from(Message::event("t.a", payload.as_bytes().to_vec()).encode())
+    };
+    let subject = "modhost.evil.bus.t.a";
+    let mut hostile: Vec<(&str, async_nats::HeaderMap, bytes::Bytes)> = vec![
+        // Too large.
+        (
+            subject,
+            headers("x-1"),
+            bytes::Bytes::from(Message::event("t.a", vec![0; 8000]).encode()),
+        ),
+        // Not an envelope.
+        (
+            subject,
+            headers("x-1"),
+            bytes::Bytes::from_static(b"\xff\xff garbage"),
+        ),
+        // The topic disagrees with the subject.
+        (
+            subject,
+            headers("x-1"),
+            bytes::Bytes::from(Message::event("t.b", b"x".to_vec()).encode()),
+        ),
+        // A reply kind.
+        (
+            subject,
+            headers("x-1"),
+            bytes::Bytes::from(
+                Message::event("t.a", vec![])
+                    .response(b"r".to_vec())
+                    .encode(),
+            ),
+        ),
+        // No origin.
+        (subject, async_nats::HeaderMap::new(), good("no origin")),
+        // This node's own id: a loop or a forgery, never a second delivery.
+        (subject, headers(&own_id), good("own")),
+        // A WebSocket payload over the limit.
+        (
+            "modhost.evil.ws.w",
+            headers("x-1"),
+            bytes::Bytes::from(vec![b'x'; 8000]),
+        ),
+        // A forwarded call that is not an envelope (no reply subject: dropped).
+    ];
+    for (subject, headers, payload) in hostile.drain(..) {
+        client
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .unwrap();
+    }
+    // Then a good message and a good broadcast: they arrive, after everything above.
+    client
+        .publish_with_headers(subject, headers("x-1"), good("fine"))
+        .await
+        .unwrap();
+    client
+        .publish_with_headers(
+            "modhost.evil.ws.w",
+            headers("x-1"),
+            bytes::Bytes::from_static(b"ws fine"),
+        )
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let delivered = inbox.recv_timeout(PATIENCE).unwrap();
+    assert_eq!(
+        (delivered.topic.as_str(), &delivered.payload[..]),
+        ("t.a", &b"fine"[..])
+    );
+    assert_eq!(next_text(&mut socket).await, "ws fine");
+    assert!(
+        inbox.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing else got through"
+    );
+    let counts = node_a.cluster_status().unwrap().messages;
+    assert_eq!(counts.dropped, 7, "{counts:?}");
+    assert_eq!(counts.own_origin, 1, "{counts:?}");
+    assert_eq!((counts.bus_in, counts.ws_in), (1, 1), "{counts:?}");
+
+    // A forwarded call with a broken envelope gets a 400 answer, and the node keeps serving.
+    project.install("greeter", &hello("still here"));
+    assert_eq!(node_a.reload("greeter").await.is_ok(), true);
+    eventually(PATIENCE, || {
+        let status = node_a.cluster_status().unwrap();
+        async move { status.serving.contains(&"greeter".to_owned()) }
+    })
+    .await;
+    let answer = client
+        .send_request(
+            "modhost.evil.call.greeter",
+            async_nats::Request::new()
+                .headers(headers("x-1"))
+                .payload(bytes::Bytes::from_static(b"not a request"))
+                .timeout(Some(PATIENCE)),
+        )
+        .await
+        .unwrap();
+    let response = binary::HttpResponse::decode(&answer.payload).unwrap();
+    assert_eq!(response.status, 400);
+    assert_eq!(get(node_a.addr(), "/m/greeter").await.body, "still here");
+    node_a.shutdown().await;
+}
