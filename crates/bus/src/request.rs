@@ -136,10 +136,11 @@ impl Bus {
         let report = self
             .deliver(message)
             .map_err(|error| RequestError::from_bus(&topic, error))?;
-        if report.delivered == 0 && report.full == 0 {
-            if let (Some(bridge), Some(spare)) = (bridge, spare) {
-                return bridge.request(spare, timeout);
-            }
+        if report.delivered == 0
+            && report.full == 0
+            && let (Some(bridge), Some(spare)) = (bridge, spare)
+        {
+            return bridge.request(spare, timeout);
         }
         if report.delivered == 0 {
             return Err(if report.full > 0 {

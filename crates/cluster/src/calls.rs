@@ -110,7 +110,7 @@ async fn serve_call(inner: &Inner, module: String, message: async_nats::Message)
         }
     };
     let mut payload = response.encode();
-    let limit = usize::try_from(inner.client.server_info().max_payload).unwrap_or(usize::MAX);
+    let limit = inner.client.server_info().max_payload;
     if payload.len() > limit {
         payload = HttpResponse::new(
             502,
@@ -142,7 +142,7 @@ pub(crate) async fn forward(
         });
     }
     let payload = request.encode();
-    let limit = usize::try_from(inner.client.server_info().max_payload).unwrap_or(usize::MAX);
+    let limit = inner.client.server_info().max_payload;
     if payload.len() > limit {
         return Err(ForwardError::TooLarge {
             module: module.to_owned(),

@@ -77,7 +77,7 @@ impl Peers {
             })
             .map(|(seen, heartbeat)| (*seen, heartbeat.id.clone()))
             .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|found| std::cmp::Reverse(found.0));
         found.into_iter().map(|(_, id)| id).collect()
     }
 }

@@ -93,12 +93,8 @@ pub(crate) fn forwarded(
     match outcome {
         Ok(response) => crate::http::from_envelope(module, response),
         Err(ForwardError::Timeout { .. }) => crate::http::timed_out(module, timeout),
-        Err(ForwardError::TooLarge { .. }) => {
-            crate::text_response(413, format!("{}", outcome_error(&outcome)))
-        }
-        Err(ForwardError::BadReply { .. }) => {
-            crate::text_response(502, format!("{}", outcome_error(&outcome)))
-        }
+        Err(error @ ForwardError::TooLarge { .. }) => crate::text_response(413, error.to_string()),
+        Err(error @ ForwardError::BadReply { .. }) => crate::text_response(502, error.to_string()),
         Err(error) => {
             let mut response = crate::text_response(503, error.to_string());
             response.headers_mut().insert(
@@ -108,14 +104,6 @@ pub(crate) fn forwarded(
             response
         }
     }
-}
-
-fn outcome_error(outcome: &Result<binary::HttpResponse, cluster::ForwardError>) -> String {
-    outcome
-        .as_ref()
-        .err()
-        .map(ToString::to_string)
-        .unwrap_or_default()
 }
 
 async fn to_envelope(response: Response<Body>) -> binary::HttpResponse {
