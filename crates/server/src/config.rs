@@ -601,4 +601,27 @@ mod tests {
         assert!(message.contains("\"Bad/Name\""), "{message}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn the_cluster_section_turns_cluster_mode_on() {
+        let mut config = ServerConfig::at("/srv");
+        assert!(config.cluster.is_none(), "off by default");
+        let file: FileConfig = toml::from_str(
+            r#"
+            [cluster]
+            url = "nats://10.0.0.1:4222"
+            name = "shop"
+            node = "web-1"
+            "#,
+        )
+        .unwrap();
+        file.apply(&mut config);
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.url, "nats://10.0.0.1:4222");
+        assert_eq!(cluster.cluster_name, "shop");
+        assert_eq!(cluster.node_name, "web-1");
+        assert_eq!(cluster.heartbeat_interval, Duration::from_secs(1));
+        let unknown = toml::from_str::<FileConfig>("[cluster]\nurl = \"x\"\nnodes = 3\n");
+        assert!(unknown.is_err(), "unknown keys are refused");
+    }
 }
