@@ -809,3 +809,130 @@ async fn loop_until_answered(addr: std::net::SocketAddr, id: &str) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Not a pass/fail test: prints cross-node throughput and forwarding latency beside their
+/// baselines from the same run (`cargo test -p server --test it -- --ignored
+/// cluster::measure --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn measure_cross_node_messages_and_forwarded_calls() {
+    const MESSAGES: u64 = 20_000;
+    const SIZE: usize = 64;
+    const CALLS: usize = 1000;
+    let bench = testkit::example_module("bench");
+    let nats = NatsServer::start();
+    let url = nats.url();
+
+    // Baseline: raw async-nats publish → subscribe through the same server.
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let mut subscriber = client.subscribe("raw.bench").await.unwrap();
+    client.flush().await.unwrap();
+    let started = Instant::now();
+    let publisher = client.clone();
+    let publishing = tokio::spawn(async move {
+        for _ in 0..MESSAGES {
+            publisher
+                .publish("raw.bench", bytes::Bytes::from(vec![b'x'; SIZE]))
+                .await
+                .unwrap();
+        }
+        publisher.flush().await.unwrap();
+    });
+    for _ in 0..MESSAGES {
+        tokio::time::timeout(PATIENCE, subscriber.next())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    publishing.await.unwrap();
+    let raw = MESSAGES as f64 / started.elapsed().as_secs_f64();
+
+    // modhost: bench on a publishes from inside the module; sink on a (local) and on b.
+    let (_a, node_a) = node(&url, "measure", "a", &[("bench", &bench), ("sink", &bench)]).await;
+    let (_b, node_b) = node(&url, "measure", "b", &[("sink", &bench)]).await;
+    wait_joined(&[&node_a, &node_b]).await;
+    for addr in [node_a.addr(), node_b.addr()] {
+        let reply = request(
+            addr,
+            "POST",
+            "/m/sink/subscribe?topic=bench.cross",
+            &[],
+            b"",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+    }
+    let started = Instant::now();
+    let path = format!("/m/bench/publish?topic=bench.cross&n={MESSAGES}&size={SIZE}");
+    let reply = request(node_a.addr(), "POST", &path, &[], b"").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let received = |addr| async move {
+        let body = get(addr, "/m/sink/received").await.body;
+        body.split_whitespace()
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut remote = 0;
+    while Instant::now() < deadline {
+        remote = received(node_b.addr()).await;
+        if remote >= MESSAGES {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cross_elapsed = started.elapsed();
+    let local = received(node_a.addr()).await;
+    let cross = remote as f64 / cross_elapsed.as_secs_f64();
+    let status = node_a.cluster_status().unwrap().messages;
+
+    // Latency: GET /m/bench on a (local) and on b (forwarded to a).
+    let addr_b = node_b.addr();
+    eventually(PATIENCE, || async move {
+        get(addr_b, "/m/bench").await.status == 200
+    })
+    .await;
+    let mut percentiles = Vec::new();
+    for addr in [node_a.addr(), node_b.addr()] {
+        let client = client_for_bench();
+        let mut times = Vec::with_capacity(CALLS);
+        for _ in 0..CALLS {
+            let started = Instant::now();
+            let response = client
+                .get(format!("http://{addr}/m/bench").parse().unwrap())
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        percentiles.push((times[CALLS / 2], times[CALLS * 99 / 100]));
+    }
+    println!(
+        "cluster measurement ({MESSAGES} messages of {SIZE} B, {CALLS} sequential calls, this build's profile):\n\
+         raw async-nats publish→subscribe: {raw:.0} msg/s\n\
+         module→module across nodes (bench on a → sink on b): {cross:.0} msg/s ({remote} of {MESSAGES} arrived; sink on a got {local}; bridge out {}, not bridged {})\n\
+         GET /m/bench local on a: p50 {:?} p99 {:?}\n\
+         GET /m/bench on b, forwarded to a: p50 {:?} p99 {:?}",
+        status.bus_out,
+        status.not_bridged,
+        percentiles[0].0,
+        percentiles[0].1,
+        percentiles[1].0,
+        percentiles[1].1,
+    );
+    node_a.shutdown().await;
+    node_b.shutdown().await;
+}
+
+fn client_for_bench() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<bytes::Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
