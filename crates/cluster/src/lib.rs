@@ -10,7 +10,9 @@
 //! - `ws_broadcast` payloads, on `modhost.<cluster>.ws.<topic>`;
 //! - HTTP calls to a module this node does not have, as `binary::HttpRequest` /
 //!   `binary::HttpResponse` envelopes over the queue group `modhost.<cluster>.call.<module>`;
-//! - heartbeats (JSON, [`Heartbeat`]) on `modhost.<cluster>.heartbeat`, once a second.
+//! - heartbeats (JSON, [`Heartbeat`]) on `modhost.<cluster>.heartbeat`, once a second;
+//! - deployed modules, in the JetStream object store `modhost-<cluster>-modules` that every
+//!   node watches and installs from ([`deploy`], [`Cluster::deploy`]).
 //!
 //! Every message that comes off the wire is checked (size, envelope, subject, origin) and
 //! dropped and counted when it fails; it never reaches a module. A node that cannot reach NATS
@@ -25,6 +27,7 @@
 mod bridge;
 mod calls;
 mod config;
+mod deploy;
 mod error;
 mod node;
 mod peers;
@@ -32,7 +35,8 @@ mod stats;
 pub mod subject;
 
 pub use config::{ClusterConfig, valid_token};
+pub use deploy::{Deployed, MAX_MODULE_BYTES, bucket, deploy};
 pub use error::{ClusterError, ForwardError};
-pub use node::{CallFuture, Cluster, LocalNode};
+pub use node::{CallFuture, Cluster, InstallFuture, LocalNode};
 pub use peers::{Heartbeat, PeerStatus};
 pub use stats::{ClusterStatus, ConnectionState, MessageCounts};

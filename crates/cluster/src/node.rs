@@ -33,7 +33,13 @@ pub trait LocalNode: Send + Sync + 'static {
     /// Calls `module`'s `handle` here (no middleware: that ran on the node the request came
     /// to), answering within `timeout` exactly as a local call would (504 when it passes).
     fn call(&self, module: String, request: binary::HttpRequest, timeout: Duration) -> CallFuture;
+    /// Installs a module deployed to the cluster (writes it where this node loads modules
+    /// from and loads it, hot-swapping a running version); `Err` says why it was refused.
+    fn install(&self, module: String, wasm: Vec<u8>) -> InstallFuture;
 }
+
+/// A future installing a deployed module.
+pub type InstallFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Which kind of message waits in the outbound queue.
 #[derive(Debug, Clone, Copy)]
@@ -225,6 +231,7 @@ impl Cluster {
             tokio::spawn(heartbeat_loop(inner.clone())),
             tokio::spawn(listen_heartbeats(inner.clone(), heartbeats)),
             tokio::spawn(crate::calls::sync_loop(inner.clone())),
+            tokio::spawn(crate::deploy::watch_loop(inner.clone())),
         ];
         bus.set_bridge(Arc::new(crate::bridge::BusBridge {
             inner: Arc::downgrade(&inner),
@@ -262,6 +269,18 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<binary::HttpResponse, ForwardError> {
         crate::calls::forward(&self.inner, module, request, timeout).await
+    }
+
+    /// Deploys `wasm` as module `module` to every node of the cluster (this one included)
+    /// through the cluster's object store.
+    pub async fn deploy(&self, module: &str, wasm: &[u8]) -> Result<crate::Deployed, ClusterError> {
+        crate::deploy::put(
+            &self.inner.client,
+            &self.inner.config.cluster_name,
+            module,
+            wasm,
+        )
+        .await
     }
 
     /// Asks the bridge to update the modules it answers calls for now, rather than at its next

@@ -18,6 +18,8 @@ pub(crate) struct Counters {
     pub(crate) requests_served: AtomicU64,
     pub(crate) calls_out: AtomicU64,
     pub(crate) calls_served: AtomicU64,
+    pub(crate) deploys_installed: AtomicU64,
+    pub(crate) deploys_refused: AtomicU64,
     pub(crate) connects: AtomicU64,
     pub(crate) disconnects: AtomicU64,
 }
@@ -54,6 +56,10 @@ pub struct MessageCounts {
     pub calls_out: u64,
     /// HTTP calls from other nodes answered here.
     pub calls_served: u64,
+    /// Deployed modules installed on this node.
+    pub deploys_installed: u64,
+    /// Deployed modules this node refused (invalid name, not a module, over the limit).
+    pub deploys_refused: u64,
 }
 
 impl Counters {
@@ -71,6 +77,8 @@ impl Counters {
             requests_served: load(&self.requests_served),
             calls_out: load(&self.calls_out),
             calls_served: load(&self.calls_served),
+            deploys_installed: load(&self.deploys_installed),
+            deploys_refused: load(&self.deploys_refused),
         }
     }
 }

@@ -22,6 +22,8 @@ pub(crate) type Slot = Arc<OnceLock<Arc<cluster::Cluster>>>;
 pub(crate) struct Node {
     pub registry: Arc<Registry>,
     pub hub: Arc<Hub>,
+    /// Where deployed modules are written (the dist dir).
+    pub dist: std::path::PathBuf,
 }
 
 impl cluster::LocalNode for Node {
@@ -57,6 +59,79 @@ impl cluster::LocalNode for Node {
             };
             to_envelope(response).await
         })
+    }
+
+    fn install(&self, module: String, wasm: Vec<u8>) -> cluster::InstallFuture {
+        let registry = self.registry.clone();
+        let path = self.dist.join(format!("{module}.wasm"));
+        Box::pin(async move {
+            if !crate::registry::valid_name(&module) {
+                return Err(format!("invalid module name {module:?}"));
+            }
+            // Written like a build writes dist (temp file + rename); the reload below swaps
+            // it in whether or not the dist watcher runs, and is a no-op for the same bytes.
+            let unchanged = tokio::fs::read(&path).await.is_ok_and(|old| old == wasm);
+            if !unchanged {
+                tokio::task::spawn_blocking(move || build::write_atomic(&path, &wasm))
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .map_err(|error| format!("writing the module: {error}"))?;
+            }
+            registry
+                .reload(&module)
+                .await
+                .map(|_| ())
+                .map_err(|error| error.to_string())
+        })
+    }
+}
+
+/// `POST /_admin/deploy/NAME` (body: the `.wasm`): puts the module into the cluster's object
+/// store, from which every node installs it.
+pub(crate) async fn admin_deploy(
+    cluster: Option<&cluster::Cluster>,
+    module: &str,
+    request: http::Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    let Some(cluster) = cluster else {
+        return crate::text_response(
+            409,
+            "deploying needs cluster mode (start with --cluster URL)",
+        );
+    };
+    if !crate::registry::valid_name(module) {
+        return crate::text_response(400, format!("invalid module name {module:?}"));
+    }
+    let limit = cluster::MAX_MODULE_BYTES;
+    let body = match http_body_util::Limited::new(request.into_body(), limit)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return crate::text_response(
+                413,
+                format!("a deployed module is at most {limit} bytes"),
+            );
+        }
+    };
+    if !body.starts_with(b"\0asm") {
+        return crate::text_response(
+            400,
+            "the body is not a WebAssembly module (no \\0asm header)",
+        );
+    }
+    match cluster.deploy(module, &body).await {
+        Ok(deployed) => {
+            let text = serde_json::to_string_pretty(&deployed).unwrap_or_default();
+            let mut response = crate::text_response(200, text);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(error) => crate::text_response(503, error.to_string()),
     }
 }
 
@@ -226,6 +301,16 @@ pub(crate) fn metrics(cluster: Option<&cluster::Cluster>) -> String {
             "calls_served",
             "HTTP calls from other nodes answered here",
             messages.calls_served,
+        ),
+        (
+            "deploys_installed",
+            "deployed modules installed on this node",
+            messages.deploys_installed,
+        ),
+        (
+            "deploys_refused",
+            "deployed modules this node refused",
+            messages.deploys_refused,
         ),
     ] {
         gauge(

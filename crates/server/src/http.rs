@@ -507,6 +507,10 @@ async fn admin_request(
             );
             response
         }
+        (&Method::POST, path) if path.starts_with("deploy/") => {
+            let name = path["deploy/".len()..].to_owned();
+            crate::clustered::admin_deploy(app.cluster.as_deref(), &name, request).await
+        }
         (&Method::POST, path) if path.starts_with("reload/") => {
             let name = &path["reload/".len()..];
             /// The answer of `POST /_admin/reload/NAME`.

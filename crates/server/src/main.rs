@@ -3,7 +3,10 @@
 //! - `modhost serve`: load every module in the dist dir, hot-reload on changes, serve.
 //! - `modhost dev`: build every module first, rebuild on source changes, then as `serve`.
 //!
-//! Both take `--cluster nats://HOST:PORT [--cluster-name NAME] [--node NAME]` to join a
+//! - `modhost deploy NAME FILE.wasm --cluster URL [--cluster-name NAME]`: every node of the
+//!   cluster installs the module and hot-swaps it.
+//!
+//! `serve` and `dev` take `--cluster nats://HOST:PORT [--cluster-name NAME] [--node NAME]` to join a
 //! cluster of nodes that act as one application.
 
 use std::net::SocketAddr;
@@ -31,6 +34,22 @@ enum Command {
     Serve(Options),
     /// Build every module, rebuild on source changes, and serve.
     Dev(Options),
+    /// Deploy a module to every node of a cluster (through its NATS object store).
+    Deploy(DeployOptions),
+}
+
+#[derive(Args, Clone)]
+struct DeployOptions {
+    /// The module's name (its `/m/NAME`).
+    name: String,
+    /// The compiled module.
+    file: PathBuf,
+    /// The cluster's NATS server, e.g. nats://127.0.0.1:4222.
+    #[arg(long, value_name = "URL")]
+    cluster: String,
+    /// The cluster's name [default: modhost].
+    #[arg(long, value_name = "NAME", default_value = "modhost")]
+    cluster_name: String,
 }
 
 #[derive(Args, Clone)]
@@ -150,6 +169,25 @@ fn main() -> anyhow::Result<()> {
                 let config = options.server_config()?;
                 let builder = dev::start(&config)?;
                 serve(config, Some(builder)).await
+            }
+            Command::Deploy(options) => {
+                if !server::valid_name(&options.name) {
+                    anyhow::bail!("invalid module name {:?}", options.name);
+                }
+                let wasm = std::fs::read(&options.file)
+                    .with_context(|| format!("reading {}", options.file.display()))?;
+                let deployed = cluster::deploy(
+                    &options.cluster,
+                    &options.cluster_name,
+                    &options.name,
+                    &wasm,
+                )
+                .await?;
+                eprintln!(
+                    "deployed {} ({} bytes) to cluster {}",
+                    deployed.module, deployed.size, options.cluster_name
+                );
+                Ok(())
             }
         }
     })

@@ -88,6 +88,7 @@ impl ServerBuilder {
                 let node = Arc::new(crate::clustered::Node {
                     registry: registry.clone(),
                     hub: hub.clone(),
+                    dist: config.dist_path(),
                 });
                 let cluster =
                     cluster::Cluster::start(cluster_config.clone(), host.bus().clone(), node)

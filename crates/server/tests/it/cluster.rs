@@ -936,3 +936,82 @@ fn client_for_bench() -> hyper_util::client::legacy::Client<
 > {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_reaches_every_node_including_later_ones() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (_a, node_a) = node(&url, "dep", "a", &[]).await;
+    let (_b, node_b) = node(&url, "dep", "b", &[]).await;
+    wait_joined(&[&node_a, &node_b]).await;
+    let (addr_a, addr_b) = (node_a.addr(), node_b.addr());
+
+    // Through the admin endpoint of one node: both install and serve it locally.
+    let reply = request(addr_a, "POST", "/_admin/deploy/greeter", &[], &hello("v1")).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let deployed: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(deployed["module"], "greeter");
+    for addr in [addr_a, addr_b] {
+        eventually(PATIENCE, || async move {
+            get(addr, "/m/greeter").await.body == "v1"
+        })
+        .await;
+    }
+    assert!(
+        node_b
+            .status()
+            .iter()
+            .any(|module| module.name == "greeter"),
+        "b has it itself"
+    );
+    // Refused before it reaches the store: not wasm, a bad name.
+    let reply = request(addr_a, "POST", "/_admin/deploy/greeter", &[], b"not wasm").await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let reply = request(addr_a, "POST", "/_admin/deploy/Bad.Name", &[], &hello("x")).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+
+    // Through the command line: a new version hot-swaps in everywhere.
+    let file = _a.root.join("greeter-v2.wasm");
+    std::fs::write(&file, hello("v2")).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_modhost"))
+        .args(["deploy", "greeter"])
+        .arg(&file)
+        .args(["--cluster", &url, "--cluster-name", "dep"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for addr in [addr_a, addr_b] {
+        eventually(PATIENCE, || async move {
+            get(addr, "/m/greeter").await.body == "v2"
+        })
+        .await;
+    }
+
+    // A node that joins later installs what the cluster has (not just forwards to it).
+    let (_c, node_c) = node(&url, "dep", "c", &[]).await;
+    let monitor = node_c.monitor();
+    eventually(PATIENCE, || {
+        let monitor = monitor.clone();
+        async move { monitor.module("greeter").is_some() }
+    })
+    .await;
+    assert_eq!(get(node_c.addr(), "/m/greeter").await.body, "v2");
+    let installed = node_c.cluster_status().unwrap().messages.deploys_installed;
+    assert_eq!(installed, 1, "only the latest version");
+
+    // Without cluster mode there is nothing to deploy to.
+    let project = Project::new("single-deploy");
+    let single = project.start().await;
+    let reply = request(
+        single.addr(),
+        "POST",
+        "/_admin/deploy/greeter",
+        &[],
+        &hello("x"),
+    )
+    .await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    for server in [node_a, node_b, node_c, single] {
+        server.shutdown().await;
+    }
+}
