@@ -151,7 +151,9 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,wasmer_wasix=warn,wasmer=warn")
+                tracing_subscriber::EnvFilter::new(
+                    "info,wasmer_wasix=warn,wasmer=warn,async_nats=warn",
+                )
             }),
         )
         .with_writer(std::io::stderr)
