@@ -80,3 +80,34 @@ pub(crate) fn valid_id(id: &str) -> bool {
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_be_subject_tokens() {
+        let mut config = ClusterConfig::new("nats://127.0.0.1:4222");
+        assert!(config.validate().is_ok());
+        assert!(config.node_name.starts_with("node-"));
+        for bad in ["", "a.b", "a b", "a*", "a>", &"x".repeat(65)] {
+            config.cluster_name = bad.to_owned();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains("invalid cluster name"), "{bad:?}: {error}");
+        }
+        config.cluster_name = "shop_1-a".to_owned();
+        config.node_name = "web.1".to_owned();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("invalid node name")
+        );
+        config.node_name = "web-1".to_owned();
+        config.url = " ".to_owned();
+        assert!(config.validate().is_err());
+        assert!(valid_id("web-1-0a1b2c3d"));
+        assert!(!valid_id("web-1.x"));
+    }
+}

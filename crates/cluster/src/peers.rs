@@ -81,3 +81,36 @@ impl Peers {
         found.into_iter().map(|(_, id)| id).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heartbeat(id: &str, topics: &[&str]) -> Heartbeat {
+        Heartbeat {
+            node: id.to_owned(),
+            id: id.to_owned(),
+            modules: vec![],
+            topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn responders_are_the_live_peers_whose_patterns_match() {
+        let peers = Peers::default();
+        peers.seen(heartbeat("a", &["users.get"]));
+        peers.seen(heartbeat("b", &["users.*"]));
+        peers.seen(heartbeat("c", &["orders.new"]));
+        let timeout = Duration::from_secs(60);
+        let mut found = peers.responders("users.get", timeout);
+        found.sort();
+        assert_eq!(found, ["a", "b"]);
+        assert_eq!(peers.responders("users.put", timeout), ["b"]);
+        assert!(peers.responders("nobody", timeout).is_empty());
+        assert_eq!(peers.list(timeout).len(), 3);
+        // Nobody heard from within the timeout is listed or asked.
+        assert!(peers.responders("users.get", Duration::ZERO).is_empty());
+        peers.prune(Duration::ZERO);
+        assert!(peers.list(timeout).is_empty());
+    }
+}
