@@ -58,6 +58,10 @@ impl ServerBuilder {
     /// Binds, loads every module in the dist dir, starts the dist watcher (unless disabled)
     /// and starts serving. Must run inside a tokio runtime.
     pub async fn start(self) -> anyhow::Result<ServerHandle> {
+        if let Some(cluster) = &self.config.cluster {
+            // Before anything is bound or opened: a bad name leaves nothing behind.
+            cluster.validate().context("joining the cluster")?;
+        }
         let config = Arc::new(self.config);
         let listener = TcpListener::bind(config.listen)
             .await

@@ -137,7 +137,8 @@ async fn nodes_join_and_admin_shows_the_cluster() {
     );
 
     // The same cluster name is required for a peer, and names are checked.
-    let mut bad = Project::new("bad").config();
+    let bad_project = Project::new("bad");
+    let mut bad = bad_project.config();
     bad.cluster = Some(cluster_config(&url, "no spaces", "x"));
     let error = ServerBuilder::new(bad).start().await.unwrap_err();
     assert!(
