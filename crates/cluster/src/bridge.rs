@@ -49,17 +49,27 @@ impl bus::Bridge for BusBridge {
         let responders = inner
             .peers
             .responders(&message.topic, inner.config.heartbeat_timeout);
-        let Some(node) = responders.into_iter().next() else {
-            return Err(no_responders());
-        };
-        if !inner.connected() {
+        if responders.is_empty() || !inner.connected() {
             return Err(no_responders());
         }
         let id = message.id;
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         let task_inner = inner.clone();
         inner.runtime.spawn(async move {
-            let outcome = remote_request(&task_inner, &node, message, timeout).await;
+            // Most recently heard first; a node that went away since its last heartbeat
+            // answers "no responders" at once, and the next one is asked within the same
+            // timeout.
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut outcome = Err(RequestError::NoResponders {
+                topic: message.topic.clone(),
+            });
+            for node in responders {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                outcome = remote_request(&task_inner, &node, message.clone(), left).await;
+                if !matches!(outcome, Err(RequestError::NoResponders { .. })) || left.is_zero() {
+                    break;
+                }
+            }
             let _ = sender.send(outcome);
         });
         bump(&inner.counters.requests_out);
