@@ -91,6 +91,25 @@ const RULES: &[Rule] = &[
         why: "build knows cargo and the file system, not the runtime",
     },
     Rule {
+        krate: "cluster",
+        never: &[
+            "wasmer",
+            "wasmer-wasix",
+            "hyper",
+            "tokio-tungstenite",
+            "wasi-host",
+            "server",
+        ],
+        never_direct: &[],
+        why: "cluster (the NATS bridge) knows bus, binary and async-nats, not WebAssembly or HTTP",
+    },
+    Rule {
+        krate: "bus",
+        never: &["async-nats", "cluster"],
+        never_direct: &[],
+        why: "the bus reaches other processes only through its Bridge trait",
+    },
+    Rule {
         krate: "server",
         never: &["loadgen"],
         never_direct: &["wasmer", "wasmer-wasix"],

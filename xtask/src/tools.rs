@@ -70,6 +70,11 @@ pub const TOOLS: &[Tool] = &[
         present: Present::Program("chromium"),
         source: Source::Debian("chromium"),
     },
+    Tool {
+        purpose: "cluster mode's tests (a real NATS server)",
+        present: Present::Program("nats-server"),
+        source: Source::Debian("nats-server"),
+    },
 ];
 
 /// Installs the tools in `tools` that are missing; `Err` names what could not be installed and

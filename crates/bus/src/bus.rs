@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 
 use binary::Message;
 use crossbeam_channel::Receiver;
 
+use crate::bridge::Bridge;
 use crate::error::BusError;
 use crate::mailbox::{Mailbox, Target};
 use crate::registry::{Entry, Registry};
@@ -110,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) counters: Arc<Counters>,
     pub(crate) requests: Requests,
     next_subscription_id: AtomicU64,
+    /// Cluster mode's hook; unset in a single process.
+    pub(crate) bridge: OnceLock<Arc<dyn Bridge>>,
 }
 
 impl Inner {
@@ -197,6 +200,7 @@ impl Bus {
                 counters: Arc::new(Counters::default()),
                 requests: Requests::default(),
                 next_subscription_id: AtomicU64::new(1),
+                bridge: OnceLock::new(),
             }),
         }
     }
@@ -355,6 +359,35 @@ impl Bus {
     /// Never blocks on a subscriber: a full mailbox is skipped and counted in the report.
     /// Subscription changes happen entirely before or after any one publish.
     pub fn publish(&self, message: Message) -> Result<PublishReport, BusError> {
+        if message.kind.is_reply() {
+            let delivered = self.reply(message)?;
+            return Ok(PublishReport {
+                delivered: usize::from(delivered),
+                full: 0,
+                closed: 0,
+            });
+        }
+        match self.inner.bridge.get() {
+            None => self.deliver(message),
+            Some(bridge) => {
+                let copy = message.clone();
+                let report = self.deliver(message)?;
+                bridge.published(&copy);
+                Ok(report)
+            }
+        }
+    }
+
+    /// Sets the [`Bridge`] that carries this bus's traffic to other processes. A bus takes
+    /// one bridge for its lifetime: `false` (and no change) if one is set already.
+    pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) -> bool {
+        self.inner.bridge.set(bridge).is_ok()
+    }
+
+    /// Delivers a message that came from another process to the local subscribers only: the
+    /// bridge does not see it again. A reply kind goes to the waiting request, as with
+    /// [`Bus::reply`].
+    pub fn publish_bridged(&self, message: Message) -> Result<PublishReport, BusError> {
         if message.kind.is_reply() {
             let delivered = self.reply(message)?;
             return Ok(PublishReport {

@@ -13,8 +13,11 @@
 //! [`Mailbox`] offered messages on the publisher's thread ([`Bus::subscribe_mailbox`],
 //! [`Bus::subscribe_channel`]), which lets one consumer own a single inbox fed by many topics.
 //!
-//! The bus does not persist, retry, or cross process boundaries, and it knows nothing about
-//! WebAssembly or HTTP.
+//! The bus does not persist or retry, and it knows nothing about WebAssembly or HTTP. It
+//! crosses process boundaries only through a [`Bridge`] set on it (cluster mode): published
+//! messages are handed to the bridge after local delivery, requests nobody local answers go to
+//! it, and messages from other processes come in through [`Bus::publish_bridged`] and
+//! [`Bus::request_local`], which never reach the bridge again.
 //!
 //! ```
 //! use std::time::Duration;
@@ -47,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+mod bridge;
 mod bus;
 mod error;
 mod handover;
@@ -59,6 +63,7 @@ mod subscription;
 mod test_support;
 mod topic;
 
+pub use bridge::Bridge;
 pub use bus::{Bus, BusConfig, BusStats, DEFAULT_MAILBOX_CAPACITY, PublishReport, TopicStats};
 pub use error::{BusError, RequestError};
 pub use mailbox::{Mailbox, Offer};

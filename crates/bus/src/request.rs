@@ -95,10 +95,28 @@ impl Bus {
     /// with [`RequestError::MailboxesFull`] when every matching mailbox is full. An `Error`
     /// reply becomes [`RequestError::Remote`]. Calling `request` from a handler whose own
     /// subscription is the only responder blocks that handler until the timeout.
-    pub fn request(
+    ///
+    /// With a [`crate::Bridge`] set (cluster mode), a request no local subscriber matches is
+    /// handed to the bridge, which answers it from another process.
+    pub fn request(&self, message: Message, timeout: Duration) -> Result<Message, RequestError> {
+        self.request_with(message, timeout, true)
+    }
+
+    /// Like [`Bus::request`], but answered by local subscribers only, never through the
+    /// bridge: how a request that came from another process is served.
+    pub fn request_local(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
+        self.request_with(message, timeout, false)
+    }
+
+    fn request_with(
         &self,
         mut message: Message,
         timeout: Duration,
+        bridged: bool,
     ) -> Result<Message, RequestError> {
         topic::check_published(&message.topic)
             .map_err(|error| RequestError::from_bus(&message.topic, error))?;
@@ -108,10 +126,22 @@ impl Bus {
         let _pending = PendingGuard { requests, id };
         message.kind = MessageKind::Request;
         message.id = id;
+        let bridge = if bridged {
+            self.inner.bridge.get()
+        } else {
+            None
+        };
+        let spare = bridge.map(|_| message.clone());
 
         let report = self
             .deliver(message)
             .map_err(|error| RequestError::from_bus(&topic, error))?;
+        if report.delivered == 0
+            && report.full == 0
+            && let (Some(bridge), Some(spare)) = (bridge, spare)
+        {
+            return bridge.request(spare, timeout);
+        }
         if report.delivered == 0 {
             return Err(if report.full > 0 {
                 RequestError::MailboxesFull {

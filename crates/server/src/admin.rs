@@ -33,16 +33,25 @@ pub(crate) async fn admin_request(
         }
         (&Method::GET, "modules") => json(StatusCode::OK, &app.registry.status()),
         (&Method::GET, "ws") => json(StatusCode::OK, &app.hub.stats()),
+        (&Method::GET, "cluster") => json(
+            StatusCode::OK,
+            &crate::clustered::admin_view(app.cluster.as_deref()),
+        ),
         (&Method::GET, "metrics") => {
             let mut response = text(
                 StatusCode::OK,
-                crate::metrics::render(&app.registry, &app.hub, app.registry.bus()),
+                crate::metrics::render(&app.registry, &app.hub, app.registry.bus())
+                    + &crate::clustered::metrics(app.cluster.as_deref()),
             );
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
             );
             response
+        }
+        (&Method::POST, path) if path.starts_with("deploy/") => {
+            let name = path["deploy/".len()..].to_owned();
+            crate::clustered::admin_deploy(app.cluster.as_deref(), &name, request).await
         }
         (&Method::POST, path) if path.starts_with("reload/") => {
             let name = &path["reload/".len()..];

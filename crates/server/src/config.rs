@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub default_outbound: OutboundPolicy,
     /// Per-module outbound allow-lists and limits, by module name.
     pub outbound_policies: BTreeMap<String, OutboundPolicy>,
+    /// Cluster mode: join the NATS cluster described here (default: none, a single
+    /// process). See the README's Cluster section.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 /// How a hot swap with a state handoff (the old version exports `snapshot`, the new one
@@ -190,6 +193,7 @@ impl Default for ServerConfig {
             outbound: OutboundConfig::default(),
             default_outbound: OutboundPolicy::default(),
             outbound_policies: BTreeMap::new(),
+            cluster: None,
         }
     }
 }
@@ -319,6 +323,11 @@ impl ServerConfig {
 /// durability = "immediate"         # or "eventual": see the README's State section
 /// max_value_bytes = 1048576
 /// enabled = true
+///
+/// [cluster]                        # cluster mode (off without this section)
+/// url = "nats://127.0.0.1:4222"    # the NATS server
+/// name = "shop"                    # nodes of one name form one application
+/// node = "web-1"                   # this node's name (default node-<pid>)
 /// ```
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -336,6 +345,8 @@ pub struct FileConfig {
     pub state: Option<FileState>,
     /// The `[outbound]` section.
     pub outbound: Option<FileOutbound>,
+    /// The `[cluster]` section.
+    pub cluster: Option<FileCluster>,
 }
 
 /// The `[outbound]` section: see [`OutboundConfig`].
@@ -348,6 +359,18 @@ pub struct FileOutbound {
     /// See [`OutboundConfig::resolve`].
     #[serde(default)]
     pub resolve: BTreeMap<String, std::net::IpAddr>,
+}
+
+/// The `[cluster]` section: see [`cluster::ClusterConfig`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCluster {
+    /// The NATS server's URL.
+    pub url: String,
+    /// The cluster name.
+    pub name: Option<String>,
+    /// This node's name.
+    pub node: Option<String>,
 }
 
 /// The `[state]` section.
@@ -559,6 +582,16 @@ impl FileConfig {
                 .map(|(name, address)| (name.to_ascii_lowercase(), *address))
                 .collect();
         }
+        if let Some(section) = &self.cluster {
+            let mut cluster = cluster::ClusterConfig::new(section.url.clone());
+            if let Some(name) = &section.name {
+                cluster.cluster_name = name.clone();
+            }
+            if let Some(node) = &section.node {
+                cluster.node_name = node.clone();
+            }
+            config.cluster = Some(cluster);
+        }
         if let Some(default) = self.modules.get("*") {
             config.default_module = default.apply(&config.default_module);
             config.default_handoff = default.apply_handoff(&config.default_handoff);
@@ -746,5 +779,28 @@ mod tests {
         assert!(message.contains("module \"users\""), "{message}");
         assert!(message.contains("\"Bad/Name\""), "{message}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cluster_section_turns_cluster_mode_on() {
+        let mut config = ServerConfig::at("/srv");
+        assert!(config.cluster.is_none(), "off by default");
+        let file: FileConfig = toml::from_str(
+            r#"
+            [cluster]
+            url = "nats://10.0.0.1:4222"
+            name = "shop"
+            node = "web-1"
+            "#,
+        )
+        .unwrap();
+        file.apply(&mut config);
+        let cluster = config.cluster.unwrap();
+        assert_eq!(cluster.url, "nats://10.0.0.1:4222");
+        assert_eq!(cluster.cluster_name, "shop");
+        assert_eq!(cluster.node_name, "web-1");
+        assert_eq!(cluster.heartbeat_interval, Duration::from_secs(1));
+        let unknown = toml::from_str::<FileConfig>("[cluster]\nurl = \"x\"\nnodes = 3\n");
+        assert!(unknown.is_err(), "unknown keys are refused");
     }
 }

@@ -39,6 +39,8 @@ pub(crate) struct App {
     pub feed: crate::status::Feed,
     /// `(path prefix, handler)`, longest prefix first.
     pub routes: Vec<(String, RouteHandler)>,
+    /// Cluster mode's bridge (`None` for a single process).
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Body> {

@@ -5,7 +5,7 @@
 //!
 //! Routes: `/m/{name}[/rest]` (middlewares, then the module's `handle`), `GET /ws?topic=T`
 //! (WebSocket relay), `GET /_admin` (the live status page, fed by `GET /_admin/events`),
-//! `GET /_admin/modules`, `POST /_admin/reload/{name}`, `GET /healthz`,
+//! `GET /_admin/modules`, `GET /_admin/cluster`, `POST /_admin/reload/{name}`, `GET /healthz`,
 //! plus any an application adds with [`ServerBuilder::route`].
 //!
 //! ```no_run
@@ -26,11 +26,16 @@
 //! # }
 //! ```
 //!
+//! With [`ServerConfig::cluster`] set, the server joins a cluster of nodes over NATS (the
+//! `cluster` crate): the bus and `ws_broadcast` span the nodes, and `/m/{name}` for a module
+//! loaded only elsewhere is forwarded to a node that has it.
+//!
 //! This is the only crate that knows HTTP, WebSocket and JSON; it names no wasmer type.
 
 #![warn(missing_docs)]
 
 mod admin;
+mod clustered;
 mod config;
 mod error;
 mod http;
@@ -46,6 +51,7 @@ mod summary;
 mod watch;
 mod ws;
 
+pub use cluster::{ClusterConfig, ClusterStatus, ConnectionState as ClusterState};
 pub use config::{
     CompiledCache, HandoffConfig, HttpLimits, ServerConfig, StateConfig, WebSocketConfig,
 };

@@ -3,6 +3,11 @@
 //! - `modhost serve`: load every module in the dist dir, hot-reload on changes, serve.
 //! - `modhost dev`: build every module first, rebuild on source changes, then as `serve`.
 //! - `modhost new NAME [--lang rust|go|c]`: scaffold a module in `modules/NAME/`.
+//! - `modhost deploy NAME FILE.wasm --cluster URL [--cluster-name NAME]`: every node of the
+//!   cluster installs the module and hot-swaps it.
+//!
+//! `serve` and `dev` take `--cluster nats://HOST:PORT [--cluster-name NAME] [--node NAME]` to
+//! join a cluster of nodes that act as one application.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +36,8 @@ enum Command {
     Dev(Options),
     /// Create a module: modules/NAME/wasm/ that builds, answers GET /m/NAME and has a test.
     New(NewOptions),
+    /// Deploy a module to every node of a cluster (through its NATS object store).
+    Deploy(DeployOptions),
 }
 
 #[derive(Args, Clone)]
@@ -46,6 +53,20 @@ struct NewOptions {
     /// Module sources: <modules-dir>/<name>/wasm/.
     #[arg(long, default_value = "modules")]
     modules_dir: PathBuf,
+}
+
+#[derive(Args, Clone)]
+struct DeployOptions {
+    /// The module's name (its `/m/NAME`).
+    name: String,
+    /// The compiled module.
+    file: PathBuf,
+    /// The cluster's NATS server, e.g. nats://127.0.0.1:4222.
+    #[arg(long, value_name = "URL")]
+    cluster: String,
+    /// The cluster's name [default: modhost].
+    #[arg(long, value_name = "NAME", default_value = "modhost")]
+    cluster_name: String,
 }
 
 #[derive(Args, Clone)]
@@ -72,6 +93,16 @@ struct Options {
     /// config file's `[state] dir`].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Join a cluster through this NATS server, e.g. nats://127.0.0.1:4222 [default: the
+    /// config file's `[cluster] url`, else a single process].
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+    /// Nodes with the same cluster name form one application [default: modhost].
+    #[arg(long, value_name = "NAME")]
+    cluster_name: Option<String>,
+    /// This node's name in the cluster [default: node-<pid>].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -113,6 +144,22 @@ impl Options {
         if let Some(dir) = &self.state_dir {
             config.state.dir = dir.clone();
         }
+        if let Some(url) = &self.cluster {
+            match &mut config.cluster {
+                Some(cluster) => cluster.url = url.clone(),
+                None => config.cluster = Some(server::ClusterConfig::new(url.clone())),
+            }
+        }
+        if let Some(cluster) = &mut config.cluster {
+            if let Some(name) = &self.cluster_name {
+                cluster.cluster_name = name.clone();
+            }
+            if let Some(node) = &self.node {
+                cluster.node_name = node.clone();
+            }
+        } else if self.cluster_name.is_some() || self.node.is_some() {
+            anyhow::bail!("--cluster-name and --node need --cluster URL (or a [cluster] section)");
+        }
         Ok(config)
     }
 }
@@ -121,30 +168,48 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,wasmer_wasix=warn,wasmer=warn")
+                tracing_subscriber::EnvFilter::new(
+                    "info,wasmer_wasix=warn,wasmer=warn,async_nats=warn",
+                )
             }),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let (options, dev) = match cli.command {
-        Command::Serve(options) => (options, false),
-        Command::Dev(options) => (options, true),
-        Command::New(options) => return new_module(&options),
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting tokio")?;
     runtime.block_on(async move {
-        let config = options.server_config()?;
-        let builder = if dev {
-            Some(dev::start(&config)?)
-        } else {
-            None
-        };
-        serve(config, builder).await
+        match cli.command {
+            Command::New(options) => new_module(&options),
+            Command::Serve(options) => serve(options.server_config()?, None).await,
+            Command::Dev(options) => {
+                let config = options.server_config()?;
+                let builder = dev::start(&config)?;
+                serve(config, Some(builder)).await
+            }
+            Command::Deploy(options) => {
+                if !server::valid_name(&options.name) {
+                    anyhow::bail!("invalid module name {:?}", options.name);
+                }
+                let wasm = std::fs::read(&options.file)
+                    .with_context(|| format!("reading {}", options.file.display()))?;
+                let deployed = cluster::deploy(
+                    &options.cluster,
+                    &options.cluster_name,
+                    &options.name,
+                    &wasm,
+                )
+                .await?;
+                eprintln!(
+                    "deployed {} ({} bytes) to cluster {}",
+                    deployed.module, deployed.size, options.cluster_name
+                );
+                Ok(())
+            }
+        }
     })
 }
 

@@ -20,7 +20,8 @@ pub(crate) async fn module_request(
         Some(slash) => (rest[..slash].to_owned(), rest[slash..].to_owned()),
         None => (rest, String::new()),
     };
-    if !valid_name(&name) || app.registry.get(&name).is_none() {
+    // In cluster mode a module not loaded here may be on another node.
+    if !valid_name(&name) || (app.registry.get(&name).is_none() && app.cluster.is_none()) {
         return text(StatusCode::NOT_FOUND, format!("no module named \"{name}\""));
     }
     // One deadline for the whole request: a body trickled in byte by byte (slow-loris on
@@ -38,13 +39,20 @@ pub(crate) async fn module_request(
         }
     };
     let envelope = to_envelope(&request, &sub_path);
-    match tokio::time::timeout_at(deadline, pipeline(&app.registry, &name, envelope)).await {
+    let remote = app.cluster.as_deref().map(|cluster| (cluster, deadline));
+    match tokio::time::timeout_at(deadline, pipeline(&app.registry, &name, envelope, remote)).await
+    {
         Ok(response) => response,
-        Err(_) => text(
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("module \"{name}\" did not answer within {timeout:?}"),
-        ),
+        Err(_) => timed_out(&name, timeout),
     }
+}
+
+/// `504`: the module did not answer within the request's deadline.
+pub(crate) fn timed_out(module: &str, timeout: std::time::Duration) -> Response<Body> {
+    text(
+        StatusCode::GATEWAY_TIMEOUT,
+        format!("module \"{module}\" did not answer within {timeout:?}"),
+    )
 }
 
 fn to_envelope(request: &Request<Bytes>, sub_path: &str) -> binary::HttpRequest {
@@ -61,7 +69,7 @@ fn to_envelope(request: &Request<Bytes>, sub_path: &str) -> binary::HttpRequest 
     }
 }
 
-fn from_envelope(module: &str, response: binary::HttpResponse) -> Response<Body> {
+pub(crate) fn from_envelope(module: &str, response: binary::HttpResponse) -> Response<Body> {
     let Ok(status) = StatusCode::from_u16(response.status) else {
         tracing::warn!(module = %module, "module answered with invalid status {}", response.status);
         return text(
@@ -95,10 +103,13 @@ fn is_pass(response: &binary::HttpResponse) -> bool {
 /// Middlewares in name order, then the target (`docs/middleware.md`). Client-sent
 /// `x-modhost-*` headers are dropped first; every stage sees `x-modhost-target`; a passing
 /// middleware's `x-modhost-set-<name>` headers set `<name>` on the request for later stages.
+/// In cluster mode (`remote`), a target not loaded here is called on a node that has it,
+/// within what is left until the deadline; middlewares always run here.
 async fn pipeline(
     registry: &Registry,
     target: &str,
     mut request: binary::HttpRequest,
+    remote: Option<(&cluster::Cluster, tokio::time::Instant)>,
 ) -> Response<Body> {
     request
         .headers
@@ -127,21 +138,40 @@ async fn pipeline(
             Err(error) => return call_error_response(&error),
         }
     }
+    if let Some((cluster, deadline)) = remote
+        && registry.get(target).is_none()
+    {
+        let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let outcome = cluster.forward(target, &request, timeout).await;
+        return crate::clustered::forwarded(target, outcome, timeout);
+    }
+    match call_target(registry, target, request).await {
+        Some(response) => response,
+        None => text(
+            StatusCode::NOT_FOUND,
+            format!("no module named \"{target}\""),
+        ),
+    }
+}
+
+/// Calls the target module's `handle` here, after the middlewares; `None` when it is not
+/// loaded here (any more).
+pub(crate) async fn call_target(
+    registry: &Registry,
+    target: &str,
+    request: binary::HttpRequest,
+) -> Option<Response<Body>> {
     match call(registry, target, request).await {
-        Ok(response) if is_pass(&response) => text(
+        Ok(response) if is_pass(&response) => Some(text(
             StatusCode::NOT_FOUND,
             format!("module \"{target}\" passed the request and nothing else answers it"),
-        ),
-        Ok(response) => from_envelope(target, response),
+        )),
+        Ok(response) => Some(from_envelope(target, response)),
         Err(CallError {
-            module,
             kind: CallErrorKind::Closed,
             ..
-        }) => text(
-            StatusCode::NOT_FOUND,
-            format!("no module named \"{module}\""),
-        ),
-        Err(error) => call_error_response(&error),
+        }) => None,
+        Err(error) => Some(call_error_response(&error)),
     }
 }
 

@@ -58,6 +58,10 @@ impl ServerBuilder {
     /// Binds, loads every module in the dist dir, starts the dist watcher (unless disabled)
     /// and starts serving. Must run inside a tokio runtime.
     pub async fn start(self) -> anyhow::Result<ServerHandle> {
+        if let Some(cluster) = &self.config.cluster {
+            // Before anything is bound or opened: a bad name leaves nothing behind.
+            cluster.validate().context("joining the cluster")?;
+        }
         let config = Arc::new(self.config);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -70,14 +74,40 @@ impl ServerBuilder {
             tokio: None,
             store,
         };
-        let host =
-            wasi_host::Host::new(host_config, bus::Bus::new(), Arc::new(HubSink(hub.clone())))
-                .context("starting the wasm host")?;
+        // Cluster mode only: broadcasts also go to the other nodes, once the bridge is up.
+        let slot: crate::clustered::Slot = Arc::default();
+        let sink: Arc<dyn wasi_host::BroadcastSink> = if config.cluster.is_some() {
+            Arc::new(crate::clustered::ClusterSink {
+                hub: hub.clone(),
+                slot: slot.clone(),
+            })
+        } else {
+            Arc::new(HubSink(hub.clone()))
+        };
+        let host = wasi_host::Host::new(host_config, bus::Bus::new(), sink)
+            .context("starting the wasm host")?;
         let outbound = Arc::new(
             crate::outbound::OutboundHub::new(&config.outbound, &config.root)
                 .context("starting the outbound HTTP client")?,
         );
         let registry = Arc::new(Registry::new(host.clone(), config.clone(), outbound));
+        let cluster = match &config.cluster {
+            Some(cluster_config) => {
+                let node = Arc::new(crate::clustered::Node {
+                    registry: registry.clone(),
+                    hub: hub.clone(),
+                    dist: config.dist_path(),
+                });
+                let cluster =
+                    cluster::Cluster::start(cluster_config.clone(), host.bus().clone(), node)
+                        .await
+                        .context("joining the cluster")?;
+                let cluster = Arc::new(cluster);
+                let _ = slot.set(cluster.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
 
         let dist = config.dist_path();
         std::fs::create_dir_all(&dist).with_context(|| format!("creating {}", dist.display()))?;
@@ -88,6 +118,9 @@ impl ServerBuilder {
             None
         };
         load_all(&registry).await;
+        if let Some(cluster) = &cluster {
+            cluster.modules_changed();
+        }
         let (stop, stopped) = watch::channel(false);
         let feed = crate::status::Feed::start(registry.clone(), hub.clone(), stopped.clone());
         let app = Arc::new(App {
@@ -96,6 +129,7 @@ impl ServerBuilder {
             config: config.clone(),
             feed,
             routes: self.routes,
+            cluster: cluster.clone(),
         });
         let task = tokio::spawn(accept_loop(listener, app, stopped));
         tracing::info!(%addr, modules = registry.entries().len(), "modhost listening");
@@ -108,6 +142,7 @@ impl ServerBuilder {
             stop,
             task: Some(task),
             _watcher: watcher,
+            cluster,
         })
     }
 }
@@ -244,6 +279,7 @@ pub struct ServerHandle {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
     _watcher: Option<DistWatcher>,
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -278,6 +314,15 @@ impl ServerHandle {
     /// `ws_broadcast` does.
     pub fn ws_broadcast(&self, topic: &str, payload: &[u8]) {
         self.hub.broadcast(topic, payload);
+        if let Some(cluster) = &self.cluster {
+            cluster.ws_broadcast(topic, payload);
+        }
+    }
+
+    /// Cluster mode's state, as `GET /_admin/cluster` shows it (`None` for a single
+    /// process).
+    pub fn cluster_status(&self) -> Option<cluster::ClusterStatus> {
+        self.cluster.as_deref().map(cluster::Cluster::status)
     }
 
     /// Reloads `name` from the dist dir (the handoff protocol); for applications that run
@@ -323,6 +368,10 @@ impl ServerHandle {
     /// Stops accepting, lets in-flight requests finish, drains and closes every module.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        // Leave the cluster first: no more forwarded calls or remote messages come in.
+        if let Some(cluster) = self.cluster.take() {
+            cluster.leave();
+        }
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }

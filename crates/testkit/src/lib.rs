@@ -201,9 +201,21 @@ pub fn spawn_modhost(
     root: &Path,
     log: &Path,
 ) -> (std::process::Child, std::net::SocketAddr) {
+    spawn_modhost_with(binary, root, log, &[])
+}
+
+/// [`spawn_modhost`] with more arguments for `modhost serve` (e.g. `--cluster URL`).
+#[allow(clippy::zombie_processes)]
+pub fn spawn_modhost_with(
+    binary: &Path,
+    root: &Path,
+    log: &Path,
+    args: &[&str],
+) -> (std::process::Child, std::net::SocketAddr) {
     let mut child = Command::new(binary)
         .args(["serve", "--listen", "127.0.0.1:0", "--root"])
         .arg(root)
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -226,5 +238,95 @@ pub fn spawn_modhost(
             panic!("modhost did not start:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real `nats-server` (2.9+, JetStream on) for cluster tests: on 127.0.0.1 at a free port,
+/// with its store in a temp dir; killed and cleaned up on drop. [`NatsServer::stop`] and
+/// [`NatsServer::start_again`] take it down and bring it back on the same port.
+#[derive(Debug)]
+pub struct NatsServer {
+    port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    /// Starts a server and waits (up to 10 s) until it accepts connections.
+    pub fn start() -> NatsServer {
+        let mut server = NatsServer::reserve();
+        server.start_again();
+        server
+    }
+
+    /// A free port and a store dir, with no server running yet: for a node that must start
+    /// before NATS does. [`NatsServer::start_again`] starts it.
+    pub fn reserve() -> NatsServer {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "modhost-nats-{}-{unique}-{port}",
+            std::process::id()
+        ));
+        NatsServer {
+            port,
+            dir,
+            child: None,
+        }
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts the server (again) on its port and waits until it accepts connections.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "nats-server is already running");
+        std::fs::create_dir_all(&self.dir).expect("the NATS store dir");
+        let log = std::fs::File::create(self.dir.join("nats.log")).expect("the NATS log");
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.join("store"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting nats-server (apt-get install nats-server)");
+        self.child = Some(child);
+        wait_for(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

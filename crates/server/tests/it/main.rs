@@ -7,6 +7,7 @@
 mod support;
 
 mod browser;
+mod cluster;
 mod guests;
 mod hostile;
 mod hot_reload;

@@ -1,0 +1,285 @@
+//! The bus and WebSocket halves of the bridge: [`BusBridge`] sends local publishes and
+//! unanswered requests out; the loops here check what comes in and hand it to the bus or the
+//! WebSocket relay.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use binary::{DecodeOptions, Envelope as _, Message, MessageKind};
+use bus::RequestError;
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+
+use crate::node::{Inner, Kind};
+use crate::stats::bump;
+use crate::subject;
+
+/// The longest a request from another node may ask this node to wait.
+const MAX_REMOTE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The bus's [`bus::Bridge`]: holds the bridge weakly, so a stopped cluster leaves a bus that
+/// works locally.
+pub(crate) struct BusBridge {
+    pub(crate) inner: Weak<Inner>,
+}
+
+impl bus::Bridge for BusBridge {
+    fn published(&self, message: &Message) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let subject = subject::bus(&inner.config.cluster_name, &message.topic);
+        // Encoding costs nothing worth saving when the subject check fails; keep one path.
+        let payload = if subject.is_some() {
+            Bytes::from(message.encode())
+        } else {
+            Bytes::new()
+        };
+        inner.send(Kind::Bus, subject, payload);
+    }
+
+    fn request(&self, message: Message, timeout: Duration) -> Result<Message, RequestError> {
+        let topic = message.topic.clone();
+        let no_responders = || RequestError::NoResponders {
+            topic: topic.clone(),
+        };
+        let Some(inner) = self.inner.upgrade() else {
+            return Err(no_responders());
+        };
+        let responders = inner
+            .peers
+            .responders(&message.topic, inner.config.heartbeat_timeout);
+        if responders.is_empty() || !inner.connected() {
+            return Err(no_responders());
+        }
+        let id = message.id;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        let task_inner = inner.clone();
+        inner.runtime.spawn(async move {
+            // Most recently heard first; a node that went away since its last heartbeat
+            // answers "no responders" at once, and the next one is asked within the same
+            // timeout.
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut outcome = Err(RequestError::NoResponders {
+                topic: message.topic.clone(),
+            });
+            for node in responders {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                outcome = remote_request(&task_inner, &node, message.clone(), left).await;
+                if !matches!(outcome, Err(RequestError::NoResponders { .. })) || left.is_zero() {
+                    break;
+                }
+            }
+            let _ = sender.send(outcome);
+        });
+        bump(&inner.counters.requests_out);
+        // The task ends by the NATS request's own timeout; a little slack for the reply's
+        // way back.
+        match receiver.recv_timeout(timeout + Duration::from_secs(1)) {
+            Ok(outcome) => outcome,
+            Err(_) => Err(RequestError::Timeout {
+                topic,
+                id,
+                after: timeout,
+            }),
+        }
+    }
+}
+
+async fn remote_request(
+    inner: &Inner,
+    node: &str,
+    message: Message,
+    timeout: Duration,
+) -> Result<Message, RequestError> {
+    let topic = message.topic.clone();
+    let id = message.id;
+    let mut headers = inner.origin_headers();
+    headers.insert(
+        subject::TIMEOUT_MS,
+        timeout.as_millis().to_string().as_str(),
+    );
+    let request = async_nats::Request::new()
+        .headers(headers)
+        .payload(Bytes::from(message.encode()))
+        .timeout(Some(timeout));
+    let subject = subject::request(&inner.config.cluster_name, node);
+    let reply = match inner.client.send_request(subject, request).await {
+        Ok(reply) => reply,
+        Err(error) => {
+            return Err(match error.kind() {
+                async_nats::RequestErrorKind::TimedOut => RequestError::Timeout {
+                    topic,
+                    id,
+                    after: timeout,
+                },
+                _ => RequestError::NoResponders { topic },
+            });
+        }
+    };
+    let failure = reply
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(subject::ERROR))
+        .map(|value| value.as_str().to_owned());
+    if let Some(failure) = failure {
+        return Err(match failure.as_str() {
+            "timeout" => RequestError::Timeout {
+                topic,
+                id,
+                after: timeout,
+            },
+            "busy" => RequestError::MailboxesFull { topic, full: 1 },
+            "closed" => RequestError::Closed { topic },
+            _ => RequestError::NoResponders { topic },
+        });
+    }
+    let options = DecodeOptions {
+        max_size: inner.config.max_message_bytes,
+    };
+    match Message::decode_with(&reply.payload, &options) {
+        Ok(reply) if reply.kind == MessageKind::Error => Err(RequestError::Remote {
+            topic,
+            id,
+            reason: String::from_utf8_lossy(&reply.payload).into_owned(),
+        }),
+        Ok(reply) if reply.kind == MessageKind::Response => Ok(Message::new(
+            topic,
+            MessageKind::Response,
+            id,
+            reply.payload,
+        )),
+        Ok(_) | Err(_) => {
+            bump(&inner.counters.dropped);
+            Err(RequestError::Remote {
+                topic,
+                id,
+                reason: "invalid reply from another node".to_owned(),
+            })
+        }
+    }
+}
+
+/// Checks one bus event from the wire and delivers it locally.
+pub(crate) fn accept_bus(inner: &Inner, message: &async_nats::Message) -> Option<Message> {
+    if !inner.accept_origin(message) {
+        return None;
+    }
+    let checked = (|| {
+        let topic = subject::bus_topic(&inner.config.cluster_name, message.subject.as_str())?;
+        let options = DecodeOptions {
+            max_size: inner.config.max_message_bytes,
+        };
+        let decoded = Message::decode_with(&message.payload, &options).ok()?;
+        (decoded.kind == MessageKind::Event
+            && decoded.topic == topic
+            && binary::topic::validate_topic(topic).is_ok())
+        .then_some(decoded)
+    })();
+    if checked.is_none() {
+        bump(&inner.counters.dropped);
+    }
+    checked
+}
+
+pub(crate) async fn bus_loop(inner: Arc<Inner>, mut messages: async_nats::Subscriber) {
+    while let Some(message) = messages.next().await {
+        let Some(decoded) = accept_bus(&inner, &message) else {
+            continue;
+        };
+        match inner.bus.publish_bridged(decoded) {
+            Ok(_) => bump(&inner.counters.bus_in),
+            Err(error) => tracing::debug!("cluster: bus event not delivered: {error}"),
+        }
+    }
+}
+
+pub(crate) async fn ws_loop(inner: Arc<Inner>, mut messages: async_nats::Subscriber) {
+    while let Some(message) = messages.next().await {
+        if !inner.accept_origin(&message) {
+            continue;
+        }
+        let topic = subject::ws_topic(&inner.config.cluster_name, message.subject.as_str());
+        match topic {
+            Some(topic) if message.payload.len() <= inner.config.max_message_bytes => {
+                inner.local.ws_deliver(topic, &message.payload);
+                bump(&inner.counters.ws_in);
+            }
+            _ => bump(&inner.counters.dropped),
+        }
+    }
+}
+
+pub(crate) async fn request_loop(inner: Arc<Inner>, mut messages: async_nats::Subscriber) {
+    while let Some(message) = messages.next().await {
+        let inner = inner.clone();
+        tokio::spawn(async move { serve_request(&inner, message).await });
+    }
+}
+
+/// Answers a bus request from another node with this node's local subscribers.
+async fn serve_request(inner: &Arc<Inner>, message: async_nats::Message) {
+    let Some(reply_to) = message.reply.clone() else {
+        bump(&inner.counters.dropped);
+        return;
+    };
+    if !inner.accept_origin(&message) {
+        return;
+    }
+    let options = DecodeOptions {
+        max_size: inner.config.max_message_bytes,
+    };
+    let request = match Message::decode_with(&message.payload, &options) {
+        Ok(request) if request.kind == MessageKind::Request => request,
+        Ok(_) | Err(_) => {
+            bump(&inner.counters.dropped);
+            return;
+        }
+    };
+    let timeout = timeout_header(&message).unwrap_or(Duration::from_secs(5));
+    let bus = inner.bus.clone();
+    let answered = tokio::task::spawn_blocking(move || bus.request_local(request, timeout)).await;
+    let mut headers = inner.origin_headers();
+    let payload = match answered {
+        Ok(Ok(reply)) => Bytes::from(reply.encode()),
+        Ok(Err(RequestError::Remote {
+            topic, id, reason, ..
+        })) => {
+            Bytes::from(Message::new(topic, MessageKind::Error, id, reason.into_bytes()).encode())
+        }
+        Ok(Err(error)) => {
+            let code = match error {
+                RequestError::Timeout { .. } => "timeout",
+                RequestError::MailboxesFull { .. } => "busy",
+                RequestError::Closed { .. } => "closed",
+                _ => "no-responders",
+            };
+            headers.insert(subject::ERROR, code);
+            Bytes::new()
+        }
+        Err(_) => {
+            headers.insert(subject::ERROR, "closed");
+            Bytes::new()
+        }
+    };
+    bump(&inner.counters.requests_served);
+    if let Err(error) = inner
+        .client
+        .publish_with_headers(reply_to, headers, payload)
+        .await
+    {
+        tracing::debug!("cluster: request reply not sent: {error}");
+    }
+}
+
+/// The sender's remaining wait, capped.
+pub(crate) fn timeout_header(message: &async_nats::Message) -> Option<Duration> {
+    let millis: u64 = message
+        .headers
+        .as_ref()?
+        .get(subject::TIMEOUT_MS)?
+        .as_str()
+        .parse()
+        .ok()?;
+    Some(Duration::from_millis(millis).min(MAX_REMOTE_TIMEOUT))
+}

@@ -1,0 +1,112 @@
+//! The wire vocabulary of cluster mode: subjects, headers and which topics fit a subject.
+//!
+//! Every subject starts with `modhost.<cluster>.`; the rest is fixed here and documented in
+//! `docs/wire-format.md`.
+
+/// The header naming the node that sent a message (its id, `<node name>-<suffix>`).
+pub const ORIGIN: &str = "Modhost-Origin";
+/// The header of a forwarded call or request: milliseconds the sender still waits.
+pub const TIMEOUT_MS: &str = "Modhost-Timeout-Ms";
+/// The header of a failed request reply: `no-responders`, `timeout`, `busy` or `closed`.
+pub const ERROR: &str = "Modhost-Error";
+
+/// The subject bus events on `topic` travel on, or `None` when the topic cannot be a NATS
+/// subject (an empty token, e.g. `a..b` or a leading or trailing `.`, a `>` token, or bytes
+/// outside visible ASCII): such messages stay local and are counted as not bridged.
+pub fn bus(cluster: &str, topic: &str) -> Option<String> {
+    fits(topic).then(|| format!("modhost.{cluster}.bus.{topic}"))
+}
+
+/// The subscription that receives every bus event of `cluster`.
+pub fn bus_all(cluster: &str) -> String {
+    format!("modhost.{cluster}.bus.>")
+}
+
+/// The topic of a bus subject of `cluster`, if it is one.
+pub fn bus_topic<'a>(cluster: &str, subject: &'a str) -> Option<&'a str> {
+    strip(subject, cluster, "bus")
+}
+
+/// The subject `ws_broadcast` payloads on `topic` travel on (`None` as for [`bus`]).
+pub fn ws(cluster: &str, topic: &str) -> Option<String> {
+    fits(topic).then(|| format!("modhost.{cluster}.ws.{topic}"))
+}
+
+/// The subscription that receives every WebSocket broadcast of `cluster`.
+pub fn ws_all(cluster: &str) -> String {
+    format!("modhost.{cluster}.ws.>")
+}
+
+/// The WebSocket topic of a ws subject of `cluster`, if it is one.
+pub fn ws_topic<'a>(cluster: &str, subject: &'a str) -> Option<&'a str> {
+    strip(subject, cluster, "ws")
+}
+
+/// Where calls to `module` go (a queue group: one node that has it answers each call).
+pub fn call(cluster: &str, module: &str) -> String {
+    format!("modhost.{cluster}.call.{module}")
+}
+
+/// The queue group of every node's call subscriptions.
+pub fn call_group(cluster: &str) -> String {
+    format!("modhost.{cluster}.call")
+}
+
+/// Where bus requests for the node with id `node_id` go.
+pub fn request(cluster: &str, node_id: &str) -> String {
+    format!("modhost.{cluster}.req.{node_id}")
+}
+
+/// Where nodes announce themselves.
+pub fn heartbeat(cluster: &str) -> String {
+    format!("modhost.{cluster}.heartbeat")
+}
+
+fn strip<'a>(subject: &'a str, cluster: &str, kind: &str) -> Option<&'a str> {
+    let rest = subject.strip_prefix("modhost.")?.strip_prefix(cluster)?;
+    let rest = rest
+        .strip_prefix('.')?
+        .strip_prefix(kind)?
+        .strip_prefix('.')?;
+    (!rest.is_empty()).then_some(rest)
+}
+
+/// Whether a topic can be the tail of a subject: non-empty tokens of visible ASCII, none of
+/// them `>` (the bus already refuses `*` in a published topic).
+pub fn fits(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && byte != b'*')
+        && topic
+            .split('.')
+            .all(|token| !token.is_empty() && token != ">")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_map_to_subjects_and_back() {
+        let subject = bus("app", "users.created").unwrap();
+        assert_eq!(subject, "modhost.app.bus.users.created");
+        assert_eq!(bus_topic("app", &subject), Some("users.created"));
+        assert_eq!(bus_topic("other", &subject), None);
+        assert_eq!(bus_topic("ap", &subject), None);
+        assert_eq!(ws_topic("app", &subject), None);
+        assert_eq!(ws_topic("app", "modhost.app.ws.chat"), Some("chat"));
+        assert_eq!(bus_topic("app", "modhost.app.bus."), None);
+    }
+
+    #[test]
+    fn topics_that_are_not_subjects_stay_local() {
+        for topic in ["a..b", ".a", "a.", "a b", "a.>", ">", "é", "a\tb", ""] {
+            assert!(bus("app", topic).is_none(), "{topic:?}");
+            assert!(!fits(topic), "{topic:?}");
+        }
+        for topic in ["a", "a.b.c", "a-b_c:d/e", "a.>b"] {
+            assert!(fits(topic), "{topic:?}");
+        }
+    }
+}
