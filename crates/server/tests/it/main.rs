@@ -6,6 +6,7 @@
 
 mod support;
 
+mod dirs;
 mod hostile;
 mod hot_reload;
 mod limits;
