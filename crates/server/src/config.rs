@@ -635,3 +635,48 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
+
+#[cfg(test)]
+mod dir_tests {
+    use super::*;
+
+    #[test]
+    fn directory_grants_resolve_against_the_root_and_default_to_read_only() {
+        let root = std::env::temp_dir().join(format!("modhost-config-dirs-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("modules/users/assets")).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        let path = root.join("modhost.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"[modules.users]
+env = {{ A = "b" }}
+dirs = {{ "/assets" = {{ path = "modules/users/assets" }}, "/data" = {{ path = "{}", read_only = false }} }}
+"#,
+                root.join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut config = ServerConfig::at(&root);
+        config.apply_file(&path).unwrap();
+        let users = config.module("users");
+        assert_eq!(users.grants.env, [("A".to_owned(), "b".to_owned())]);
+        assert_eq!(
+            users.grants.dirs,
+            [
+                DirGrant {
+                    guest: "/assets".into(),
+                    host: root.join("modules/users/assets"),
+                    read_only: true,
+                },
+                DirGrant {
+                    guest: "/data".into(),
+                    host: root.join("data"),
+                    read_only: false,
+                },
+            ]
+        );
+        assert!(config.module("other").grants.dirs.is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
