@@ -9,7 +9,8 @@ use std::time::Duration;
 use crate::support::{Project, eventually, fixture_guest, get, hello, request};
 
 /// The fixture's grant directory `modules/fixture/assets` with files and symlinks in and out
-/// of it, plus `secret.txt` beside it (outside the grant).
+/// of it (`dangling` points at a file beside the grant that doesn't exist), plus `secret.txt`
+/// beside it (outside the grant).
 fn assets(project: &Project) -> PathBuf {
     let assets = project.root.join("modules/fixture/assets");
     std::fs::create_dir_all(assets.join("sub")).unwrap();
@@ -22,6 +23,7 @@ fn assets(project: &Project) -> PathBuf {
     link(Path::new("../secret.txt"), "out-rel");
     link(&project.root, "out-dir");
     link(Path::new("sub/inner.txt"), "in-link");
+    link(&project.root.join("modules/fixture/gone.txt"), "dangling");
     assets
 }
 
@@ -90,6 +92,7 @@ dirs = { "/assets" = { path = "modules/fixture/assets" } }
         ("/assets/out-abs", unresolved),
         ("/assets/out-rel", unresolved),
         ("/assets/out-dir/modules/fixture/secret.txt", unresolved),
+        ("/assets/dangling", unresolved),
         ("/etc/passwd", uncapable),
         (secret.as_str(), uncapable),
         ("/secret/x", uncapable),
@@ -136,7 +139,32 @@ dirs = { "/assets" = { path = "modules/fixture/assets" } }
     )
     .await;
     assert_eq!(overwrite.status, 403, "{}", overwrite.body);
+    // Nor any other change: making a directory, removing, renaming (the preopen lacks those
+    // rights, wasmer-wasix refuses them: EACCES), writing through a dangling symlink (the host
+    // refuses it: EPERM). Both are `PermissionDenied` to a Rust guest.
+    let access = "Permission denied";
+    let not_permitted = "Operation not permitted";
+    for (path, error) in [
+        ("/m/fixture/fs/mkdir?path=/assets/newdir", access),
+        ("/m/fixture/fs/remove?path=/assets/hello.txt", access),
+        (
+            "/m/fixture/fs/rename?path=/assets/hello.txt&to=/assets/moved.txt",
+            access,
+        ),
+        ("/m/fixture/fs/write?path=/assets/dangling", not_permitted),
+    ] {
+        let reply = get(addr, path).await;
+        assert_eq!(reply.status, 403, "{path}: {}", reply.body);
+        assert!(
+            reply.body.contains("denied: PermissionDenied") && reply.body.contains(error),
+            "{path}: {}",
+            reply.body
+        );
+    }
     assert!(!assets.join("new.txt").exists());
+    assert!(!assets.join("newdir").exists());
+    assert!(!assets.join("moved.txt").exists());
+    assert!(!project.root.join("modules/fixture/gone.txt").exists());
     assert_eq!(
         std::fs::read_to_string(assets.join("hello.txt")).unwrap(),
         "hello from the grant"
@@ -190,10 +218,31 @@ dirs = { "/data" = { path = "modules/fixture/assets", read_only = false } }
         "written"
     );
 
+    // Inside the grant every change works.
+    for (path, expected) in [
+        ("/m/fixture/fs/mkdir?path=/data/made", "made"),
+        (
+            "/m/fixture/fs/rename?path=/data/sub/new.txt&to=/data/made/moved.txt",
+            "renamed",
+        ),
+        ("/m/fixture/fs/remove?path=/data/made/moved.txt", "removed"),
+    ] {
+        let reply = get(addr, path).await;
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (200, expected),
+            "{path}"
+        );
+    }
+    assert!(assets.join("made").is_dir());
+    assert!(!assets.join("sub/new.txt").exists());
+    assert!(!assets.join("made/moved.txt").exists());
+
     for path in [
         "/data/../escape.txt",
         "/data/out-dir/escape.txt",
         "/data/out-abs",
+        "/data/dangling",
         "/escape.txt",
     ] {
         let reply = request(
@@ -208,6 +257,26 @@ dirs = { "/data" = { path = "modules/fixture/assets", read_only = false } }
     }
     assert!(!project.root.join("modules/fixture/escape.txt").exists());
     assert!(!project.root.join("escape.txt").exists());
+    assert!(
+        !project.root.join("modules/fixture/gone.txt").exists(),
+        "writing through a dangling symlink must not create its target"
+    );
+    // Nothing moves out of the grant, nor in from outside it.
+    for path in [
+        "/m/fixture/fs/rename?path=/data/hello.txt&to=/data/../moved.txt",
+        "/m/fixture/fs/rename?path=/data/hello.txt&to=/data/out-dir/moved.txt",
+        "/m/fixture/fs/rename?path=/data/../secret.txt&to=/data/stolen.txt",
+        "/m/fixture/fs/remove?path=/data/../secret.txt",
+        "/m/fixture/fs/mkdir?path=/data/out-dir/made",
+    ] {
+        let reply = get(addr, path).await;
+        assert_eq!(reply.status, 403, "{path}: {}", reply.body);
+    }
+    assert!(assets.join("hello.txt").exists());
+    assert!(!assets.join("stolen.txt").exists());
+    assert!(!project.root.join("modules/fixture/moved.txt").exists());
+    assert!(!project.root.join("moved.txt").exists());
+    assert!(!project.root.join("made").exists());
     assert_eq!(
         std::fs::read_to_string(project.root.join("modules/fixture/secret.txt")).unwrap(),
         "SECRET",
@@ -246,6 +315,24 @@ dirs = { "/assets" = { path = "modules/fixture/assets" } }
         (200, "hello from the grant"),
         "the new version sees the grant"
     );
+    // And it is as confined as the first one was.
+    for path in [
+        "/assets/../secret.txt",
+        "/assets/out-abs",
+        "/assets/dangling",
+    ] {
+        let reply = get(addr, &read_path(path)).await;
+        assert_eq!(reply.status, 403, "{path} after the swap: {}", reply.body);
+    }
+    let write = request(
+        addr,
+        "POST",
+        "/m/fixture/fs/write?path=/assets/new.txt",
+        &[],
+        b"x",
+    )
+    .await;
+    assert_eq!(write.status, 403, "still read-only: {}", write.body);
 
     // The directory goes away: the next version can't have its grant and is refused; the
     // running one keeps serving.
