@@ -1,6 +1,6 @@
 //! `cargo xtask bench [OPTIONS] [SCENARIO...]`: builds the release `modhost` and `loadgen`
-//! (profile `bench` = release + line tables, for profilers), rebuilds the `bench`, `users`
-//! and `counter` modules, runs the scenarios (`crates/loadgen`), appends the markdown section to
+//! (profile `bench` = release + line tables, for profilers), rebuilds the `bench`, `users`,
+//! `counter` and `pages` modules, runs the scenarios (`crates/loadgen`), appends the markdown section to
 //! `docs/PERFORMANCE.md` and writes the JSON report to `docs/perf/<timestamp>.json`.
 
 use std::path::Path;
@@ -119,7 +119,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "--bin",
         "loadgen",
     ]))?;
-    crate::build_modules::run(&["bench".to_owned(), "users".to_owned(), "counter".to_owned()])?;
+    crate::build_modules::run(&[
+        "bench".to_owned(),
+        "users".to_owned(),
+        "counter".to_owned(),
+        "pages".to_owned(),
+    ])?;
 
     let stamp = text(command("date", &["-u", "+%Y%m%dT%H%M%SZ"]));
     let date = text(command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));

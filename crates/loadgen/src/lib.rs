@@ -9,6 +9,7 @@
 //! in time.
 
 mod baseline;
+mod grants_scenario;
 mod kv_scenario;
 mod load;
 mod process;
@@ -17,6 +18,7 @@ mod stats;
 mod wasm;
 
 pub use baseline::{Baseline, serve};
+pub use grants_scenario::grants;
 pub use kv_scenario::state;
 pub use load::{Connection, LoadResult, Target, once, run};
 pub use process::{Modhost, Server, rss_bytes};

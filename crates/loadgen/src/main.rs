@@ -161,6 +161,7 @@ fn run_scenarios(run: Run) -> anyhow::Result<()> {
                 "bus" => loadgen::bus(&settings).await,
                 "coldstart" => loadgen::coldstart(&settings).await,
                 "state" => loadgen::state(&settings).await,
+                "grants" => loadgen::grants(&settings).await,
                 _ => loadgen::devloop(&settings).await,
             }
         });
