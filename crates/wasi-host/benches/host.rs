@@ -4,9 +4,10 @@
 //! - `compile`: Cranelift compile vs loading the same module from the on-disk cache;
 //! - `instantiate`: starting a one-instance pool (thread, store, WASI env, `init`) and
 //!   closing it;
-//! - `grants`: the `pages` example module instantiated without and with a directory grant,
-//!   and its `index.html` answered from the grant (a WASI file read) vs from a copy compiled
-//!   into the module.
+//! - `grants`: the `pages` example module instantiated without and with a directory grant
+//!   (group `instantiate_pages`), and its `index.html` answered from the grant (a WASI file
+//!   read) vs from a copy compiled into the module (group `serve_index_html`); run just these
+//!   with `cargo bench -p wasi-host --bench host -- 'instantiate_pages|serve_index_html'`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
