@@ -1,6 +1,6 @@
 //! `cargo xtask bench [OPTIONS] [SCENARIO...]`: builds the release `modhost` and `loadgen`
 //! (profile `bench` = release + line tables, for profilers), rebuilds the `bench`, `users`,
-//! `counter` and `proxy` modules, runs the scenarios (`crates/loadgen`), appends the markdown section to
+//! `counter`, `proxy` and `pages` modules, runs the scenarios (`crates/loadgen`), appends the markdown section to
 //! `docs/PERFORMANCE.md` and writes the JSON report to `docs/perf/<timestamp>.json`.
 
 use std::path::Path;
@@ -124,6 +124,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "users".to_owned(),
         "counter".to_owned(),
         "proxy".to_owned(),
+        "pages".to_owned(),
     ])?;
 
     let stamp = text(command("date", &["-u", "+%Y%m%dT%H%M%SZ"]));

@@ -95,7 +95,7 @@
 //! ```
 //!
 //! The example modules in `modules/` (users, sender, receiver, logger, auth, slow, counter, bench,
-//! flaky) are complete, commented uses of every part of this crate.
+//! flaky, pages) are complete, commented uses of every part of this crate.
 //!
 //! # What is here
 //! - [`Module`] and [`export!`]: the exports of `docs/ABI.md` (ABI 1), generated. The instance
@@ -121,6 +121,9 @@
 //! - Middleware: [`Response::pass`] and the convention in [`middleware`].
 //! - Hot-swap state: `export!(MyModule, snapshot)` opts into [`Module::snapshot`] /
 //!   [`Module::restore`], with [`snapshot_json`] / [`restore_json`] for a serde state.
+//! - Files: a directory granted in `modhost.toml` is preopened through WASI, so `std::fs`
+//!   reads it (`std::fs::read("/assets/logo.svg")`); [`files::serve`] answers a request path
+//!   with a file from one, its content type, or 404.
 //! - Tests: on every target but `wasm32` the imports are replaced by the recording host in
 //!   `guest::testing`, so a module's logic is unit-tested with a plain `cargo test`, driven
 //!   through [`Instance`] as the exports drive it.
@@ -149,13 +152,14 @@
 //! before `init` on every instance.
 //!
 //! This crate does not do I/O of its own, spawn threads or know the server: everything goes
-//! through the host imports.
+//! through the host imports, and [`files`] through WASI's file system.
 
 #![warn(missing_docs)]
 
 mod bus;
 mod error;
 mod export;
+pub mod files;
 pub mod http;
 pub mod kv;
 mod log;

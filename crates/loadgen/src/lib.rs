@@ -9,6 +9,7 @@
 //! in time.
 
 mod baseline;
+mod grants_scenario;
 mod kv_scenario;
 mod load;
 mod outbound_scenario;
@@ -18,6 +19,7 @@ mod stats;
 mod wasm;
 
 pub use baseline::{Baseline, serve};
+pub use grants_scenario::grants;
 pub use kv_scenario::state;
 pub use load::{Connection, LoadResult, Target, once, run};
 pub use outbound_scenario::outbound;

@@ -163,6 +163,7 @@ fn run_scenarios(run: Run) -> anyhow::Result<()> {
                 "coldstart" => loadgen::coldstart(&settings).await,
                 "state" => loadgen::state(&settings).await,
                 "outbound" => loadgen::outbound(&settings).await,
+                "grants" => loadgen::grants(&settings).await,
                 _ => loadgen::devloop(&settings).await,
             }
         });

@@ -25,6 +25,7 @@ pub const ALL: &[&str] = &[
     "devloop",
     "state",
     "outbound",
+    "grants",
 ];
 
 /// How long and how often.
@@ -95,11 +96,11 @@ impl Settings {
     }
 }
 
-fn runs_json(runs: &[LoadResult]) -> serde_json::Value {
+pub(crate) fn runs_json(runs: &[LoadResult]) -> serde_json::Value {
     serde_json::to_value(runs).unwrap_or_default()
 }
 
-fn rps(runs: &[LoadResult]) -> f64 {
+pub(crate) fn rps(runs: &[LoadResult]) -> f64 {
     median(&runs.iter().map(|run| run.rps).collect::<Vec<_>>())
 }
 
@@ -108,7 +109,7 @@ fn p50(runs: &[LoadResult]) -> f64 {
 }
 
 /// `req/s (p50 …, p99 …)` of a set of runs (medians).
-fn summary(runs: &[LoadResult]) -> String {
+pub(crate) fn summary(runs: &[LoadResult]) -> String {
     format!(
         "{} (p50 {}, p99 {})",
         rate(rps(runs)),
@@ -121,7 +122,7 @@ fn p99(runs: &[LoadResult]) -> f64 {
     median(&runs.iter().map(|run| run.p99_us as f64).collect::<Vec<_>>())
 }
 
-fn failures(runs: &[LoadResult]) -> u64 {
+pub(crate) fn failures(runs: &[LoadResult]) -> u64 {
     runs.iter().map(|run| run.non_2xx + run.socket_errors).sum()
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use wasi_host::{Grants, ModuleConfig};
+use wasi_host::{DirGrant, ModuleConfig};
 
 use crate::outbound::{HostPattern, OutboundConfig, OutboundPolicy};
 
@@ -280,6 +280,11 @@ impl ServerConfig {
                 }
             }
         }
+        for (module, section) in &file.modules {
+            if let Some(reason) = section.invalid_dir(&self.root) {
+                anyhow::bail!("{}: module \"{module}\": {reason}", path.display());
+            }
+        }
         file.apply(self);
         Ok(())
     }
@@ -303,6 +308,8 @@ impl ServerConfig {
 /// env = { AUTH_TOKEN = "letmein" } # grant: environment variables
 /// args = []                        # grant: argv[1..]
 /// stores = ["sessions"]            # grant: shared key-value stores
+/// dirs = { "/assets" = { path = "modules/users/assets" } }  # grant: a directory, read-only
+///                                  #   (`read_only = false` allows writes inside it)
 /// kv_max_keys = 1000000            # quota of the module's own store
 /// kv_max_bytes = 1073741824        #   (keys + values, in bytes)
 /// allowed_hosts = ["api.example.org", "127.0.0.1:8081", "*.internal.example"]
@@ -425,6 +432,9 @@ pub struct FileModule {
     pub args: Vec<String>,
     /// Shared key-value stores the module may open.
     pub stores: Option<Vec<String>>,
+    /// Directory grants by guest path (`"/assets"`).
+    #[serde(default)]
+    pub dirs: BTreeMap<String, FileDir>,
     /// Most keys in the module's own store.
     pub kv_max_keys: Option<u64>,
     /// Most bytes (keys + values) in the module's own store.
@@ -445,8 +455,49 @@ pub struct FileModule {
     pub outbound_max_per_call: Option<u32>,
 }
 
+/// One directory grant: `dirs = { "/assets" = { path = "modules/users/assets" } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDir {
+    /// The host directory, relative to the root or absolute; it must exist.
+    pub path: PathBuf,
+    /// Refuse writes (default `true`).
+    #[serde(default = "read_only_by_default")]
+    pub read_only: bool,
+}
+
+fn read_only_by_default() -> bool {
+    true
+}
+
 impl FileModule {
-    fn apply(&self, base: &ModuleConfig) -> ModuleConfig {
+    /// The first directory grant that can't be honoured, with the reason: a bad guest path, a
+    /// host directory that isn't there.
+    fn invalid_dir(&self, root: &Path) -> Option<String> {
+        self.dirs.iter().find_map(|(guest, dir)| {
+            if let Err(reason) = wasi_host::check_guest_dir(guest) {
+                return Some(format!("dirs: {reason}"));
+            }
+            let host = if dir.path.is_absolute() {
+                dir.path.clone()
+            } else {
+                root.join(&dir.path)
+            };
+            match std::fs::metadata(&host) {
+                Ok(metadata) if metadata.is_dir() => None,
+                Ok(_) => Some(format!(
+                    "dirs: {guest:?}: {} is not a directory",
+                    host.display()
+                )),
+                Err(error) => Some(format!(
+                    "dirs: {guest:?}: host directory {}: {error}",
+                    host.display()
+                )),
+            }
+        })
+    }
+
+    fn apply(&self, base: &ModuleConfig, root: &Path) -> ModuleConfig {
         let mut config = base.clone();
         if let Some(instances) = self.instances {
             config.instances = instances.max(1);
@@ -467,14 +518,27 @@ impl FileModule {
             config.limits.max_snapshot_bytes = max.saturating_mul(1024 * 1024);
         }
         if !self.env.is_empty() || !self.args.is_empty() {
-            config.grants = Grants {
-                env: self
-                    .env
-                    .iter()
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect(),
-                args: self.args.clone(),
-            };
+            config.grants.env = self
+                .env
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            config.grants.args = self.args.clone();
+        }
+        if !self.dirs.is_empty() {
+            config.grants.dirs = self
+                .dirs
+                .iter()
+                .map(|(guest, dir)| DirGrant {
+                    guest: guest.clone(),
+                    host: if dir.path.is_absolute() {
+                        dir.path.clone()
+                    } else {
+                        root.join(&dir.path)
+                    },
+                    read_only: dir.read_only,
+                })
+                .collect();
         }
         if let Some(stores) = &self.stores {
             config.kv.stores = stores.clone();
@@ -593,13 +657,15 @@ impl FileConfig {
             config.cluster = Some(cluster);
         }
         if let Some(default) = self.modules.get("*") {
-            config.default_module = default.apply(&config.default_module);
+            config.default_module = default.apply(&config.default_module, &config.root);
             config.default_handoff = default.apply_handoff(&config.default_handoff);
             config.default_outbound = default.apply_outbound("*", &config.default_outbound);
         }
         for (name, module) in self.modules.iter().filter(|(name, _)| name.as_str() != "*") {
             let base = config.default_module.clone();
-            config.modules.insert(name.clone(), module.apply(&base));
+            config
+                .modules
+                .insert(name.clone(), module.apply(&base, &config.root));
             let base = config.default_handoff.clone();
             config
                 .handoffs
@@ -802,5 +868,50 @@ mod tests {
         assert_eq!(cluster.heartbeat_interval, Duration::from_secs(1));
         let unknown = toml::from_str::<FileConfig>("[cluster]\nurl = \"x\"\nnodes = 3\n");
         assert!(unknown.is_err(), "unknown keys are refused");
+    }
+}
+
+#[cfg(test)]
+mod dir_tests {
+    use super::*;
+
+    #[test]
+    fn directory_grants_resolve_against_the_root_and_default_to_read_only() {
+        let root = std::env::temp_dir().join(format!("modhost-config-dirs-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("modules/users/assets")).unwrap();
+        std::fs::create_dir_all(root.join("data")).unwrap();
+        let path = root.join("modhost.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"[modules.users]
+env = {{ A = "b" }}
+dirs = {{ "/assets" = {{ path = "modules/users/assets" }}, "/data" = {{ path = "{}", read_only = false }} }}
+"#,
+                root.join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut config = ServerConfig::at(&root);
+        config.apply_file(&path).unwrap();
+        let users = config.module("users");
+        assert_eq!(users.grants.env, [("A".to_owned(), "b".to_owned())]);
+        assert_eq!(
+            users.grants.dirs,
+            [
+                DirGrant {
+                    guest: "/assets".into(),
+                    host: root.join("modules/users/assets"),
+                    read_only: true,
+                },
+                DirGrant {
+                    guest: "/data".into(),
+                    host: root.join("data"),
+                    read_only: false,
+                },
+            ]
+        );
+        assert!(config.module("other").grants.dirs.is_empty());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -3,7 +3,11 @@
 //!   vs the same alloc + write + `handle` + read done with bare wasmer calls on this thread;
 //! - `compile`: Cranelift compile vs loading the same module from the on-disk cache;
 //! - `instantiate`: starting a one-instance pool (thread, store, WASI env, `init`) and
-//!   closing it.
+//!   closing it;
+//! - `grants`: the `pages` example module instantiated without and with a directory grant
+//!   (group `instantiate_pages`), and its `index.html` answered from the grant (a WASI file
+//!   read) vs from a copy compiled into the module (group `serve_index_html`); run just these
+//!   with `cargo bench -p wasi-host --bench host -- 'instantiate_pages|serve_index_html'`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -13,7 +17,7 @@ use std::time::Duration;
 
 use binary::{Envelope, HttpRequest, HttpResponse};
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasi_host::{Host, HostConfig, ModuleConfig, NoBroadcast};
+use wasi_host::{DirGrant, Grants, Host, HostConfig, ModuleConfig, NoBroadcast};
 
 /// A v1 module whose `handle` returns a fixed encoded response stored at offset 0.
 fn echo_module() -> Vec<u8> {
@@ -151,5 +155,51 @@ fn compile(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(cache_dir);
 }
 
-criterion_group!(benches, handle, compile);
+fn grants(c: &mut Criterion) {
+    let bytes = testkit::example_module("pages");
+    let host = Host::standalone().unwrap();
+    let compiled = host.compile("pages", &bytes).unwrap();
+    let granted = ModuleConfig {
+        grants: Grants {
+            dirs: vec![DirGrant {
+                guest: "/assets".into(),
+                host: testkit::repo_root().join("modules/pages/assets"),
+                read_only: true,
+            }],
+            ..Grants::default()
+        },
+        ..ModuleConfig::default()
+    };
+
+    let mut group = c.benchmark_group("instantiate_pages");
+    group.sample_size(20);
+    for (name, config) in [
+        ("no_grant", ModuleConfig::default()),
+        ("one_grant", granted.clone()),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let module = host.instantiate(&compiled, &config).unwrap();
+                module.close();
+            })
+        });
+    }
+    group.finish();
+
+    let module = host.instantiate(&compiled, &granted).unwrap();
+    module.go_live().unwrap();
+    let mut group = c.benchmark_group("serve_index_html");
+    for (name, path) in [("from_memory", "/_inline"), ("from_grant", "/index.html")] {
+        let request = HttpRequest::new("GET", path);
+        let first = module.handle_blocking(request.clone()).unwrap();
+        assert_eq!(first.status, 200, "{path}");
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(module.handle_blocking(request.clone()).unwrap()))
+        });
+    }
+    group.finish();
+    module.close();
+}
+
+criterion_group!(benches, handle, compile, grants);
 criterion_main!(benches);

@@ -133,4 +133,46 @@ pub struct Grants {
     pub env: Vec<(String, String)>,
     /// Arguments after the program name (`argv[1..]`).
     pub args: Vec<String>,
+    /// Host directories the module sees at guest paths (preopened through WASI), confined to
+    /// the directory: see [`DirGrant`].
+    pub dirs: Vec<DirGrant>,
+}
+
+/// One directory grant: the host directory `host` is preopened in the module's WASI sandbox
+/// as `guest` (`/assets`). The guest reaches nothing outside it: `..` that climbs out, a
+/// symlink whose target leaves it, and any path outside every grant are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    /// Where the guest sees it: `/` and one name (`/assets`), see [`check_guest_dir`].
+    pub guest: String,
+    /// The host directory (absolute, or relative to the host process's working directory).
+    /// It must exist when the module is loaded.
+    pub host: PathBuf,
+    /// Refuse every write: opening for writing, creating, removing, renaming (default).
+    pub read_only: bool,
+}
+
+/// Checks a grant's guest path: `/` followed by one name of `A-Z a-z 0-9 - _ .` (not `.` or
+/// `..`), at most 64 bytes in all. The reason, when it is not one.
+pub fn check_guest_dir(guest: &str) -> Result<(), String> {
+    let Some(name) = guest.strip_prefix('/') else {
+        return Err(format!("guest path {guest:?} must start with /"));
+    };
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!(
+            "guest path {guest:?} must name a directory under /"
+        ));
+    }
+    if guest.len() > 64 {
+        return Err(format!("guest path {guest:?} is longer than 64 bytes"));
+    }
+    if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+    {
+        return Err(format!(
+            "guest path {guest:?} must be / and one name of A-Z a-z 0-9 - _ ."
+        ));
+    }
+    Ok(())
 }

@@ -354,6 +354,7 @@ impl Host {
             kv: KvAccess::new(name, self.inner.store.clone(), &config.kv),
             outbound: config.outbound.clone(),
         });
+        let dirs = crate::dirs::open(name, &config.grants.dirs, &self.inner.tokio)?;
         let blueprint = Arc::new(Blueprint {
             module: compiled.module.clone(),
             engine,
@@ -363,6 +364,7 @@ impl Host {
             tokio: self.inner.tokio.clone(),
             watchdog: self.inner.watchdog.clone(),
             grants: config.grants.clone(),
+            dirs,
         });
         let mut workers = Vec::new();
         for index in 0..config.instances.max(1) {

@@ -33,6 +33,8 @@ pub(crate) struct Blueprint {
     pub tokio: tokio::runtime::Handle,
     pub watchdog: Watchdog,
     pub grants: Grants,
+    /// The directory grants, opened at load.
+    pub dirs: Vec<Arc<crate::dirs::GrantedDir>>,
 }
 
 impl Blueprint {
@@ -128,6 +130,28 @@ impl Live {
                 builder.add_env(key, value);
             }
             builder.add_args(blueprint.grants.args.iter());
+            if !blueprint.dirs.is_empty() {
+                let grant_error = |reason: String| LoadError::Grant {
+                    module: name.clone(),
+                    reason,
+                };
+                builder.set_mount_fs(crate::dirs::mount(&blueprint.dirs).map_err(grant_error)?);
+                for dir in &blueprint.dirs {
+                    let writable = !dir.read_only();
+                    builder
+                        .add_preopen_build(|preopen| {
+                            preopen
+                                .directory(dir.guest())
+                                .alias(&dir.alias())
+                                .read(true)
+                                .write(writable)
+                                .create(writable)
+                        })
+                        .map_err(|error| {
+                            grant_error(format!("{}: {error}", dir.guest().display()))
+                        })?;
+                }
+            }
             let wasi = builder
                 .finalize(&mut store)
                 .map_err(|error| host_error(format!("WASI environment: {error}")))?;

@@ -29,6 +29,7 @@
 mod abi;
 mod cache;
 mod config;
+mod dirs;
 mod error;
 mod host;
 mod imports;
@@ -44,7 +45,7 @@ mod watchdog;
 mod worker;
 
 pub use abi::{ABI_VERSION_EXPORT, AbiVersion, RESTORE_EXPORT, SNAPSHOT_EXPORT};
-pub use config::{Grants, HostConfig, KvConfig, Limits, ModuleConfig};
+pub use config::{DirGrant, Grants, HostConfig, KvConfig, Limits, ModuleConfig, check_guest_dir};
 pub use error::{CallError, CallErrorKind, Frame, LoadError, SnapshotError, SnapshotErrorKind};
 pub use host::{CompileSource, Compiled, Host};
 pub use kv::valid_store_name;

@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 mod cluster;
+mod dirs;
 mod guests;
 mod hostile;
 mod hot_reload;
