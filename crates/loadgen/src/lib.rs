@@ -9,21 +9,15 @@
 //! in time.
 
 mod baseline;
-mod grants_scenario;
-mod kv_scenario;
 mod load;
-mod outbound_scenario;
 mod process;
 mod scenarios;
 mod stats;
 mod wasm;
 
 pub use baseline::{Baseline, serve};
-pub use grants_scenario::grants;
-pub use kv_scenario::state;
 pub use load::{Connection, LoadResult, Target, once, run};
-pub use outbound_scenario::outbound;
 pub use process::{Modhost, Server, rss_bytes};
-pub use scenarios::{ALL, Settings, bench, bus, coldstart, devloop, swap, users};
+pub use scenarios::{Scenario, Settings};
 pub use stats::{Row, Section, Verdict, markdown, median, percentile};
 pub use wasm::{MARKER, initial_memory_bytes, variant};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use loadgen::{Baseline, Section, Settings};
+use loadgen::{Baseline, Scenario, Section, Settings};
 
 #[derive(Parser)]
 #[command(name = "loadgen", about = "modhost's benchmark harness")]
@@ -118,19 +118,19 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run_scenarios(run: Run) -> anyhow::Result<()> {
-    let scenarios: Vec<String> = if run.scenarios.is_empty() {
-        loadgen::ALL.iter().map(|name| (*name).to_owned()).collect()
+    let scenarios: Vec<Scenario> = if run.scenarios.is_empty() {
+        Scenario::ALL.to_vec()
     } else {
-        run.scenarios.clone()
+        run.scenarios
+            .iter()
+            .map(|name| {
+                Scenario::parse(name).with_context(|| {
+                    let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                    format!("unknown scenario {name:?}; known: {}", known.join(", "))
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
     };
-    for name in &scenarios {
-        if !loadgen::ALL.contains(&name.as_str()) {
-            anyhow::bail!(
-                "unknown scenario {name:?}; known: {}",
-                loadgen::ALL.join(", ")
-            );
-        }
-    }
     let root = std::fs::canonicalize(&run.root)?;
     std::fs::create_dir_all(&run.work)?;
     let settings = Settings {
@@ -152,26 +152,15 @@ fn run_scenarios(run: Run) -> anyhow::Result<()> {
         .build()?;
     let mut sections: Vec<Section> = Vec::new();
     let mut failures: Vec<(String, String)> = Vec::new();
-    for name in &scenarios {
+    for scenario in scenarios {
+        let name = scenario.name();
         eprintln!("== {name}");
-        let result = runtime.block_on(async {
-            match name.as_str() {
-                "bench" => loadgen::bench(&settings).await,
-                "users" => loadgen::users(&settings).await,
-                "swap" => loadgen::swap(&settings).await,
-                "bus" => loadgen::bus(&settings).await,
-                "coldstart" => loadgen::coldstart(&settings).await,
-                "state" => loadgen::state(&settings).await,
-                "outbound" => loadgen::outbound(&settings).await,
-                "grants" => loadgen::grants(&settings).await,
-                _ => loadgen::devloop(&settings).await,
-            }
-        });
+        let result = runtime.block_on(scenario.run(&settings));
         match result {
             Ok(section) => sections.push(section),
             Err(error) => {
                 eprintln!("{name}: failed: {error:#}");
-                failures.push((name.clone(), format!("{error:#}")));
+                failures.push((name.to_owned(), format!("{error:#}")));
             }
         }
     }

@@ -6,8 +6,8 @@
 use anyhow::Context as _;
 use serde_json::json;
 
+use super::Settings;
 use crate::load::{LoadResult, Target};
-use crate::scenarios::Settings;
 use crate::stats::{Row, Section, median, micros, rate};
 
 /// Instances of the proxy module: one per core, so c=16 is not one instance's queue.

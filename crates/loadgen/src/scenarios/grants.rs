@@ -5,8 +5,8 @@
 
 use serde_json::json;
 
+use super::{Settings, failures, rps, runs_json, summary};
 use crate::load::{LoadResult, Target};
-use crate::scenarios::{Settings, failures, rps, runs_json, summary};
 use crate::stats::{Row, Section};
 
 /// Requests per second of `/m/pages/index.html` (from the grant) vs `/m/pages/_inline` (from

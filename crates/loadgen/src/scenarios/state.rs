@@ -9,8 +9,8 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
+use super::Settings;
 use crate::load::{LoadResult, Target};
-use crate::scenarios::Settings;
 use crate::stats::{Row, Section, median, micros, rate};
 
 /// Keys seeded before measuring, and the value size.

@@ -1,0 +1,199 @@
+//! The `bus` scenario: host → module and module → module messages per second against raw
+//! channels.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+
+use crate::load::{Connection, Target};
+use crate::stats::{Row, Section, median, rate};
+
+use super::{Settings, get_text};
+
+async fn received(addr: std::net::SocketAddr, module: &str) -> anyhow::Result<u64> {
+    let text = get_text(addr, http::Method::GET, &format!("/m/{module}/received")).await?;
+    text.split_whitespace()
+        .next()
+        .and_then(|count| count.parse().ok())
+        .with_context(|| format!("/m/{module}/received answered {text:?}"))
+}
+
+/// Waits until `module` has received `total` messages; returns when it had.
+async fn wait_received(
+    addr: std::net::SocketAddr,
+    module: &str,
+    total: u64,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut connection = Connection::open(addr).await?;
+    let target = Target::get(addr, &format!("/m/{module}/received"));
+    loop {
+        let (_, body) = connection.send(&target).await?;
+        let count: u64 = String::from_utf8_lossy(&body)
+            .split_whitespace()
+            .next()
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0);
+        if count >= total {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!("{module} received {count} of {total} messages within 60 s");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+}
+
+/// The baseline: one thread sends `count` payloads of `size` bytes through a bounded
+/// crossbeam channel (the bus's default mailbox capacity) to another. Messages per second.
+fn raw_channel(count: u64, size: usize) -> anyhow::Result<f64> {
+    let (sender, receiver) = crossbeam_channel::bounded::<Vec<u8>>(1024);
+    let payload = vec![0x5a_u8; size];
+    let started = Instant::now();
+    let consumer = std::thread::spawn(move || {
+        let mut bytes = 0_u64;
+        for message in receiver.iter() {
+            bytes += message.len() as u64;
+        }
+        bytes
+    });
+    for _ in 0..count {
+        sender.send(payload.clone()).ok().context("consumer gone")?;
+    }
+    drop(sender);
+    let bytes = consumer
+        .join()
+        .map_err(|_| anyhow::anyhow!("consumer panicked"))?;
+    if bytes != count * size as u64 {
+        bail!(
+            "raw channel moved {bytes} bytes, expected {}",
+            count * size as u64
+        );
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The host publishes `count` events (retrying while the mailbox is full); messages per
+/// second until the module has seen them all.
+async fn host_to_module(
+    server: &server::ServerHandle,
+    count: u64,
+    size: usize,
+) -> anyhow::Result<(f64, u64)> {
+    let addr = server.addr();
+    let before = received(addr, "bench_b").await?;
+    let bus = server.bus().clone();
+    let started = Instant::now();
+    let publisher = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
+        let payload = vec![0x5a_u8; size];
+        let mut retries = 0_u64;
+        let mut sent = 0;
+        while sent < count {
+            let report = bus.publish(binary::Message::event("bench.host", payload.clone()))?;
+            if report.delivered > 0 {
+                sent += 1;
+            } else {
+                retries += 1;
+                std::thread::yield_now();
+            }
+        }
+        Ok(retries)
+    });
+    let retries = publisher.await??;
+    let done = wait_received(addr, "bench_b", before + count).await?;
+    Ok((count as f64 / (done - started).as_secs_f64(), retries))
+}
+
+/// Module A publishes `count` events in one call (retrying while B's mailbox is full);
+/// messages per second until B has seen them all.
+async fn module_to_module(
+    addr: std::net::SocketAddr,
+    count: u64,
+    size: usize,
+) -> anyhow::Result<(f64, u64)> {
+    let before = received(addr, "bench_b").await?;
+    let started = Instant::now();
+    let answer = get_text(
+        addr,
+        http::Method::POST,
+        &format!("/m/bench_a/publish?topic=bench.ab&n={count}&size={size}"),
+    )
+    .await?;
+    let mut words = answer.split_whitespace();
+    let published: u64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    let retries: u64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    if published != count {
+        bail!("bench_a published {published} of {count}");
+    }
+    let done = wait_received(addr, "bench_b", before + count).await?;
+    Ok((count as f64 / (done - started).as_secs_f64(), retries))
+}
+
+/// Host → module and module → module over the bus, against a raw crossbeam channel.
+pub async fn bus(settings: &Settings) -> anyhow::Result<Section> {
+    let dir = settings.scratch("bus")?;
+    let source = settings.read_module("bench.wasm")?;
+    for name in ["bench_a", "bench_b"] {
+        std::fs::write(dir.join(format!("dist/{name}.wasm")), &source)?;
+    }
+    let mut config = server::ServerConfig::at(&dir);
+    config.dist_dir = dir.join("dist");
+    config.listen = "127.0.0.1:0".parse()?;
+    config.watch_dist = false;
+    // Long enough for module A to publish every message in one `handle` call.
+    config.default_module.limits.handle_deadline = Duration::from_secs(60);
+    let server = server::ServerBuilder::new(config).start().await?;
+    let addr = server.addr();
+    for topic in ["bench.host", "bench.ab"] {
+        get_text(
+            addr,
+            http::Method::POST,
+            &format!("/m/bench_b/subscribe?topic={topic}"),
+        )
+        .await?;
+    }
+    let (count, size) = (settings.messages, settings.payload);
+    let mut raw = Vec::new();
+    let mut host = Vec::new();
+    let mut modules = Vec::new();
+    let mut retries = Vec::new();
+    for round in 0..settings.rounds {
+        raw.push(tokio::task::spawn_blocking(move || raw_channel(count, size)).await??);
+        let (host_rate, host_retries) = host_to_module(&server, count, size).await?;
+        host.push(host_rate);
+        raw.push(tokio::task::spawn_blocking(move || raw_channel(count, size)).await??);
+        let (module_rate, module_retries) = module_to_module(addr, count, size).await?;
+        modules.push(module_rate);
+        retries.push((host_retries, module_retries));
+        eprintln!(
+            "bus round {round}: raw {:.0}/s, host→module {host_rate:.0}/s, module→module {module_rate:.0}/s",
+            raw[raw.len() - 1]
+        );
+    }
+    server.shutdown().await;
+    let raw_rate = median(&raw);
+    let rows = vec![
+        Row::new(
+            "host publish → module `on_message`, msg/s",
+            rate(median(&host)),
+        )
+        .baseline(rate(raw_rate), median(&host) / raw_rate),
+        Row::new("module A → module B, msg/s", rate(median(&modules)))
+            .baseline(rate(raw_rate), median(&modules) / raw_rate)
+            .target("≥ 200k msg/s", median(&modules) >= 200_000.0),
+    ];
+    Ok(Section {
+        scenario: "bus".into(),
+        title: format!(
+            "{count} events of {size} bytes, until the receiving module has counted them all, vs a raw bounded crossbeam channel (capacity 1024) between two threads"
+        ),
+        rows,
+        runs: json!({
+            "raw_per_s": raw,
+            "host_to_module_per_s": host,
+            "module_to_module_per_s": modules,
+            "full_mailbox_retries": retries,
+        }),
+    })
+}
