@@ -59,22 +59,34 @@ async fn sync(inner: &Arc<Inner>) {
         }
     }
     let cluster = &inner.config.cluster_name;
+    let mut subscribed = Vec::new();
     for name in added {
-        let subscribed = inner
+        match inner
             .client
             .queue_subscribe(subject::call(cluster, &name), subject::call_group(cluster))
-            .await;
-        match subscribed {
-            Ok(subscriber) => {
-                let task = tokio::spawn(serve_calls(inner.clone(), name.clone(), subscriber));
-                inner
-                    .serving
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(name, task);
-            }
+            .await
+        {
+            Ok(subscriber) => subscribed.push((name, subscriber)),
             Err(error) => tracing::warn!(module = %name, "cluster: not serving calls: {error}"),
         }
+    }
+    if subscribed.is_empty() {
+        return;
+    }
+    // A module counts as served once the NATS server has the subscriptions (a flush is a
+    // round trip after them), so a forwarded call never meets "no responders" after
+    // `/_admin/cluster` lists the module. While disconnected the flush fails; the client
+    // subscribes again when it reconnects.
+    if let Err(error) = inner.client.flush().await {
+        tracing::debug!("cluster: flushing new call subscriptions: {error}");
+    }
+    for (name, subscriber) in subscribed {
+        let task = tokio::spawn(serve_calls(inner.clone(), name.clone(), subscriber));
+        inner
+            .serving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, task);
     }
 }
 
