@@ -70,18 +70,6 @@ async fn admin_json(addr: std::net::SocketAddr, path: &str) -> serde_json::Value
     serde_json::from_str(&reply.body).unwrap()
 }
 
-async fn ws_connect(
-    addr: std::net::SocketAddr,
-    topic: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let (socket, response) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?topic={topic}"))
-            .await
-            .unwrap();
-    assert_eq!(response.status(), 101);
-    socket
-}
-
 async fn next_text(
     socket: &mut (impl StreamExt<Item = Result<Frame, tokio_tungstenite::tungstenite::Error>> + Unpin),
 ) -> String {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use crate::support::{Project, get, request};
+use crate::support::{Project, get, request, ws_connect};
 
 /// Builds the repository's modules `names` with the `build` crate into `project`'s dist
 /// directory (outputs under `<target>/modhost-guest-modules`, so the repository's
@@ -134,11 +134,7 @@ async fn go_and_rust_modules_talk_over_the_bus_and_to_a_browser() {
 
     // Rust event → Go → browser: `sender` publishes on greetings.hello, `upper-go` relays it
     // upper-cased to WebSocket clients of `shout`.
-    let (mut socket, response) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?topic=shout"))
-            .await
-            .unwrap();
-    assert_eq!(response.status(), 101);
+    let mut socket = ws_connect(addr, "shout").await;
     let sent = request(
         addr,
         "POST",

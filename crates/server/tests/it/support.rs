@@ -142,3 +142,16 @@ pub async fn request(
 pub async fn get(addr: SocketAddr, path: &str) -> Reply {
     request(addr, "GET", path, &[], b"").await
 }
+
+/// A WebSocket client of `/ws?topic=TOPIC`; asserts the 101 handshake.
+pub async fn ws_connect(
+    addr: SocketAddr,
+    topic: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let (socket, response) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?topic={topic}"))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+}

@@ -7,18 +7,6 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use crate::support::*;
 
-async fn connect(
-    addr: std::net::SocketAddr,
-    topic: &str,
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    let (socket, response) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?topic={topic}"))
-            .await
-            .unwrap();
-    assert_eq!(response.status(), 101);
-    socket
-}
-
 async fn next_frame(
     socket: &mut (impl StreamExt<Item = Result<Frame, tokio_tungstenite::tungstenite::Error>> + Unpin),
 ) -> Frame {
@@ -63,7 +51,7 @@ async fn a_publish_reaches_a_browser_through_another_module() {
     project.install("relay", &relay_module());
     let server = project.start().await;
     let addr = server.addr();
-    let mut socket = connect(addr, "news").await;
+    let mut socket = ws_connect(addr, "news").await;
     let monitor = server.monitor();
     eventually(Duration::from_secs(5), || {
         let monitor = monitor.clone();
@@ -143,7 +131,7 @@ async fn clients_may_not_publish_and_slow_clients_are_cut_off() {
     let server = server::ServerBuilder::new(config).start().await.unwrap();
     let addr = server.addr();
 
-    let mut talker = connect(addr, "t").await;
+    let mut talker = ws_connect(addr, "t").await;
     futures_util::SinkExt::send(&mut talker, Frame::text("let me in"))
         .await
         .unwrap();
@@ -155,7 +143,7 @@ async fn clients_may_not_publish_and_slow_clients_are_cut_off() {
     }
 
     // A client that never reads: its socket buffers fill, then its queue, then it is cut off.
-    let _sleeper = connect(addr, "firehose").await;
+    let _sleeper = ws_connect(addr, "firehose").await;
     let monitor = server.monitor();
     eventually(Duration::from_secs(5), || {
         let monitor = monitor.clone();
