@@ -2,6 +2,8 @@
 //! ([`percent_decode`]); in a query string `+` is a space, as in
 //! `application/x-www-form-urlencoded` ([`form_decode`], [`query_pairs`]). The server (reading
 //! `/ws?topic=`) and the guest SDK (router parameters, `Request::query`) both decode with these.
+//! The decoding itself is the `percent-encoding` and `form_urlencoded` crates'; this module
+//! fixes which rule applies where.
 
 use std::borrow::Cow;
 
@@ -36,54 +38,18 @@ pub fn form_decode(input: &str) -> Cow<'_, str> {
 ///                    ("flag".into(), "".into())]);
 /// ```
 pub fn query_pairs(query: &str) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    query
-        .split('&')
-        .filter(|piece| !piece.is_empty())
-        .map(|piece| {
-            let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
-            (form_decode(name), form_decode(value))
-        })
-}
-
-fn hex(byte: u8) -> Option<u8> {
-    match byte {
-        b'0'..=b'9' => Some(byte - b'0'),
-        b'a'..=b'f' => Some(byte - b'a' + 10),
-        b'A'..=b'F' => Some(byte - b'A' + 10),
-        _ => None,
-    }
+    form_urlencoded::parse(query.as_bytes())
 }
 
 fn decode(input: &str, plus_is_space: bool) -> Cow<'_, str> {
-    if !(input.contains('%') || plus_is_space && input.contains('+')) {
-        return Cow::Borrowed(input);
+    if plus_is_space && input.contains('+') {
+        return Cow::Owned(
+            percent_encoding::percent_decode_str(&input.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned(),
+        );
     }
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let byte = bytes[index];
-        if byte == b'%'
-            && let (Some(high), Some(low)) = (
-                bytes.get(index + 1).copied().and_then(hex),
-                bytes.get(index + 2).copied().and_then(hex),
-            )
-        {
-            out.push(high << 4 | low);
-            index += 3;
-            continue;
-        }
-        out.push(if plus_is_space && byte == b'+' {
-            b' '
-        } else {
-            byte
-        });
-        index += 1;
-    }
-    match String::from_utf8(out) {
-        Ok(text) => Cow::Owned(text),
-        Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
-    }
+    percent_encoding::percent_decode_str(input).decode_utf8_lossy()
 }
 
 #[cfg(test)]
