@@ -40,8 +40,12 @@ pub(crate) async fn admin_request(
         (&Method::GET, "metrics") => {
             let mut response = text(
                 StatusCode::OK,
-                crate::metrics::render(&app.registry, &app.hub, app.registry.bus())
-                    + &crate::clustered::metrics(app.cluster.as_deref()),
+                crate::metrics::render(
+                    &app.registry,
+                    &app.hub,
+                    app.registry.bus(),
+                    app.cluster.as_deref(),
+                ),
             );
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

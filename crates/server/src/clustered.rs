@@ -3,7 +3,6 @@
 //! forwarded call answers, and the `/_admin/cluster` and metrics views. A server without a
 //! `cluster` config never builds any of it.
 
-use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -215,36 +214,34 @@ pub(crate) fn admin_view(cluster: Option<&cluster::Cluster>) -> AdminView {
     }
 }
 
-/// The cluster's lines of `/_admin/metrics` (none when not clustered).
-pub(crate) fn metrics(cluster: Option<&cluster::Cluster>) -> String {
-    let Some(cluster) = cluster else {
-        return String::new();
-    };
-    let status = cluster.status();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
-    };
-    gauge(
+/// The cluster's families in `/_admin/metrics` (written only when clustered).
+pub(crate) fn metrics(
+    encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+    status: &cluster::ClusterStatus,
+) -> crate::metrics::Result {
+    use crate::metrics::single;
+    use prometheus_client::metrics::MetricType::{Counter, Gauge};
+    single(
+        encoder,
         "modhost_cluster_connected",
         "1 while connected to the cluster's NATS server",
-        "gauge",
+        Gauge,
         u64::from(status.state == cluster::ConnectionState::Connected),
-    );
-    gauge(
+    )?;
+    single(
+        encoder,
         "modhost_cluster_peers",
         "other nodes heard from within the heartbeat timeout",
-        "gauge",
+        Gauge,
         status.peers.len() as u64,
-    );
-    gauge(
-        "modhost_cluster_reconnects_total",
+    )?;
+    single(
+        encoder,
+        "modhost_cluster_reconnects",
         "times the NATS connection came back after it was lost",
-        "counter",
+        Counter,
         status.reconnects,
-    );
+    )?;
     let messages = status.messages;
     for (name, help, value) in [
         (
@@ -313,12 +310,13 @@ pub(crate) fn metrics(cluster: Option<&cluster::Cluster>) -> String {
             messages.deploys_refused,
         ),
     ] {
-        gauge(
-            &format!("modhost_cluster_{name}_total"),
+        single(
+            encoder,
+            &format!("modhost_cluster_{name}"),
             help,
-            "counter",
+            Counter,
             value,
-        );
+        )?;
     }
-    out
+    Ok(())
 }
