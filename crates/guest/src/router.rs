@@ -32,86 +32,86 @@ impl Params {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(String),
-    Param(String),
-    Rest(String),
-}
-
 /// A path pattern: `/`-separated segments, each a literal, a `{name}` matching one non-empty
-/// segment, or, last only, a `{*name}` matching the rest of the path (possibly empty).
+/// segment (a literal prefix or suffix around it is allowed: `/img-{id}.png`), or, last only,
+/// a `{*name}` matching the rest of the path (possibly empty). `{{` and `}}` are literal braces.
 ///
 /// Paths are compared after normalising: `""` is `/`, and one trailing `/` is ignored
 /// (`/7/` matches `/{id}`). Literals compare exactly (case-sensitive); parameter values are
-/// percent-decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// percent-decoded. Matching is the `matchit` crate's (the router axum uses).
+#[derive(Clone)]
 pub struct Pattern {
     source: String,
-    segments: Vec<Segment>,
+    /// The pattern, and for a `{*rest}` pattern also its base (`true`: the rest is empty).
+    tree: matchit::Router<bool>,
+    /// The name of a trailing `{*name}`.
+    rest: Option<String>,
 }
 
-/// Splits a path into segments after normalising `""` to `/` and dropping one trailing `/`.
-fn segments(path: &str) -> Vec<&str> {
-    let path = path.strip_prefix('/').unwrap_or(path);
+/// `""` is `/`, and one trailing `/` (not the root's) is dropped.
+fn normalise(path: &str) -> String {
     let path = path.strip_suffix('/').unwrap_or(path);
-    if path.is_empty() {
-        Vec::new()
+    if path.starts_with('/') {
+        path.to_owned()
     } else {
-        path.split('/').collect()
+        format!("/{path}")
     }
+}
+
+/// A trailing `/{*name}`: the name and the base it hangs off (`/files` for `/files/{*path}`).
+fn split_rest(pattern: &str) -> Option<(&str, String)> {
+    let (base, last) = pattern.rsplit_once('/')?;
+    let name = last.strip_prefix("{*")?.strip_suffix('}')?;
+    Some((name, normalise(base)))
+}
+
+/// Adds `pattern` (normalised) to `tree`; for a trailing `{*name}` also its base, so an empty
+/// rest matches. Returns the rest's name.
+///
+/// # Panics
+/// On a malformed pattern or one that conflicts with a pattern already in `tree`.
+fn insert<T: Clone>(
+    tree: &mut matchit::Router<T>,
+    source: &str,
+    pattern: &str,
+    whole: T,
+    base: T,
+) -> Option<String> {
+    let refuse = |error: matchit::InsertError| -> ! { panic!("route pattern {source:?}: {error}") };
+    tree.insert(pattern, whole)
+        .unwrap_or_else(|error| refuse(error));
+    let (name, base_path) = split_rest(pattern)?;
+    tree.insert(base_path, base)
+        .unwrap_or_else(|error| refuse(error));
+    Some(name.to_owned())
+}
+
+/// The decoded parameters of a match, plus an empty rest when the base of a `{*rest}` matched.
+fn decoded(params: &matchit::Params<'_, '_>, empty_rest: Option<&str>) -> Params {
+    let mut decoded: Vec<(String, String)> = params
+        .iter()
+        .map(|(name, value)| (name.to_owned(), percent_decode(value).into_owned()))
+        .collect();
+    if let Some(name) = empty_rest {
+        decoded.push((name.to_owned(), String::new()));
+    }
+    Params(decoded)
 }
 
 impl Pattern {
     /// Parses `pattern`.
     ///
     /// # Panics
-    /// On a malformed pattern (an unclosed `{`, an empty name, `{*rest}` not last): patterns
-    /// are constants in the module's source, so this is a programming error, found by the
-    /// first request (or a unit test).
+    /// On a malformed pattern (an unclosed `{`, an empty name, `{*rest}` not last, two
+    /// parameters in one segment): patterns are constants in the module's source, so this is
+    /// a programming error, found by the first request (or a unit test).
     pub fn parse(pattern: &str) -> Pattern {
-        let parts = segments(pattern);
-        let last = parts.len().saturating_sub(1);
-        let segments = parts
-            .iter()
-            .enumerate()
-            .map(|(index, part)| {
-                match part
-                    .strip_prefix('{')
-                    .and_then(|inner| inner.strip_suffix('}'))
-                {
-                    Some(inner) => {
-                        let (rest, name) = match inner.strip_prefix('*') {
-                            Some(name) => (true, name),
-                            None => (false, inner),
-                        };
-                        assert!(
-                            !name.is_empty() && !name.contains(['{', '}', '*']),
-                            "route pattern {pattern:?}: bad parameter {part:?}"
-                        );
-                        assert!(
-                            !rest || index == last,
-                            "route pattern {pattern:?}: {part:?} must be the last segment"
-                        );
-                        if rest {
-                            Segment::Rest(name.to_owned())
-                        } else {
-                            Segment::Param(name.to_owned())
-                        }
-                    }
-                    None => {
-                        assert!(
-                            !part.contains(['{', '}']),
-                            "route pattern {pattern:?}: bad segment {part:?}"
-                        );
-                        Segment::Literal((*part).to_owned())
-                    }
-                }
-            })
-            .collect();
+        let mut tree = matchit::Router::new();
+        let rest = insert(&mut tree, pattern, &normalise(pattern), false, true);
         Pattern {
             source: pattern.to_owned(),
-            segments,
+            tree,
+            rest,
         }
     }
 
@@ -132,29 +132,24 @@ impl Pattern {
     /// assert!(pattern.matches("/7").is_none());
     /// ```
     pub fn matches(&self, path: &str) -> Option<Params> {
-        let parts = segments(path);
-        let mut params = Vec::new();
-        let mut index = 0;
-        for segment in &self.segments {
-            match segment {
-                Segment::Rest(name) => {
-                    let rest = parts.get(index..).unwrap_or_default().join("/");
-                    params.push((name.clone(), percent_decode(&rest).into_owned()));
-                    return Some(Params(params));
-                }
-                Segment::Literal(literal) => {
-                    if parts.get(index) != Some(&literal.as_str()) {
-                        return None;
-                    }
-                }
-                Segment::Param(name) => {
-                    let part = parts.get(index).filter(|part| !part.is_empty())?;
-                    params.push((name.clone(), percent_decode(part).into_owned()));
-                }
-            }
-            index += 1;
-        }
-        (index == parts.len()).then_some(Params(params))
+        let path = normalise(path);
+        let matched = self.tree.at(&path).ok()?;
+        let empty_rest = (*matched.value).then_some(self.rest.as_deref()).flatten();
+        Some(decoded(&matched.params, empty_rest))
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Pattern {}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Pattern").field(&self.source).finish()
     }
 }
 
@@ -162,13 +157,25 @@ type Handler<M> = Box<dyn Fn(&mut M, Request) -> Response>;
 
 struct Route<M> {
     method: String,
-    pattern: Pattern,
+    pattern: String,
     handler: Handler<M>,
+}
+
+/// The routes of one pattern (normalised), in the order they were added.
+struct Group {
+    pattern: String,
+    /// The name of a trailing `{*name}`.
+    rest: Option<String>,
+    routes: Vec<usize>,
 }
 
 /// Routes a request to a handler by method and sub-path; `404` when no pattern matches, `405`
 /// (with an `allow` header) when a pattern matches but not the method. `HEAD` is served by a
-/// `GET` route. Routes are tried in the order they were added; the first match wins.
+/// `GET` route. The most specific pattern that matches the path wins, whatever the order
+/// routes were added in: a literal segment before a `{param}`, a `{param}` before a `{*rest}`
+/// (the `matchit` crate's rules, as in axum); among that pattern's routes, the first added for
+/// the method serves. Two patterns that match the same paths (`/{id}` and `/{name}`) are
+/// refused with a panic when the second is added, like a malformed one.
 ///
 /// Handlers get the module and the [`Request`], whose [`Request::param`] holds the matched
 /// parameters, and return anything [`IntoResponse`]: a [`Response`], text, `()` (`204`),
@@ -221,6 +228,9 @@ struct Route<M> {
 /// ```
 pub struct Router<M> {
     routes: Vec<Route<M>>,
+    groups: Vec<Group>,
+    /// Pattern → (group, whether the match is a `{*rest}`'s base, i.e. the rest is empty).
+    tree: matchit::Router<(usize, bool)>,
     fallback: Option<Handler<M>>,
 }
 
@@ -229,6 +239,8 @@ impl<M> Router<M> {
     pub fn new() -> Router<M> {
         Router {
             routes: Vec::new(),
+            groups: Vec::new(),
+            tree: matchit::Router::new(),
             fallback: None,
         }
     }
@@ -253,16 +265,41 @@ impl<M> Router<M> {
     /// Adds a route for `method` (`"*"` = any method) and `pattern` (see [`Pattern`]).
     ///
     /// # Panics
-    /// On a malformed pattern, see [`Pattern::parse`].
+    /// On a malformed pattern (see [`Pattern::parse`]) or one that matches the same paths as
+    /// another pattern already added.
     pub fn route<R: IntoResponse>(
         mut self,
         method: &str,
         pattern: &str,
         handler: impl Fn(&mut M, Request) -> R + 'static,
     ) -> Self {
+        let normalised = normalise(pattern);
+        let index = self.routes.len();
+        match self
+            .groups
+            .iter_mut()
+            .find(|group| group.pattern == normalised)
+        {
+            Some(group) => group.routes.push(index),
+            None => {
+                let group = self.groups.len();
+                let rest = insert(
+                    &mut self.tree,
+                    pattern,
+                    &normalised,
+                    (group, false),
+                    (group, true),
+                );
+                self.groups.push(Group {
+                    pattern: normalised,
+                    rest,
+                    routes: vec![index],
+                });
+            }
+        }
         self.routes.push(Route {
             method: method.to_ascii_uppercase(),
-            pattern: Pattern::parse(pattern),
+            pattern: pattern.to_owned(),
             handler: Box::new(move |module, request| handler(module, request).into_response()),
         });
         self
@@ -322,40 +359,43 @@ impl<M> Router<M> {
         self.route("*", pattern, handler)
     }
 
-    /// Dispatches `request` to the first route that matches it.
+    /// Dispatches `request` to the route that matches it.
     pub fn handle(&self, module: &mut M, mut request: Request) -> Response {
-        let mut allowed: Vec<&str> = Vec::new();
-        for route in &self.routes {
-            let Some(params) = route.pattern.matches(request.path()) else {
-                continue;
-            };
-            let method = request.method();
-            if route.method == "*"
-                || route.method == method
-                || (method == "HEAD" && route.method == "GET")
-            {
-                request.set_params(params);
-                return (route.handler)(module, request);
-            }
-            if !allowed.contains(&route.method.as_str()) {
-                allowed.push(&route.method);
-            }
-        }
-        if allowed.is_empty() {
+        let path = normalise(request.path());
+        let Ok(matched) = self.tree.at(&path) else {
             if let Some(fallback) = &self.fallback {
                 return fallback(module, request);
             }
-            let path = if request.path().is_empty() {
-                "/"
-            } else {
-                request.path()
-            };
-            Response::not_found().with_text(format!("no route for {} {path}", request.method()))
-        } else {
-            Response::method_not_allowed()
-                .with_header("allow", allowed.join(", "))
-                .with_text(format!("{} is not allowed here", request.method()))
+            return Response::not_found()
+                .with_text(format!("no route for {} {path}", request.method()));
+        };
+        let (group, empty_rest) = *matched.value;
+        let group = &self.groups[group];
+        let method = request.method();
+        let serving = group
+            .routes
+            .iter()
+            .map(|&index| &self.routes[index])
+            .find(|route| {
+                route.method == "*"
+                    || route.method == method
+                    || (method == "HEAD" && route.method == "GET")
+            });
+        if let Some(route) = serving {
+            let rest = empty_rest.then_some(group.rest.as_deref()).flatten();
+            request.set_params(decoded(&matched.params, rest));
+            return (route.handler)(module, request);
         }
+        let mut allowed: Vec<&str> = Vec::new();
+        for &index in &group.routes {
+            let method = self.routes[index].method.as_str();
+            if !allowed.contains(&method) {
+                allowed.push(method);
+            }
+        }
+        Response::method_not_allowed()
+            .with_header("allow", allowed.join(", "))
+            .with_text(format!("{} is not allowed here", request.method()))
     }
 }
 
@@ -371,7 +411,7 @@ impl<M> fmt::Debug for Router<M> {
             .entries(
                 self.routes
                     .iter()
-                    .map(|route| format!("{} {}", route.method, route.pattern.as_str())),
+                    .map(|route| format!("{} {}", route.method, route.pattern)),
             )
             .finish()
     }
@@ -442,21 +482,51 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "must be the last segment")]
+    #[should_panic(expected = "route pattern \"/{*rest}/x\"")]
     fn rest_must_be_last() {
         Pattern::parse("/{*rest}/x");
     }
 
     #[test]
-    #[should_panic(expected = "bad parameter")]
+    #[should_panic(expected = "route pattern \"/{}\"")]
     fn empty_parameter_names_are_refused() {
         Pattern::parse("/{}");
     }
 
     #[test]
-    #[should_panic(expected = "bad segment")]
+    #[should_panic(expected = "route pattern \"/a{b\"")]
     fn stray_braces_are_refused() {
         Pattern::parse("/a{b");
+    }
+
+    #[test]
+    #[should_panic(expected = "route pattern \"/{name}\"")]
+    fn patterns_matching_the_same_paths_are_refused() {
+        let _ = Router::<()>::new()
+            .get("/{id}", |_, _| ())
+            .delete("/{name}", |_, _| ());
+    }
+
+    #[test]
+    fn the_most_specific_pattern_wins_whatever_the_order() {
+        let router = Router::<()>::new()
+            .get("/{id}", |_, _| "id")
+            .get("/version", |_, _| "version")
+            .get("/files/{*rest}", |_, _| "rest")
+            .get("/files/readme", |_, _| "readme")
+            .get("/img/{name}.png", |_, _| "image");
+        let call = |path: &str| {
+            router
+                .handle(&mut (), Request::new("GET", path))
+                .body_text()
+        };
+        assert_eq!(call("/version"), "version");
+        assert_eq!(call("/7"), "id");
+        assert_eq!(call("/files/readme"), "readme");
+        assert_eq!(call("/files/a/b"), "rest");
+        assert_eq!(call("/files"), "rest");
+        assert_eq!(call("/img/cat.png"), "image");
+        assert_eq!(call("/img/cat.gif"), "no route for GET /img/cat.gif");
     }
 
     #[test]
