@@ -35,9 +35,9 @@ pub struct StateStoreConfig {
     pub cluster_name: String,
     /// Size limits of keys, values, pages and batches (as the embedded store's).
     pub limits: state::Limits,
-    /// Longest wait for one NATS request (default 5 s).
+    /// Longest wait for one NATS request (default 2 s, well inside a module call's 5 s).
     pub request_timeout: Duration,
-    /// How long a write retries while other nodes win its namespace (default 5 s).
+    /// How long a write retries while other nodes win its namespace (default 2 s).
     pub retry_for: Duration,
     /// Replicas of each bucket in a clustered NATS (default 1).
     pub replicas: usize,
@@ -50,8 +50,8 @@ impl StateStoreConfig {
             url: url.into(),
             cluster_name: cluster_name.into(),
             limits: state::Limits::default(),
-            request_timeout: Duration::from_secs(5),
-            retry_for: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(2),
+            retry_for: Duration::from_secs(2),
             replicas: 1,
         }
     }

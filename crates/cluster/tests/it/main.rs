@@ -9,6 +9,7 @@ mod concurrency;
 #[path = "../../../state/tests/it/suite.rs"]
 mod suite;
 
+mod bench;
 mod state_store;
 
 use std::path::PathBuf;
