@@ -780,7 +780,11 @@ mod tests {
         );
         assert_eq!(config.state.durability, state::Durability::Eventual);
         assert_eq!(config.state.max_value_bytes, 4096);
-        assert_eq!(config.state.cluster, ClusterState::Shared, "shared by default");
+        assert_eq!(
+            config.state.cluster,
+            ClusterState::Shared,
+            "shared by default"
+        );
         let node: FileConfig = toml::from_str("[state]\ncluster = \"node\"").unwrap();
         node.apply(&mut config);
         assert_eq!(config.state.cluster, ClusterState::Node);

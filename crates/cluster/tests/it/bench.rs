@@ -64,22 +64,21 @@ fn store_throughput() {
     let value = vec![b'v'; 64];
     for (_, store) in stores {
         for key in 0..100u64 {
-            store.set(&ns, format!("k{key}").as_bytes(), &value).unwrap();
+            store
+                .set(&ns, format!("k{key}").as_bytes(), &value)
+                .unwrap();
         }
     }
     let key = |turn: u64| format!("k{}", turn % 100);
     println!(
         "load average: {}",
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     println!("| op | threads | store | ops/s | p50 |");
     println!("|---|---|---|---|---|");
-    for (op, threads) in [
-        ("get", 1),
-        ("set", 1),
-        ("increment", 1),
-        ("increment", 4),
-    ] {
+    for (op, threads) in [("get", 1), ("set", 1), ("increment", 1), ("increment", 4)] {
         for (name, store) in stores {
             let call = |turn: u64| match op {
                 "get" => {

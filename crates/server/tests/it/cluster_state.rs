@@ -99,7 +99,10 @@ async fn increments_from_two_nodes_under_load_all_count() {
         task.unwrap();
     }
     let total = (2 * clients * increments).to_string();
-    assert_eq!(value(kv(node_a.addr(), get_key("hits")).await), Some(total.clone()));
+    assert_eq!(
+        value(kv(node_a.addr(), get_key("hits")).await),
+        Some(total.clone())
+    );
     assert_eq!(value(kv(node_b.addr(), get_key("hits")).await), Some(total));
     // Neither node opened a state file of its own.
     for project in [&project_a, &project_b] {
@@ -151,12 +154,24 @@ async fn a_batch_with_a_failing_compare_and_swap_writes_nothing_on_any_node() {
     );
     for addr in [node_a.addr(), node_b.addr()] {
         assert_eq!(value(kv(addr, get_key("user:2")).await), None);
-        assert_eq!(value(kv(addr, get_key("email:ada")).await).as_deref(), Some("1"));
+        assert_eq!(
+            value(kv(addr, get_key("email:ada")).await).as_deref(),
+            Some("1")
+        );
     }
-    assert_eq!(kv(node_b.addr(), claim(revision)).await, KvResponse::Applied);
+    assert_eq!(
+        kv(node_b.addr(), claim(revision)).await,
+        KvResponse::Applied
+    );
     for addr in [node_a.addr(), node_b.addr()] {
-        assert_eq!(value(kv(addr, get_key("user:2")).await).as_deref(), Some("grace"));
-        assert_eq!(value(kv(addr, get_key("email:ada")).await).as_deref(), Some("2"));
+        assert_eq!(
+            value(kv(addr, get_key("user:2")).await).as_deref(),
+            Some("grace")
+        );
+        assert_eq!(
+            value(kv(addr, get_key("email:ada")).await).as_deref(),
+            Some("2")
+        );
     }
     node_a.shutdown().await;
     node_b.shutdown().await;
@@ -188,7 +203,10 @@ async fn state_outlives_a_node_restart_and_nats_down_is_a_clear_error() {
             KvResponse::Error { kind, message } => break (kind, message),
             KvResponse::Integer { .. } => {
                 // The client has not noticed yet; that write went through before the stop.
-                assert!(Instant::now() < deadline, "writes kept succeeding without NATS");
+                assert!(
+                    Instant::now() < deadline,
+                    "writes kept succeeding without NATS"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             other => panic!("unexpected answer: {other:?}"),
@@ -197,7 +215,10 @@ async fn state_outlives_a_node_restart_and_nats_down_is_a_clear_error() {
     assert_eq!(error.0, KvErrorKind::Unavailable, "{}", error.1);
     assert!(error.1.contains("NATS"), "{}", error.1);
     // Local HTTP keeps working meanwhile.
-    assert_eq!(crate::support::get(node_a.addr(), "/healthz").await.status, 200);
+    assert_eq!(
+        crate::support::get(node_a.addr(), "/healthz").await.status,
+        200
+    );
 
     // NATS comes back (same store dir): the store recovers by itself, with its data.
     nats.start_again();
