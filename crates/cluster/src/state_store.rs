@@ -86,33 +86,40 @@ pub fn state_bucket(cluster: &str, namespace: &str) -> String {
 /// [`Unavailable`](state::StoreErrorKind::Unavailable) meanwhile. Must run inside the tokio
 /// runtime that will carry the store's requests.
 pub async fn connect_state_store(config: StateStoreConfig) -> Result<JetStreamStore, ClusterError> {
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("modhost {} state", config.cluster_name))
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .connection_timeout(Duration::from_secs(2))
-        .reconnect_delay_callback(|attempts| {
-            Duration::from_millis(100 * u64::try_from(attempts.min(10)).unwrap_or(10))
-        })
-        .connect(config.url.as_str())
-        .await
-        .map_err(|error| ClusterError::Nats(format!("{}: {error}", config.url)))?;
-    let mut context = jetstream::new(client.clone());
-    context.set_timeout(config.request_timeout);
-    let remote = JetStreamKv {
-        client,
-        context,
-        runtime: tokio::runtime::Handle::current(),
-        buckets: Mutex::new(HashMap::new()),
-        config: config.clone(),
-    };
+    let limits = config.limits;
+    let retry_for = config.retry_for;
+    let remote = JetStreamKv::connect(config).await?;
     Ok(state::RemoteStore::new(
         remote,
-        state::RemoteConfig {
-            limits: config.limits,
-            retry_for: config.retry_for,
-        },
+        state::RemoteConfig { limits, retry_for },
     ))
+}
+
+impl JetStreamKv {
+    /// Connects to NATS for `config` (as [`connect_state_store`], which wraps the result in
+    /// the store).
+    pub async fn connect(config: StateStoreConfig) -> Result<JetStreamKv, ClusterError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("modhost {} state", config.cluster_name))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100 * u64::try_from(attempts.min(10)).unwrap_or(10))
+            })
+            .connect(config.url.as_str())
+            .await
+            .map_err(|error| ClusterError::Nats(format!("{}: {error}", config.url)))?;
+        let mut context = jetstream::new(client.clone());
+        context.set_timeout(config.request_timeout);
+        Ok(JetStreamKv {
+            client,
+            context,
+            runtime: tokio::runtime::Handle::current(),
+            buckets: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
 }
 
 /// [`state::RemoteKv`] over JetStream KV buckets.

@@ -3,8 +3,8 @@
 //! prefix listing and atomic batches, behind the backend-neutral [`Store`] trait.
 //!
 //! It does not know WebAssembly, HTTP or NATS: `wasi-host` exposes a `Store` to guests through
-//! host imports, and a NATS JetStream KV backend may implement the same trait (a per-entry
-//! revision is all compare-and-swap compares).
+//! host imports, and the `cluster` crate runs [`RemoteStore`] over NATS JetStream KV (a
+//! per-entry revision is all compare-and-swap compares).
 //!
 //! Backends: [`RedbStore`] (one redb 4 file, the production store), [`MemoryStore`] (the same
 //! semantics in memory) and [`RemoteStore`] (over a [`RemoteKv`] service with per-key

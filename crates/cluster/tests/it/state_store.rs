@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use state::{BatchOutcome, Namespace, Store, StoreErrorKind, Usage, WriteOp};
+use state::{BatchOutcome, Namespace, RemoteKv as _, Store, StoreErrorKind, Usage, WriteOp};
 
 use crate::{Nats, connect, runtime, wait_for};
 
@@ -109,4 +109,114 @@ fn nats_down_is_a_clear_error_and_the_store_recovers_with_its_data() {
     wait_for(Duration::from_secs(15), || store.get(&ns, b"hits").is_ok());
     assert_eq!(store.get(&ns, b"hits").unwrap().unwrap().value, b"5");
     assert_eq!(store.increment(&ns, b"hits", 1).unwrap(), 6);
+}
+
+/// A node whose connection dies after a number of writes: what a crash between a batch's
+/// commit and the end of its application looks like to the other nodes.
+#[derive(Debug)]
+struct Dying {
+    inner: cluster::JetStreamKv,
+    writes_left: std::sync::atomic::AtomicUsize,
+}
+
+impl Dying {
+    fn write_allowed(&self) -> Result<(), StoreErrorKind> {
+        use std::sync::atomic::Ordering;
+        self.writes_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .map(|_| ())
+            .map_err(|_| StoreErrorKind::Unavailable("the node died".to_owned()))
+    }
+}
+
+impl state::RemoteKv for Dying {
+    fn get(&self, namespace: &str, key: &str) -> Result<state::Record, StoreErrorKind> {
+        self.inner.get(namespace, key)
+    }
+
+    fn put(
+        &self,
+        namespace: &str,
+        key: &str,
+        value: &[u8],
+        expected: u64,
+    ) -> Result<Option<u64>, StoreErrorKind> {
+        self.write_allowed()?;
+        self.inner.put(namespace, key, value, expected)
+    }
+
+    fn delete(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected: u64,
+    ) -> Result<Option<u64>, StoreErrorKind> {
+        self.write_allowed()?;
+        self.inner.delete(namespace, key, expected)
+    }
+
+    fn keys(&self, namespace: &str, prefix: &str) -> Result<Vec<String>, StoreErrorKind> {
+        self.inner.keys(namespace, prefix)
+    }
+
+    fn max_record_bytes(&self) -> usize {
+        self.inner.max_record_bytes()
+    }
+}
+
+#[test]
+fn a_node_dying_mid_batch_leaves_no_half_batch_for_the_others() {
+    let nats = Nats::start();
+    let (runtime_a, runtime_b) = (runtime(), runtime());
+    let config = cluster::StateStoreConfig::new(nats.url(), "shop");
+    let inner = runtime_a
+        .block_on(cluster::JetStreamKv::connect(config))
+        .unwrap();
+    wait_for(Duration::from_secs(10), || inner.is_connected());
+    let dying = state::RemoteStore::new(
+        Dying {
+            inner,
+            writes_left: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        },
+        state::RemoteConfig::default(),
+    );
+    let survivor = connect(&runtime_b, &nats, "shop");
+    let ns = Namespace::new("module/shop");
+    for key in ["a", "b", "c"] {
+        dying.set(&ns, key.as_bytes(), b"old").unwrap();
+    }
+    // The commit record and the first key get through; then the node is gone.
+    dying
+        .remote()
+        .writes_left
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let batch: Vec<WriteOp> = ["a", "b", "c"]
+        .into_iter()
+        .map(|key| WriteOp::Set {
+            key: key.as_bytes().to_vec(),
+            value: b"new".to_vec(),
+        })
+        .collect();
+    assert_eq!(dying.batch(&ns, &batch).unwrap(), BatchOutcome::Applied);
+    // The raw keys are half written...
+    let raw = |key: &[u8]| {
+        let record = survivor
+            .remote()
+            .get("module/shop", &state::data_key(key))
+            .unwrap();
+        record.value.unwrap()[8..].to_vec()
+    };
+    assert_eq!((raw(b"a"), raw(b"c")), (b"new".to_vec(), b"old".to_vec()));
+    // ...but the other node sees the batch whole, and its next write finishes it.
+    for key in ["a", "b", "c"] {
+        assert_eq!(
+            survivor.get(&ns, key.as_bytes()).unwrap().unwrap().value,
+            b"new"
+        );
+    }
+    assert_eq!(survivor.increment(&ns, b"n", 1).unwrap(), 1);
+    assert_eq!((raw(b"b"), raw(b"c")), (b"new".to_vec(), b"new".to_vec()));
+    assert_eq!(survivor.usage(&ns).unwrap(), Usage { keys: 4, bytes: 14 });
 }
