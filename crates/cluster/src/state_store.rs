@@ -172,6 +172,9 @@ impl JetStreamKv {
             Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
                 tokio::task::block_in_place(wait)
             }
+            // Any other thread (a module worker) just waits. On a current-thread runtime that
+            // is the store's own, nothing could answer: the wait ends at the deadline with
+            // `Unavailable` rather than hanging (the server runs a multi-thread runtime).
             _ => wait(),
         };
         match answer {

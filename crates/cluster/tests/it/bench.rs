@@ -95,4 +95,22 @@ fn store_throughput() {
             println!("| {op} | {threads} | {name} | {ops:.0} | {p50:?} |");
         }
     }
+    // JetStream only: the same key from two nodes (two connections) at once, then four
+    // threads each on its own namespace (writes to different namespaces do not contend).
+    let other_runtime = crate::runtime();
+    let other_node = connect(&other_runtime, &nats, "bench");
+    let nodes: [&dyn Store; 2] = [&jetstream, &other_node];
+    let (ops, p50) = measure(4, &|turn: u64| {
+        let node = nodes[usize::from(turn / 1_000_000 % 2 == 1)];
+        node.increment(&ns, b"shared", 1).unwrap();
+    });
+    println!("| increment, 2 nodes x 2 threads, one key | 4 | jetstream | {ops:.0} | {p50:?} |");
+    let namespaces: Vec<Namespace> = (0..4)
+        .map(|n| Namespace::new(format!("bench-{n}")))
+        .collect();
+    let (ops, p50) = measure(4, &|turn: u64| {
+        let namespace = &namespaces[usize::try_from(turn / 1_000_000).unwrap() % 4];
+        jetstream.increment(namespace, b"counter", 1).unwrap();
+    });
+    println!("| increment, 4 namespaces | 4 | jetstream | {ops:.0} | {p50:?} |");
 }
