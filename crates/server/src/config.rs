@@ -107,13 +107,13 @@ pub struct StateConfig {
     pub max_value_bytes: usize,
     /// In cluster mode, where state lives (default: shared by every node, in NATS JetStream
     /// KV). Without a cluster the embedded store is used whatever this says.
-    pub cluster: ClusterState,
+    pub cluster: StatePlacement,
 }
 
 /// Where module state lives in cluster mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum ClusterState {
+pub enum StatePlacement {
     /// One state for the whole cluster: a JetStream KV bucket per namespace.
     #[default]
     Shared,
@@ -128,7 +128,7 @@ impl Default for StateConfig {
             dir: PathBuf::from("state"),
             durability: state::Durability::Immediate,
             max_value_bytes: state::Limits::default().max_value_bytes,
-            cluster: ClusterState::Shared,
+            cluster: StatePlacement::Shared,
         }
     }
 }
@@ -409,7 +409,7 @@ pub struct FileState {
     /// See [`StateConfig::max_value_bytes`].
     pub max_value_bytes: Option<usize>,
     /// See [`StateConfig::cluster`].
-    pub cluster: Option<ClusterState>,
+    pub cluster: Option<StatePlacement>,
 }
 
 /// `durability = "immediate" | "eventual"`.
@@ -782,12 +782,12 @@ mod tests {
         assert_eq!(config.state.max_value_bytes, 4096);
         assert_eq!(
             config.state.cluster,
-            ClusterState::Shared,
+            StatePlacement::Shared,
             "shared by default"
         );
         let node: FileConfig = toml::from_str("[state]\ncluster = \"node\"").unwrap();
         node.apply(&mut config);
-        assert_eq!(config.state.cluster, ClusterState::Node);
+        assert_eq!(config.state.cluster, StatePlacement::Node);
         let users = config.module("users");
         assert_eq!(users.kv.stores, vec!["sessions".to_owned()]);
         assert_eq!(users.kv.quota.max_keys, 10);

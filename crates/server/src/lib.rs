@@ -53,7 +53,7 @@ mod ws;
 
 pub use cluster::{ClusterConfig, ClusterStatus, ConnectionState as ClusterState};
 pub use config::{
-    ClusterState, CompiledCache, HandoffConfig, HttpLimits, ServerConfig, StateConfig,
+    CompiledCache, HandoffConfig, HttpLimits, ServerConfig, StateConfig, StatePlacement,
     WebSocketConfig,
 };
 pub use error::{HandoffError, ReloadError};

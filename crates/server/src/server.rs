@@ -156,7 +156,7 @@ async fn open_store(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn stat
         return Ok(None);
     };
     if let Some(cluster) = &config.cluster
-        && config.state.cluster == crate::config::ClusterState::Shared
+        && config.state.cluster == crate::config::StatePlacement::Shared
     {
         let mut store_config =
             cluster::StateStoreConfig::new(cluster.url.clone(), cluster.cluster_name.clone());
