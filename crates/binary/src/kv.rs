@@ -209,7 +209,8 @@ pub enum KvErrorKind {
     ReadOnly = 8,
     /// 9: any other storage failure.
     Storage = 9,
-    /// 10: the host has no key-value store.
+    /// 10: the host has no key-value store, or its store (the cluster's, in NATS) cannot be
+    /// reached or did not answer in time; a write that failed this way may have been committed.
     Unavailable = 10,
     /// 0, or a code this version does not know.
     Other = 0,

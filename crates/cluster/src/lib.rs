@@ -12,14 +12,16 @@
 //!   `binary::HttpResponse` envelopes over the queue group `modhost.<cluster>.call.<module>`;
 //! - heartbeats (JSON, [`Heartbeat`]) on `modhost.<cluster>.heartbeat`, once a second;
 //! - deployed modules, in the JetStream object store `modhost-<cluster>-modules` that every
-//!   node watches and installs from ([`deploy`], [`Cluster::deploy`]).
+//!   node watches and installs from ([`deploy`], [`Cluster::deploy`]);
+//! - module state, in one JetStream KV bucket per namespace (`modhost-<cluster>-kv-<name>`),
+//!   through [`connect_state_store`]: `state`'s [`state::RemoteStore`] over [`JetStreamKv`].
 //!
 //! Every message that comes off the wire is checked (size, envelope, subject, origin) and
 //! dropped and counted when it fails; it never reaches a module. A node that cannot reach NATS
 //! keeps serving locally and joins when NATS comes up; what it publishes meanwhile is counted
 //! as not bridged.
 //!
-//! This crate knows `bus`, `binary` and async-nats; not wasmer, HTTP or JSON over HTTP. The
+//! This crate knows `bus`, `binary`, `state` and async-nats; not wasmer, HTTP or JSON over HTTP. The
 //! server wires it in through [`LocalNode`]; one node without `--cluster` never starts it.
 
 #![warn(missing_docs)]
@@ -31,6 +33,7 @@ mod deploy;
 mod error;
 mod node;
 mod peers;
+mod state_store;
 mod stats;
 pub mod subject;
 
@@ -39,4 +42,7 @@ pub use deploy::{Deployed, MAX_MODULE_BYTES, bucket, deploy};
 pub use error::{ClusterError, ForwardError};
 pub use node::{CallFuture, Cluster, InstallFuture, LocalNode};
 pub use peers::{Heartbeat, PeerStatus};
+pub use state_store::{
+    JetStreamKv, JetStreamStore, StateStoreConfig, connect_state_store, state_bucket,
+};
 pub use stats::{ClusterStatus, ConnectionState, MessageCounts};

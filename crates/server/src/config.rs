@@ -105,6 +105,20 @@ pub struct StateConfig {
     pub durability: state::Durability,
     /// Largest value one key may hold (default 1 MiB).
     pub max_value_bytes: usize,
+    /// In cluster mode, where state lives (default: shared by every node, in NATS JetStream
+    /// KV). Without a cluster the embedded store is used whatever this says.
+    pub cluster: StatePlacement,
+}
+
+/// Where module state lives in cluster mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatePlacement {
+    /// One state for the whole cluster: a JetStream KV bucket per namespace.
+    #[default]
+    Shared,
+    /// Each node keeps its own embedded store, as without a cluster.
+    Node,
 }
 
 impl Default for StateConfig {
@@ -114,6 +128,7 @@ impl Default for StateConfig {
             dir: PathBuf::from("state"),
             durability: state::Durability::Immediate,
             max_value_bytes: state::Limits::default().max_value_bytes,
+            cluster: StatePlacement::Shared,
         }
     }
 }
@@ -330,6 +345,7 @@ impl ServerConfig {
 /// durability = "immediate"         # or "eventual": see the README's State section
 /// max_value_bytes = 1048576
 /// enabled = true
+/// cluster = "shared"               # in cluster mode: "shared" (NATS KV) or "node" (own file)
 ///
 /// [cluster]                        # cluster mode (off without this section)
 /// url = "nats://127.0.0.1:4222"    # the NATS server
@@ -392,6 +408,8 @@ pub struct FileState {
     pub durability: Option<FileDurability>,
     /// See [`StateConfig::max_value_bytes`].
     pub max_value_bytes: Option<usize>,
+    /// See [`StateConfig::cluster`].
+    pub cluster: Option<StatePlacement>,
 }
 
 /// `durability = "immediate" | "eventual"`.
@@ -637,6 +655,9 @@ impl FileConfig {
             if let Some(max) = state.max_value_bytes {
                 config.state.max_value_bytes = max;
             }
+            if let Some(cluster) = state.cluster {
+                config.state.cluster = cluster;
+            }
         }
         if let Some(outbound) = &self.outbound {
             config.outbound.ca_files.clone_from(&outbound.ca_files);
@@ -759,6 +780,14 @@ mod tests {
         );
         assert_eq!(config.state.durability, state::Durability::Eventual);
         assert_eq!(config.state.max_value_bytes, 4096);
+        assert_eq!(
+            config.state.cluster,
+            StatePlacement::Shared,
+            "shared by default"
+        );
+        let node: FileConfig = toml::from_str("[state]\ncluster = \"node\"").unwrap();
+        node.apply(&mut config);
+        assert_eq!(config.state.cluster, StatePlacement::Node);
         let users = config.module("users");
         assert_eq!(users.kv.stores, vec!["sessions".to_owned()]);
         assert_eq!(users.kv.quota.max_keys, 10);

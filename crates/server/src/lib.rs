@@ -53,7 +53,8 @@ mod ws;
 
 pub use cluster::{ClusterConfig, ClusterStatus, ConnectionState as ClusterState};
 pub use config::{
-    CompiledCache, HandoffConfig, HttpLimits, ServerConfig, StateConfig, WebSocketConfig,
+    CompiledCache, HandoffConfig, HttpLimits, ServerConfig, StateConfig, StatePlacement,
+    WebSocketConfig,
 };
 pub use error::{HandoffError, ReloadError};
 pub use http::{Body, RouteHandler};

@@ -68,7 +68,7 @@ impl ServerBuilder {
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let hub = Arc::new(Hub::new(config.websocket.clone()));
-        let store = open_store(&config)?;
+        let store = open_store(&config).await?;
         let host_config = wasi_host::HostConfig {
             cache_dir: config.cache_path(),
             tokio: None,
@@ -147,12 +147,26 @@ impl ServerBuilder {
     }
 }
 
-/// Opens the state database, or refuses to start: a database that exists but can't be
-/// opened (corrupt, truncated, not redb) is never replaced by an empty one.
-fn open_store(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn state::Store>>> {
+/// Opens the state store: in cluster mode (unless `[state] cluster = "node"`) the cluster's
+/// shared store in NATS JetStream KV, otherwise the state database, refusing to start when a
+/// database exists but can't be opened (corrupt, truncated, not redb): it is never replaced by
+/// an empty one.
+async fn open_store(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn state::Store>>> {
     let Some(path) = config.state_path() else {
         return Ok(None);
     };
+    if let Some(cluster) = &config.cluster
+        && config.state.cluster == crate::config::StatePlacement::Shared
+    {
+        let mut store_config =
+            cluster::StateStoreConfig::new(cluster.url.clone(), cluster.cluster_name.clone());
+        store_config.limits.max_value_bytes = config.state.max_value_bytes;
+        let store = cluster::connect_state_store(store_config)
+            .await
+            .context("connecting the cluster's shared state store")?;
+        tracing::info!(url = %cluster.url, cluster = %cluster.cluster_name, "state store: shared by the cluster (NATS JetStream KV)");
+        return Ok(Some(Arc::new(store)));
+    }
     let store_config = state::Config {
         limits: state::Limits {
             max_value_bytes: config.state.max_value_bytes,

@@ -49,16 +49,20 @@ pub(crate) trait WriteTables: ReadTables {
 pub(crate) trait Backend {
     fn limits(&self) -> &Limits;
     fn recorder(&self) -> &Recorder;
-    /// Runs `read` on a consistent snapshot.
+    /// Runs `read` on a consistent snapshot of `namespace` (the only namespace it reads).
     fn read<R>(
         &self,
+        namespace: &str,
         read: impl FnOnce(&dyn ReadTables) -> Result<R, StoreErrorKind>,
     ) -> Result<R, StoreErrorKind>;
-    /// Runs `write` in one write transaction (write transactions are serialised), and commits
-    /// only when it returns `Ok((_, true))`; on `Ok((_, false))` or an error nothing is written.
+    /// Runs `write` in one write transaction over `namespace` (write transactions are
+    /// serialised), and commits only when it returns `Ok((_, true))`; on `Ok((_, false))` or an
+    /// error nothing is written. A backend with optimistic transactions may run `write` again
+    /// after a conflict, so it must not have effects of its own.
     fn write<R>(
         &self,
-        write: impl FnOnce(&mut dyn WriteTables) -> Result<(R, bool), StoreErrorKind>,
+        namespace: &str,
+        write: impl Fn(&mut dyn WriteTables) -> Result<(R, bool), StoreErrorKind>,
     ) -> Result<R, StoreErrorKind>;
 }
 
@@ -188,7 +192,7 @@ pub(crate) fn get<B: Backend>(
     call(backend, Op::Get, namespace, |limits| {
         check_key(limits, key)?;
         let full = full_key(&namespace_prefix(&namespace.name)?, key);
-        let stored = backend.read(|tables| tables.entry(&full))?;
+        let stored = backend.read(&namespace.name, |tables| tables.entry(&full))?;
         Ok(stored.map(|stored| Entry {
             value: stored.value,
             revision: stored.revision,
@@ -204,7 +208,7 @@ pub(crate) fn exists<B: Backend>(
     call(backend, Op::Exists, namespace, |limits| {
         check_key(limits, key)?;
         let full = full_key(&namespace_prefix(&namespace.name)?, key);
-        backend.read(|tables| Ok(tables.entry(&full)?.is_some()))
+        backend.read(&namespace.name, |tables| Ok(tables.entry(&full)?.is_some()))
     })
 }
 
@@ -246,7 +250,9 @@ pub(crate) fn list<B: Backend>(
         // `limit` <= max_page_keys (a u32), so this fits in usize; one extra key tells whether
         // more follow.
         let wanted = usize::try_from(limit).unwrap_or(usize::MAX);
-        let mut keys = backend.read(|tables| tables.keys(start, end, wanted.saturating_add(1)))?;
+        let mut keys = backend.read(&namespace.name, |tables| {
+            tables.keys(start, end, wanted.saturating_add(1))
+        })?;
         let more = keys.len() > wanted;
         keys.truncate(wanted);
         for key in &mut keys {
@@ -263,7 +269,7 @@ pub(crate) fn list<B: Backend>(
 pub(crate) fn usage<B: Backend>(backend: &B, namespace: &Namespace) -> Result<Usage, StoreError> {
     call(backend, Op::Usage, namespace, |_| {
         namespace_prefix(&namespace.name)?;
-        backend.read(|tables| tables.usage(&namespace.name))
+        backend.read(&namespace.name, |tables| tables.usage(&namespace.name))
     })
 }
 
@@ -407,10 +413,10 @@ pub(crate) fn batch<B: Backend>(
 fn transact<B: Backend, R>(
     backend: &B,
     namespace: &Namespace,
-    apply: impl FnOnce(&mut Mutation<'_>) -> Result<R, StoreErrorKind>,
+    apply: impl Fn(&mut Mutation<'_>) -> Result<R, StoreErrorKind>,
 ) -> Result<R, StoreErrorKind> {
     let namespace_prefix = namespace_prefix(&namespace.name)?;
-    backend.write(|tables| {
+    backend.write(&namespace.name, |tables| {
         let mut mutation = Mutation::begin(tables, namespace, &namespace_prefix)?;
         let result = apply(&mut mutation)?;
         let changed = mutation.finish()?;

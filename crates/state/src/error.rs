@@ -114,6 +114,12 @@ pub enum StoreErrorKind {
     /// Any other I/O or database error.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A remote store (see [`RemoteStore`](crate::RemoteStore)) could not be reached or did
+    /// not answer within its deadline, or other writers kept winning the namespace's commit
+    /// record for longer than the retry budget. A write that failed this way may still have
+    /// been committed (its acknowledgement may be what was lost); a read wrote nothing.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StoreErrorKind {

@@ -3,11 +3,13 @@
 //! prefix listing and atomic batches, behind the backend-neutral [`Store`] trait.
 //!
 //! It does not know WebAssembly, HTTP or NATS: `wasi-host` exposes a `Store` to guests through
-//! host imports, and a NATS JetStream KV backend may implement the same trait (a per-entry
-//! revision is all compare-and-swap compares).
+//! host imports, and the `cluster` crate runs [`RemoteStore`] over NATS JetStream KV (a
+//! per-entry revision is all compare-and-swap compares).
 //!
-//! Backends: [`RedbStore`] (one redb 4 file, the production store) and [`MemoryStore`] (the same
-//! semantics in memory). Both run the shared logic of `engine` — validation, quotas, revisions,
+//! Backends: [`RedbStore`] (one redb 4 file, the production store), [`MemoryStore`] (the same
+//! semantics in memory) and [`RemoteStore`] (over a [`RemoteKv`] service with per-key
+//! compare-and-set shared by several processes: NATS JetStream KV in cluster mode, provided by
+//! the `cluster` crate). All run the shared logic of `engine` — validation, quotas, revisions,
 //! list cursors, every write — and differ only in how they open transactions.
 //!
 //! # On-disk layout (`RedbStore`, [`FORMAT_VERSION`] 1)
@@ -43,6 +45,7 @@
 //! - `stats`: [`StoreStats`] and its [`LatencyHistogram`].
 //! - `engine`: the logic both backends share (private).
 //! - `redb_store`: [`RedbStore`]. `memory`: [`MemoryStore`].
+//! - `remote`: [`RemoteStore`] and the [`RemoteKv`] it runs over, with its commit protocol.
 
 #![warn(missing_docs)]
 
@@ -50,6 +53,7 @@ mod engine;
 mod error;
 mod memory;
 mod redb_store;
+mod remote;
 mod stats;
 mod store;
 mod types;
@@ -57,6 +61,7 @@ mod types;
 pub use error::{OpenError, OpenErrorKind, StoreError, StoreErrorKind};
 pub use memory::MemoryStore;
 pub use redb_store::{FORMAT_VERSION, RedbStore};
+pub use remote::{DATA_PREFIX, HEAD_KEY, Record, RemoteConfig, RemoteKv, RemoteStore, data_key};
 pub use stats::{COMMIT_LATENCY_BUCKETS, LatencyHistogram, StoreStats};
 pub use store::Store;
 pub use types::{

@@ -123,6 +123,7 @@ impl Backend for MemoryStore {
 
     fn read<R>(
         &self,
+        _namespace: &str,
         read: impl FnOnce(&dyn ReadTables) -> Result<R, StoreErrorKind>,
     ) -> Result<R, StoreErrorKind> {
         // A panic while the lock was held cannot leave the tables half-written: changes are
@@ -133,7 +134,8 @@ impl Backend for MemoryStore {
 
     fn write<R>(
         &self,
-        write: impl FnOnce(&mut dyn WriteTables) -> Result<(R, bool), StoreErrorKind>,
+        _namespace: &str,
+        write: impl Fn(&mut dyn WriteTables) -> Result<(R, bool), StoreErrorKind>,
     ) -> Result<R, StoreErrorKind> {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
         let started = Instant::now();

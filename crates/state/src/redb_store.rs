@@ -359,6 +359,7 @@ impl Backend for RedbStore {
 
     fn read<R>(
         &self,
+        _namespace: &str,
         read: impl FnOnce(&dyn ReadTables) -> Result<R, StoreErrorKind>,
     ) -> Result<R, StoreErrorKind> {
         let txn = self.db.begin_read().map_err(|error| self.kind(error))?;
@@ -373,7 +374,8 @@ impl Backend for RedbStore {
 
     fn write<R>(
         &self,
-        write: impl FnOnce(&mut dyn WriteTables) -> Result<(R, bool), StoreErrorKind>,
+        _namespace: &str,
+        write: impl Fn(&mut dyn WriteTables) -> Result<(R, bool), StoreErrorKind>,
     ) -> Result<R, StoreErrorKind> {
         // redb runs one write transaction at a time: `begin_write` waits for the others, so the
         // reads and writes of `write` are one atomic step.

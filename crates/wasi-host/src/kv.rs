@@ -239,6 +239,7 @@ fn error_kind(kind: &StoreErrorKind) -> KvErrorKind {
         StoreErrorKind::NotAnInteger => KvErrorKind::NotAnInteger,
         StoreErrorKind::Overflow => KvErrorKind::Overflow,
         StoreErrorKind::ReadOnly(_) => KvErrorKind::ReadOnly,
+        StoreErrorKind::Unavailable(_) => KvErrorKind::Unavailable,
         _ => KvErrorKind::Storage,
     }
 }

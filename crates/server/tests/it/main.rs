@@ -8,6 +8,7 @@ mod support;
 
 mod browser;
 mod cluster;
+mod cluster_state;
 mod dirs;
 mod guests;
 mod hostile;
