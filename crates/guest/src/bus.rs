@@ -57,7 +57,7 @@ pub fn publish_batch(batch: &MessageBatch, timeout: Duration) -> Result<usize, E
     usize::try_from(code).map_err(|_| {
         Error::new(
             "publish_batch",
-            &format!("{} messages", batch.len()),
+            format!("{} messages", batch.len()),
             ErrorKind::from_code(code),
         )
     })
