@@ -33,6 +33,7 @@
 
 /* ---- host imports (namespace env) ---- */
 MODHOST_IMPORT("publish_message") int32_t mh_sys_publish_message(const uint8_t *ptr, uint32_t len);
+MODHOST_IMPORT("publish_batch") int32_t mh_sys_publish_batch(const uint8_t *ptr, uint32_t len, int32_t timeout_ms);
 MODHOST_IMPORT("subscribe_topic") int32_t mh_sys_subscribe_topic(const char *ptr, uint32_t len, int32_t handler);
 MODHOST_IMPORT("request") int64_t mh_sys_request(const uint8_t *ptr, uint32_t len, int32_t timeout_ms);
 MODHOST_IMPORT("log_at") void mh_sys_log_at(int32_t level, const char *ptr, uint32_t len);
@@ -203,6 +204,43 @@ static inline int32_t mh_publish_message(const char *topic, uint64_t topic_len, 
 /* Publishes an event; mailboxes reached, or a negative code. */
 static inline int32_t mh_publish(const char *topic, const void *payload, uint64_t len) {
     return mh_publish_message(topic, strlen(topic), MH_EVENT, 0, payload, len);
+}
+
+/* A batch for mh_publish_batch: mh_batch b = {{0, 0, 0}, 0}; mh_batch_add(&b, ...) for each
+ * message; mh_publish_batch(&b, timeout_ms); mh_batch_free(&b). The buffer is a MessageBatch
+ * (docs/wire-format.md): the count, patched as messages are added, then the messages. */
+typedef struct { mh_buf buf; uint64_t count; } mh_batch;
+
+static inline void mh_batch_add(mh_batch *batch, const char *topic, uint32_t kind, uint32_t id,
+                                const void *payload, uint64_t len) {
+    if (batch->buf.len == 0) {
+        mh_put_uint(&batch->buf, 0, 8);
+    }
+    mh_put_bytes(&batch->buf, topic, strlen(topic));
+    mh_put_uint(&batch->buf, kind, 4);
+    mh_put_uint(&batch->buf, id, 4);
+    mh_put_bytes(&batch->buf, payload, len);
+    batch->count += 1;
+    for (unsigned i = 0; i < 8; i++) {
+        batch->buf.data[i] = (uint8_t)(batch->count >> (8 * i));
+    }
+}
+
+/* Publishes the batch's messages in order in one host call, each once every mailbox it goes to
+ * has room, waiting up to timeout_ms in all (and never past the export's deadline). Returns how
+ * many, from the first, were published, or a negative code (MH_INVALID: refused whole). */
+static inline int32_t mh_publish_batch(const mh_batch *batch, int32_t timeout_ms) {
+    static const uint8_t empty[8] = {0};
+    if (batch->buf.len == 0) {
+        return mh_sys_publish_batch(empty, 8, timeout_ms);
+    }
+    return mh_sys_publish_batch(batch->buf.data, (uint32_t)batch->buf.len, timeout_ms);
+}
+
+static inline void mh_batch_free(mh_batch *batch) {
+    free(batch->buf.data);
+    batch->buf = (mh_buf){0, 0, 0};
+    batch->count = 0;
 }
 
 /* Answers a request received in on_message (MH_RESPONSE, or MH_ERROR with a reason). */

@@ -7,7 +7,10 @@
 
 package guest
 
-import "sync"
+import (
+	"encoding/binary"
+	"sync"
+)
 
 // Logged is one recorded log line.
 type Logged struct {
@@ -39,6 +42,42 @@ func sysPublish(encoded []byte) int32 {
 	defer recorded.Unlock()
 	recorded.published = append(recorded.published, m)
 	return 1
+}
+
+func sysPublishBatch(encoded []byte, _ int32) int32 {
+	if len(encoded) < 8 {
+		return int32(CodeInvalid)
+	}
+	count := binary.LittleEndian.Uint64(encoded)
+	rest := encoded[8:]
+	var batch []Message
+	for i := uint64(0); i < count; i++ {
+		if len(rest) < 8 {
+			return int32(CodeInvalid)
+		}
+		topic := binary.LittleEndian.Uint64(rest)
+		if topic > uint64(len(rest)) || uint64(len(rest))-topic < 24 {
+			return int32(CodeInvalid)
+		}
+		payload := binary.LittleEndian.Uint64(rest[16+topic:])
+		size := 24 + topic + payload
+		if payload > uint64(len(rest)) || size > uint64(len(rest)) {
+			return int32(CodeInvalid)
+		}
+		m, err := DecodeMessage(rest[:size])
+		if err != nil {
+			return int32(CodeInvalid)
+		}
+		batch = append(batch, m)
+		rest = rest[size:]
+	}
+	if len(rest) != 0 {
+		return int32(CodeInvalid)
+	}
+	recorded.Lock()
+	defer recorded.Unlock()
+	recorded.published = append(recorded.published, batch...)
+	return int32(len(batch))
 }
 
 func sysSubscribe(pattern string) int32 {

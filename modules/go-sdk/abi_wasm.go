@@ -14,6 +14,9 @@ import (
 //go:wasmimport env publish_message
 func publishMessage(ptr unsafe.Pointer, size uint32) int32
 
+//go:wasmimport env publish_batch
+func publishBatch(ptr unsafe.Pointer, size uint32, timeoutMs int32) int32
+
 //go:wasmimport env subscribe_topic
 func subscribeTopic(ptr unsafe.Pointer, size uint32, handler int32) int32
 
@@ -58,6 +61,12 @@ func stringPtr(s string) unsafe.Pointer { return unsafe.Pointer(unsafe.StringDat
 
 func sysPublish(encoded []byte) int32 {
 	code := publishMessage(bytesPtr(encoded), uint32(len(encoded)))
+	runtime.KeepAlive(encoded)
+	return code
+}
+
+func sysPublishBatch(encoded []byte, timeoutMs int32) int32 {
+	code := publishBatch(bytesPtr(encoded), uint32(len(encoded)), timeoutMs)
 	runtime.KeepAlive(encoded)
 	return code
 }

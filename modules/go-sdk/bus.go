@@ -76,6 +76,19 @@ func PublishMessage(m Message) (int, error) {
 	return int(code), nil
 }
 
+// PublishBatch publishes messages in order in one host call (the publish_batch import), each
+// once every mailbox it goes to has room: while one is full the host waits, sleeping, up to
+// timeout and never past the calling export's deadline. It returns how many messages, from
+// the first, were published; the rest were offered to nobody. A batch with an invalid topic
+// or over the host's message limit is refused whole (CodeInvalid).
+func PublishBatch(messages []Message, timeout time.Duration) (int, error) {
+	code := sysPublishBatch(EncodeBatch(messages), int32(min(timeout.Milliseconds(), 1<<31-1)))
+	if code < 0 {
+		return 0, &CallError{Op: "publish_batch", Topic: fmt.Sprintf("%d messages", len(messages)), Code: Code(code)}
+	}
+	return int(code), nil
+}
+
 // Reply answers a request received in a message handler; it reports whether the requester
 // was still waiting.
 func Reply(request Message, payload []byte) (bool, error) {

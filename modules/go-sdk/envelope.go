@@ -215,6 +215,24 @@ func (m Message) Encode() []byte {
 	return putBytes(out, m.Payload)
 }
 
+// EncodeBatch gives the wire bytes of a MessageBatch (docs/wire-format.md): the count, then
+// each message's encoding back to back. What PublishBatch sends.
+func EncodeBatch(messages []Message) []byte {
+	size := 8
+	for _, m := range messages {
+		size += 24 + len(m.Topic) + len(m.Payload)
+	}
+	out := make([]byte, 0, size)
+	out = binary.LittleEndian.AppendUint64(out, uint64(len(messages)))
+	for _, m := range messages {
+		out = putString(out, m.Topic)
+		out = binary.LittleEndian.AppendUint32(out, uint32(m.Kind))
+		out = binary.LittleEndian.AppendUint32(out, m.ID)
+		out = putBytes(out, m.Payload)
+	}
+	return out
+}
+
 // DecodeMessage decodes a Message, refusing truncated input, unknown kinds, invalid UTF-8 in
 // the topic and trailing bytes.
 func DecodeMessage(data []byte) (Message, error) {

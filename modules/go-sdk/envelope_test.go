@@ -65,6 +65,16 @@ func TestGoldenMessages(t *testing.T) {
 	}
 }
 
+func TestGoldenBatch(t *testing.T) {
+	batch := []Message{
+		{Topic: "a.b", Kind: KindEvent, Payload: []byte("1")},
+		{Topic: "c", Kind: KindRequest, ID: 9},
+	}
+	if got, want := EncodeBatch(batch), golden(t, "message_batch"); !bytes.Equal(got, want) {
+		t.Fatalf("EncodeBatch differs from the golden bytes:\n%x\n%x", got, want)
+	}
+}
+
 func TestUnknownKindIsRefused(t *testing.T) {
 	data := golden(t, "message_request")
 	data[17] = 9 // the kind's first byte, after the 8-byte length and "users.get"

@@ -1,4 +1,5 @@
-//! [`Message`]: what travels on the bus and into a guest's `on_message`.
+//! [`Message`]: what travels on the bus and into a guest's `on_message`; [`MessageBatch`]:
+//! several of them in one buffer, for the `publish_batch` import.
 
 use crate::codec::{Cursor, Envelope, sealed};
 use crate::error::{DecodeError, DecodeErrorKind};
@@ -128,5 +129,125 @@ impl sealed::Fields for Message {
             id,
             payload,
         })
+    }
+}
+
+/// Several [`Message`]s in one envelope: `list<Message>` (a `u64` count, then each message's
+/// encoding back to back), what the `publish_batch` import reads (`docs/ABI.md`).
+///
+/// [`MessageBatch::push`] and [`MessageBatch::push_event`] append each message's encoding to
+/// the batch's buffer at once, so a publisher builds a batch without keeping the messages;
+/// [`MessageBatch::decode`] gives them back.
+///
+/// ```
+/// use binary::{Message, MessageBatch};
+///
+/// let mut batch = MessageBatch::new();
+/// batch.push_event("users.created", b"7");
+/// batch.push(&Message::request("users.get", 3, b"8".to_vec()));
+/// assert_eq!(batch.len(), 2);
+/// let messages = MessageBatch::decode(batch.as_bytes())?;
+/// assert_eq!(messages[0], Message::event("users.created", b"7".to_vec()));
+/// assert_eq!(messages[1].id, 3);
+/// # Ok::<(), binary::DecodeError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageBatch {
+    /// The encoding: the count (patched as messages are pushed), then the messages.
+    bytes: Vec<u8>,
+    count: u64,
+}
+
+/// The envelope name in decode errors.
+const BATCH_NAME: &str = "MessageBatch";
+
+/// The smallest encoded message: empty topic and payload.
+const MIN_MESSAGE_BYTES: usize = 24;
+
+impl Default for MessageBatch {
+    fn default() -> MessageBatch {
+        MessageBatch::new()
+    }
+}
+
+impl MessageBatch {
+    /// An empty batch (its encoding is the count 0: 8 bytes).
+    pub fn new() -> MessageBatch {
+        MessageBatch {
+            bytes: vec![0; 8],
+            count: 0,
+        }
+    }
+
+    /// Appends `message`.
+    pub fn push(&mut self, message: &Message) {
+        self.push_parts(&message.topic, message.kind, message.id, &message.payload);
+    }
+
+    /// Appends an `Event` with id 0, as [`Message::event`] would make it, without building
+    /// the message.
+    pub fn push_event(&mut self, topic: &str, payload: &[u8]) {
+        self.push_parts(topic, MessageKind::Event, 0, payload);
+    }
+
+    fn push_parts(&mut self, topic: &str, kind: MessageKind, id: u32, payload: &[u8]) {
+        // The layout of `Message` (docs/wire-format.md); `tests` holds it equal to
+        // `Message::encode`.
+        let bytes = &mut self.bytes;
+        bytes.reserve(MIN_MESSAGE_BYTES + topic.len() + payload.len());
+        bytes.extend_from_slice(&(topic.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(topic.as_bytes());
+        bytes.extend_from_slice(&kind.tag().to_le_bytes());
+        bytes.extend_from_slice(&id.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(payload);
+        self.count += 1;
+        bytes[..8].copy_from_slice(&self.count.to_le_bytes());
+    }
+
+    /// Messages in the batch.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether it holds no message.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The encoding so far.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Empties the batch, keeping its buffer.
+    pub fn clear(&mut self) {
+        self.bytes.truncate(8);
+        self.bytes.fill(0);
+        self.count = 0;
+    }
+
+    /// Decodes a batch with the default [`DecodeOptions`](crate::DecodeOptions).
+    pub fn decode(bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
+        MessageBatch::decode_with(bytes, &crate::DecodeOptions::default())
+    }
+
+    /// Decodes a batch: exactly the given bytes, at most `options.max_size` of them.
+    pub fn decode_with(
+        bytes: &[u8],
+        options: &crate::DecodeOptions,
+    ) -> Result<Vec<Message>, DecodeError> {
+        crate::codec::check_size(BATCH_NAME, bytes, options)?;
+        let mut cursor = Cursor::new(BATCH_NAME, bytes);
+        let count = cursor.len("messages", MIN_MESSAGE_BYTES)?;
+        let mut messages = Vec::with_capacity(count);
+        for _ in 0..count {
+            messages.push(<Message as sealed::Fields>::decode_fields(&mut cursor)?);
+        }
+        let left = cursor.remaining();
+        if left != 0 {
+            return Err(cursor.error("<end>", DecodeErrorKind::TrailingBytes { count: left }));
+        }
+        Ok(messages)
     }
 }

@@ -4,8 +4,8 @@ use proptest::prelude::*;
 
 use crate::{
     CONFIG, DecodeErrorKind, DecodeOptions, Envelope, Header, HttpRequest, HttpResponse,
-    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageKind, OutboundErrorKind,
-    OutboundResponse, Snapshot,
+    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageBatch, MessageKind,
+    OutboundErrorKind, OutboundResponse, Snapshot,
 };
 
 // ---- golden vectors ------------------------------------------------------------------------
@@ -126,13 +126,23 @@ fn golden_cases() -> Vec<(&'static str, Vec<u8>)> {
             OutboundResponse::Response(HttpResponse::new(200, b"hi".to_vec())).encode(),
         ),
         ("snapshot", golden_snapshot().encode()),
+        ("message_batch", golden_batch().as_bytes().to_vec()),
     ]
+}
+
+fn golden_batch() -> MessageBatch {
+    let mut batch = MessageBatch::new();
+    batch.push_event("a.b", b"1");
+    batch.push(&Message::request("c", 9, Vec::new()));
+    batch
 }
 
 /// Decodes a golden case by its name's envelope prefix.
 fn decode_golden(name: &str, bytes: &[u8]) -> Result<(), crate::DecodeError> {
     if name.starts_with("snapshot") {
         Snapshot::decode(bytes).map(drop)
+    } else if name.starts_with("message_batch") {
+        MessageBatch::decode(bytes).map(drop)
     } else if name.starts_with("message") {
         Message::decode(bytes).map(drop)
     } else if name.starts_with("http_request") {
@@ -361,6 +371,59 @@ fn wire_format_doc_examples_are_the_golden_vectors() {
         checked >= 3,
         "expected the doc to show at least 3 golden vectors, found {checked}"
     );
+}
+
+/// A batch is `list<Message>`: the count, then each message exactly as `Message::encode`
+/// writes it; pushing is the same as encoding, and decoding gives the messages back.
+#[test]
+fn a_batch_is_a_count_then_the_messages() {
+    let messages = [
+        Message::event("users.created", b"{}".to_vec()),
+        Message::request("users.get", 42, b"7".to_vec()),
+        Message::new("x", MessageKind::Error, 7, Vec::new()),
+    ];
+    let mut batch = MessageBatch::new();
+    assert!(batch.is_empty());
+    assert_eq!(MessageBatch::decode(batch.as_bytes()).unwrap(), []);
+    batch.push_event(&messages[0].topic, &messages[0].payload);
+    batch.push(&messages[1]);
+    batch.push(&messages[2]);
+    let mut expected = 3u64.to_le_bytes().to_vec();
+    for message in &messages {
+        expected.extend_from_slice(&message.encode());
+    }
+    assert_eq!((batch.len(), batch.as_bytes()), (3, expected.as_slice()));
+    assert_eq!(MessageBatch::decode(batch.as_bytes()).unwrap(), messages);
+    // The same bytes as bincode's own encoding of the list.
+    let vec: Vec<Message> = messages.to_vec();
+    assert_eq!(
+        bincode::encode_to_vec(&vec, CONFIG).unwrap(),
+        batch.as_bytes()
+    );
+    batch.clear();
+    assert_eq!(batch, MessageBatch::new());
+}
+
+#[test]
+fn a_broken_batch_is_refused_with_its_place() {
+    let mut batch = MessageBatch::new();
+    batch.push_event("a", b"1");
+    let bytes = batch.as_bytes();
+    // A count larger than the bytes can hold is refused before allocating.
+    let mut huge = bytes.to_vec();
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    let error = MessageBatch::decode(&huge).unwrap_err();
+    assert_eq!((error.field(), error.offset()), ("messages", 0));
+    let error = MessageBatch::decode(&bytes[..bytes.len() - 1]).unwrap_err();
+    assert_eq!(error.field(), "payload");
+    let mut trailing = bytes.to_vec();
+    trailing.push(0);
+    assert!(matches!(
+        MessageBatch::decode(&trailing).unwrap_err().kind(),
+        DecodeErrorKind::TrailingBytes { count: 1 }
+    ));
+    let error = MessageBatch::decode_with(bytes, &DecodeOptions { max_size: 8 }).unwrap_err();
+    assert!(matches!(error.kind(), DecodeErrorKind::TooLarge { .. }));
 }
 
 /// The layout table in docs/wire-format.md, spelled out for one message.

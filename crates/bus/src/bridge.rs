@@ -98,6 +98,43 @@ mod tests {
     }
 
     #[test]
+    fn a_waiting_publish_reaches_the_bridge_once_after_it_found_room_and_never_when_it_gave_up() {
+        let bus = crate::Bus::with_config(crate::BusConfig {
+            mailbox_capacity: 1,
+        });
+        let recorder = Arc::new(Recorder::default());
+        bus.set_bridge(Arc::new(recorder.clone()));
+        let (_subscription, inbox) = bus.subscribe_channel("a").unwrap();
+        let soon = || std::time::Instant::now() + Duration::from_millis(20);
+        bus.publish_waiting(Message::event("a", vec![1]), soon())
+            .unwrap();
+        assert!(
+            bus.publish_waiting(Message::event("a", vec![2]), soon())
+                .is_err()
+        );
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(5));
+            (0..2)
+                .map(|_| inbox.recv_timeout(PATIENCE).unwrap().payload)
+                .collect::<Vec<_>>()
+        });
+        bus.publish_waiting(
+            Message::event("a", vec![3]),
+            std::time::Instant::now() + PATIENCE,
+        )
+        .unwrap();
+        assert_eq!(reader.join().unwrap(), [vec![1], vec![3]]);
+        let published: Vec<Vec<u8>> = recorder
+            .published
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|message| message.payload.clone())
+            .collect();
+        assert_eq!(published, [vec![1], vec![3]]);
+    }
+
+    #[test]
     fn requests_nobody_local_answers_go_to_the_bridge_but_local_ones_do_not() {
         let bus = crate::Bus::new();
         let recorder = Arc::new(Recorder::default());

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use binary::Message;
 use crossbeam_channel::Receiver;
@@ -18,6 +19,15 @@ use crate::topic::Filter;
 
 /// The default [`BusConfig::mailbox_capacity`].
 pub const DEFAULT_MAILBOX_CAPACITY: usize = 1024;
+
+/// [`Bus::publish_waiting`]'s first sleep when a mailbox is full; each further sleep for the
+/// same message doubles, up to [`MAX_ROOM_PAUSE`]. A mailbox drains at the speed of its
+/// consumer (a module's `on_message`: about 2 µs a message), so a short first pause frees a
+/// few dozen slots and the publisher rarely sleeps longer than the consumer needs.
+const FIRST_ROOM_PAUSE: Duration = Duration::from_micros(20);
+
+/// The longest single sleep of [`Bus::publish_waiting`].
+const MAX_ROOM_PAUSE: Duration = Duration::from_millis(1);
 
 /// Settings for [`Bus::with_config`].
 ///
@@ -378,6 +388,53 @@ impl Bus {
         }
     }
 
+    /// Like [`Bus::publish`], but instead of dropping the message for a subscriber whose
+    /// mailbox is full, waits until every matching mailbox has room, then delivers it to all
+    /// of them in one pass; gives up at `deadline` with [`BusError::Full`], having offered
+    /// the message to nobody. The publisher sleeps while it waits (20 µs at first, doubling
+    /// up to 1 ms), so it leaves the CPU to the consumers it waits for.
+    ///
+    /// A mailbox that cannot tell whether it has room ([`Mailbox::has_room`]'s default) is
+    /// offered the message as `publish` would. Between the check and the offer another
+    /// publisher can fill a mailbox; the message is then dropped for that subscriber and
+    /// counted, as with `publish`. A reply kind is routed as [`Bus::publish`] routes it,
+    /// without waiting. Order per publisher and subscriber, the bridge hook and the
+    /// handover rules are those of `publish`.
+    pub fn publish_waiting(
+        &self,
+        message: Message,
+        deadline: Instant,
+    ) -> Result<PublishReport, BusError> {
+        if message.kind.is_reply() {
+            return self.publish(message);
+        }
+        let started = Instant::now();
+        // A copy for the bridge, made once however often the message waits.
+        let copy = self.inner.bridge.get().map(|_| message.clone());
+        let mut message = message;
+        let mut pause = FIRST_ROOM_PAUSE;
+        loop {
+            match self.deliver_if_room(message)? {
+                Ok(report) => {
+                    if let (Some(bridge), Some(copy)) = (self.inner.bridge.get(), copy) {
+                        bridge.published(&copy);
+                    }
+                    return Ok(report);
+                }
+                Err(back) => message = back,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(BusError::Full {
+                    topic: message.topic,
+                    waited: now - started,
+                });
+            }
+            thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(MAX_ROOM_PAUSE);
+        }
+    }
+
     /// Sets the [`Bridge`] that carries this bus's traffic to other processes. A bus takes
     /// one bridge for its lifetime: `false` (and no change) if one is set already.
     pub fn set_bridge(&self, bridge: Arc<dyn Bridge>) -> bool {
@@ -408,7 +465,30 @@ impl Bus {
         }
         let report = registry.deliver(message)?;
         drop(registry);
+        self.count(&report);
+        Ok(report)
+    }
 
+    /// [`Bus::deliver`] if every matching mailbox has room; else the message back.
+    fn deliver_if_room(
+        &self,
+        message: Message,
+    ) -> Result<Result<PublishReport, Message>, BusError> {
+        let registry = self.inner.read();
+        if registry.closed {
+            return Err(BusError::Closed);
+        }
+        let outcome = registry.deliver_if_room(message)?;
+        drop(registry);
+        if let Ok(report) = &outcome {
+            self.count(report);
+        }
+        Ok(outcome)
+    }
+
+    /// Counts a delivery and removes the subscriptions it found gone.
+    #[inline]
+    fn count(&self, report: &PublishReport) {
         let counters = &self.inner.counters;
         counters.published.fetch_add(1, Ordering::Relaxed);
         if report.closed != 0 {
@@ -417,7 +497,6 @@ impl Bus {
                 .fetch_add(report.closed as u64, Ordering::Relaxed);
             self.remove_gone();
         }
-        Ok(report)
     }
 
     /// Takes out subscriptions whose mailbox said it is closed. Rare: only after a publish

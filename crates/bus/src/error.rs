@@ -33,6 +33,15 @@ pub enum BusError {
         /// The message's kind.
         kind: MessageKind,
     },
+    /// [`crate::Bus::publish_waiting`]: a matching mailbox still had no room at the deadline;
+    /// the message was offered to nobody.
+    #[error("publish on topic {topic:?}: a matching mailbox had no room within {waited:?}")]
+    Full {
+        /// The message's topic.
+        topic: String,
+        /// How long the publish waited.
+        waited: Duration,
+    },
     /// [`crate::Bus::handover`] was refused; nothing was changed.
     #[error("handover: subscription {id} to {topic:?} {reason}")]
     Handover {

@@ -6,7 +6,8 @@
 //! Guarantees: order is kept per publisher and subscriber; [`Bus::publish`] never blocks on a
 //! subscriber, so a slow or stuck one delays nobody: its mailbox fills and further messages for
 //! it are dropped and counted ([`PublishReport`], [`SubscriptionStats`], [`BusStats`]), never
-//! lost silently; a panicking handler ends only that call; [`Bus::handover`] moves traffic from
+//! lost silently ([`Bus::publish_waiting`] instead waits, sleeping, until every matching
+//! mailbox has room, up to a deadline); a panicking handler ends only that call; [`Bus::handover`] moves traffic from
 //! one set of subscriptions to another so that no message goes to both or to neither.
 //!
 //! A subscriber is either a handler run on its own thread ([`Bus::subscribe`]) or a

@@ -34,6 +34,14 @@ pub enum Offer {
 pub trait Mailbox: Send + Sync + 'static {
     /// Takes the message, or says why not. Must not block.
     fn offer(&self, message: Message) -> Offer;
+
+    /// Whether an offer made now would find room. [`crate::Bus::publish_waiting`] asks every
+    /// matching mailbox before it offers a message and waits while one says no. Like
+    /// `offer`, it must return at once. The default, `true`, makes a waiting publish treat
+    /// this mailbox as [`crate::Bus::publish`] does (offer, and count a drop if it is full).
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 impl Mailbox for Sender<Message> {
@@ -45,17 +53,30 @@ impl Mailbox for Sender<Message> {
             Err(TrySendError::Disconnected(_)) => Offer::Closed,
         }
     }
+
+    #[inline]
+    fn has_room(&self) -> bool {
+        !self.is_full()
+    }
 }
 
 impl<M: Mailbox + ?Sized> Mailbox for Arc<M> {
     fn offer(&self, message: Message) -> Offer {
         (**self).offer(message)
     }
+
+    fn has_room(&self) -> bool {
+        (**self).has_room()
+    }
 }
 
 impl<M: Mailbox + ?Sized> Mailbox for Box<M> {
     fn offer(&self, message: Message) -> Offer {
         (**self).offer(message)
+    }
+
+    fn has_room(&self) -> bool {
+        (**self).has_room()
     }
 }
 
@@ -80,6 +101,14 @@ impl Target {
         match self {
             Target::Channel(sender) => sender.offer(message),
             Target::Custom(mailbox) => mailbox.offer(message),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn has_room(&self) -> bool {
+        match self {
+            Target::Channel(sender) => !sender.is_full(),
+            Target::Custom(mailbox) => mailbox.has_room(),
         }
     }
 }
@@ -138,5 +167,26 @@ mod tests {
         );
         assert_eq!(boxed.offer(Message::event("a", b"3".to_vec())), Offer::Full);
         assert_eq!(receiver.len(), 2);
+        assert!(!shared.has_room() && !boxed.has_room());
+        receiver.recv().unwrap();
+        assert!(shared.has_room() && boxed.has_room());
+    }
+
+    #[test]
+    fn room_is_what_a_channel_has_left_and_always_for_a_mailbox_that_cannot_tell() {
+        struct Counter;
+        impl Mailbox for Counter {
+            fn offer(&self, _message: Message) -> Offer {
+                Offer::Full
+            }
+        }
+        assert!(Target::new(Counter).has_room());
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let target = Target::new(sender);
+        assert!(target.has_room());
+        assert_eq!(target.offer(Message::event("a", vec![])), Offer::Accepted);
+        assert!(!target.has_room());
+        receiver.recv().unwrap();
+        assert!(target.has_room());
     }
 }

@@ -85,25 +85,61 @@ impl Registry {
     /// nothing, if the topic is empty or holds a `*`.
     #[inline]
     pub(crate) fn deliver(&self, message: Message) -> Result<PublishReport, BusError> {
-        let mut report = PublishReport::default();
-        let exact = match self.exact.get(message.topic.as_str()) {
-            Some(entries) => entries.as_slice(),
+        let exact = self.exact_entries(&message.topic)?;
+        Ok(self.offer_all(exact, message))
+    }
+
+    /// Like [`Registry::deliver`], but only if every matching mailbox has room now; otherwise
+    /// offers nothing and hands the message back.
+    pub(crate) fn deliver_if_room(
+        &self,
+        message: Message,
+    ) -> Result<Result<PublishReport, Message>, BusError> {
+        let exact = self.exact_entries(&message.topic)?;
+        if !self
+            .targets(exact, &message.topic)
+            .all(|entry| entry.mailbox.has_room())
+        {
+            return Ok(Err(message));
+        }
+        Ok(Ok(self.offer_all(exact, message)))
+    }
+
+    /// The exact subscribers of a published topic, after checking the topic.
+    #[inline]
+    fn exact_entries(&self, published: &str) -> Result<&[Entry], BusError> {
+        match self.exact.get(published) {
+            Some(entries) => Ok(entries.as_slice()),
             // Equal to a key proves the topic valid (keys are never empty and hold no `*`), so
             // only a topic without exact subscribers needs the scan.
             None => {
-                topic::check_published(&message.topic)?;
-                &[]
+                topic::check_published(published)?;
+                Ok(&[])
             }
-        };
+        }
+    }
+
+    /// Every live entry that matches `published`: the exact ones, then the patterns.
+    #[inline]
+    fn targets<'a, 't>(
+        &'a self,
+        exact: &'a [Entry],
+        published: &'t str,
+    ) -> impl Iterator<Item = &'a Entry> + use<'a, 't> {
+        exact.iter().chain(
+            self.patterns
+                .iter()
+                .filter(move |entry| entry.filter.matches(published)),
+        )
+    }
+
+    #[inline]
+    fn offer_all(&self, exact: &[Entry], message: Message) -> PublishReport {
+        let mut report = PublishReport::default();
         let mut previous: Option<&Entry> = None;
         {
             let topic = message.topic.as_str();
-            let targets = exact.iter().chain(
-                self.patterns
-                    .iter()
-                    .filter(|entry| entry.filter.matches(topic)),
-            );
-            for entry in targets {
+            for entry in self.targets(exact, topic) {
                 if let Some(earlier) = previous {
                     earlier.offer(message.clone(), &mut report);
                 }
@@ -113,7 +149,7 @@ impl Registry {
         if let Some(last) = previous {
             last.offer(message, &mut report);
         }
-        Ok(report)
+        report
     }
 
     /// Adds an entry, live or dormant as its state says.

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use binary::{Envelope, Message, MessageKind};
+use binary::{Envelope, Message, MessageBatch, MessageKind};
 
 use crate::error::{Error, ErrorKind};
 use crate::sys;
@@ -27,6 +27,40 @@ pub fn publish_message(message: &Message) -> Result<usize, Error> {
     let code = sys::publish_message(&message.encode());
     usize::try_from(code)
         .map_err(|_| Error::new("publish", &message.topic, ErrorKind::from_code(code)))
+}
+
+/// Publishes the messages of `batch` in order, in one host call, each once every mailbox it
+/// goes to has room: while a subscriber's mailbox is full the host waits (sleeping, not
+/// spinning) up to `timeout`, and never past the calling export's own deadline. Returns how
+/// many messages, from the first, were published; the rest were offered to nobody (send them
+/// again, or give up). With a zero `timeout` it publishes what fits now.
+///
+/// This is the way to publish many messages without losing any to a full mailbox and without
+/// a retry loop around [`publish`] (`docs/ABI.md`, `publish_batch`). A batch larger than the
+/// host's message limit (1 MiB by default) is refused whole, as is one with an invalid topic.
+///
+/// ```
+/// use std::time::Duration;
+/// use guest::MessageBatch;
+///
+/// let mut batch = MessageBatch::new();
+/// for id in 0..3 {
+///     batch.push_event("users.created", format!("{id}").as_bytes());
+/// }
+/// assert_eq!(guest::publish_batch(&batch, Duration::from_secs(1))?, 3);
+/// assert_eq!(guest::testing::take_published().len(), 3);
+/// # Ok::<(), guest::Error>(())
+/// ```
+pub fn publish_batch(batch: &MessageBatch, timeout: Duration) -> Result<usize, Error> {
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let code = sys::publish_batch(batch.as_bytes(), timeout_ms);
+    usize::try_from(code).map_err(|_| {
+        Error::new(
+            "publish_batch",
+            format!("{} messages", batch.len()),
+            ErrorKind::from_code(code),
+        )
+    })
 }
 
 /// Answers `request` (a message of kind `Request` received in `on_message`) with `payload`.
@@ -249,6 +283,32 @@ impl<M> fmt::Debug for Topics<M> {
 mod tests {
     use super::*;
     use crate::testing;
+
+    #[test]
+    fn a_batch_is_published_in_order_or_refused_whole() {
+        testing::reset();
+        let mut batch = MessageBatch::new();
+        batch.push_event("a.b", b"1");
+        batch.push(&Message::request("a.c", 4, b"2".to_vec()));
+        assert_eq!(publish_batch(&batch, Duration::ZERO).unwrap(), 2);
+        assert_eq!(
+            testing::take_published(),
+            [
+                Message::event("a.b", b"1".to_vec()),
+                Message::request("a.c", 4, b"2".to_vec())
+            ]
+        );
+        batch.push_event("a*", b"3");
+        let error = publish_batch(&batch, Duration::ZERO).unwrap_err();
+        assert_eq!(error.kind(), &ErrorKind::InvalidInput);
+        assert!(
+            error
+                .to_string()
+                .starts_with("publish_batch \"3 messages\": refused"),
+            "{error}"
+        );
+        assert!(testing::take_published().is_empty());
+    }
 
     #[test]
     fn topic_matching_follows_the_bus() {

@@ -175,11 +175,12 @@ mod sys;
 pub mod testing;
 
 pub use binary::{
-    Header, HttpRequest, HttpResponse, KvErrorKind, Message, MessageKind, OutboundErrorKind,
+    Header, HttpRequest, HttpResponse, KvErrorKind, Message, MessageBatch, MessageKind,
+    OutboundErrorKind,
 };
 pub use bus::{
-    Topics, publish, publish_message, reply, reply_error, request, subscribe, topic_matches,
-    unsubscribe, ws_broadcast,
+    Topics, publish, publish_batch, publish_message, reply, reply_error, request, subscribe,
+    topic_matches, unsubscribe, ws_broadcast,
 };
 pub use error::{Error, ErrorKind, HttpError};
 #[doc(hidden)]

@@ -9,6 +9,7 @@ mod imports {
     #[link(wasm_import_module = "env")]
     unsafe extern "C" {
         pub fn publish_message(ptr: *const u8, len: usize) -> i32;
+        pub fn publish_batch(ptr: *const u8, len: usize, timeout_ms: i32) -> i32;
         pub fn subscribe_topic(topic_ptr: *const u8, topic_len: usize, handler: u32) -> i32;
         pub fn unsubscribe(topic_ptr: *const u8, topic_len: usize) -> i32;
         pub fn ws_broadcast(
@@ -65,6 +66,13 @@ pub(crate) fn publish_message(message: &[u8]) -> i32 {
     unsafe { imports::publish_message(message.as_ptr(), message.len()) }
 }
 
+/// `publish_batch`: messages published from the first (≥ 0) or a negative code.
+#[cfg(target_family = "wasm")]
+pub(crate) fn publish_batch(batch: &[u8], timeout_ms: i32) -> i32 {
+    // SAFETY: as in `publish_message`: a live slice, read only.
+    unsafe { imports::publish_batch(batch.as_ptr(), batch.len(), timeout_ms) }
+}
+
 /// `subscribe_topic`: 0 or a negative code.
 #[cfg(target_family = "wasm")]
 pub(crate) fn subscribe_topic(topic: &str, handler: u32) -> i32 {
@@ -104,7 +112,7 @@ pub(crate) fn request(message: &[u8], timeout_ms: i32) -> Result<Vec<u8>, i32> {
 
 #[cfg(not(target_family = "wasm"))]
 pub(crate) use crate::testing::host::{
-    log_at, publish_message, request, subscribe_topic, unsubscribe, ws_broadcast,
+    log_at, publish_batch, publish_message, request, subscribe_topic, unsubscribe, ws_broadcast,
 };
 #[cfg(not(target_family = "wasm"))]
 pub(crate) use crate::testing::kv::serve as kv;

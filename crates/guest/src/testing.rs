@@ -107,7 +107,7 @@ pub fn grant_store(name: &str) {
 pub(crate) mod host {
     use binary::abi::Code;
     use binary::topic::{validate_pattern, validate_topic};
-    use binary::{Envelope, Message, MessageKind};
+    use binary::{Envelope, Message, MessageBatch, MessageKind};
 
     use super::with;
     use crate::Level;
@@ -121,6 +121,22 @@ pub(crate) mod host {
         }
         with(|state| state.published.push(message));
         0
+    }
+
+    /// Every message fits at once here: the whole batch is recorded.
+    pub(crate) fn publish_batch(batch: &[u8], _timeout_ms: i32) -> i32 {
+        let Ok(messages) = MessageBatch::decode(batch) else {
+            return Code::Invalid.get();
+        };
+        if messages
+            .iter()
+            .any(|message| !message.kind.is_reply() && validate_topic(&message.topic).is_err())
+        {
+            return Code::Invalid.get();
+        }
+        let count = i32::try_from(messages.len()).unwrap_or(i32::MAX);
+        with(|state| state.published.extend(messages));
+        count
     }
 
     pub(crate) fn subscribe_topic(topic: &str, _handler: u32) -> i32 {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use binary::abi::Code;
 use binary::topic::MAX_TOPIC_BYTES;
 use binary::{
-    DecodeOptions, Envelope, HttpRequest, KvRequest, KvResponse, Message, OutboundErrorKind,
-    OutboundResponse,
+    DecodeOptions, Envelope, HttpRequest, KvRequest, KvResponse, Message, MessageBatch,
+    OutboundErrorKind, OutboundResponse,
 };
 use wasmer::{
     AsStoreMut, Function, FunctionEnv, FunctionEnvMut, FunctionType, HostFunction, Imports, Memory,
@@ -198,6 +198,77 @@ fn publish_message(
         }
     };
     Ok(publish_checked(&ctx, "publish_message", message))
+}
+
+/// `publish_batch(ptr, len, timeout_ms) -> i32`: publishes the messages of an encoded
+/// `MessageBatch` in order, each only once every matching mailbox has room, waiting for room
+/// up to `timeout_ms` in all and never past the running call's deadline
+/// (`bus::Bus::publish_waiting`). Returns how many messages, from the first, were published
+/// (the rest were offered to nobody), or a code: `-1` for a batch that does not decode, is
+/// over `max_message_bytes` or holds an invalid topic (nothing is published), `-3` for a
+/// closed bus before the first message.
+fn publish_batch(
+    mut ctx: FunctionEnvMut<'_, GuestEnv>,
+    ptr: i32,
+    len: i32,
+    timeout_ms: i32,
+) -> Result<i32, RuntimeError> {
+    const IMPORT: &str = "publish_batch";
+    on_time(IMPORT)?;
+    let Some(bytes) = read_sized(&mut ctx, IMPORT, "batch", ptr, len)? else {
+        return Ok(Code::Invalid.get());
+    };
+    let messages = match MessageBatch::decode_with(
+        &bytes,
+        &DecodeOptions {
+            max_size: bytes.len(),
+        },
+    ) {
+        Ok(messages) => messages,
+        Err(error) => {
+            refuse(&ctx, IMPORT, &error.to_string());
+            return Ok(Code::Invalid.get());
+        }
+    };
+    drop(bytes);
+    // All or nothing on validity: a bad topic anywhere refuses the whole batch.
+    if let Some(error) = messages
+        .iter()
+        .filter(|message| !message.kind.is_reply())
+        .find_map(|message| binary::topic::validate_topic(&message.topic).err())
+    {
+        refuse(&ctx, IMPORT, &error.to_string());
+        return Ok(Code::Invalid.get());
+    }
+    let timeout = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+    let mut until = Instant::now() + timeout;
+    if let Some(deadline) = ctx.data().deadline {
+        until = until.min(deadline);
+    }
+    let shared = &ctx.data().shared;
+    let mut published = 0_i32;
+    for message in messages {
+        let outcome = if message.kind.is_reply() {
+            shared.bus.reply(message).map(drop)
+        } else {
+            shared.bus.publish_waiting(message, until).map(drop)
+        };
+        match outcome {
+            Ok(()) => {
+                Shared::bump(&shared.counters.published);
+                published += 1;
+            }
+            // Out of time: the rest stay with the guest.
+            Err(bus::BusError::Full { .. }) => break,
+            Err(bus::BusError::Closed) if published == 0 => return Ok(Code::Closed.get()),
+            Err(bus::BusError::Closed) => break,
+            Err(error) => {
+                refuse(&ctx, IMPORT, &error.to_string());
+                break;
+            }
+        }
+    }
+    Ok(published)
 }
 
 fn subscribe_code(ctx: &FunctionEnvMut<'_, GuestEnv>, import: &str, topic: &str) -> i32 {
@@ -600,6 +671,7 @@ pub(crate) const IMPORTS: &[Import] = &[
     import!(log_at),
     import!(kv),
     import!(http_send),
+    import!(publish_batch),
 ];
 
 /// Defines every `env` import in `imports`.

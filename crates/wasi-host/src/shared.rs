@@ -99,6 +99,12 @@ impl bus::Mailbox for InboxMailbox {
             Err(crossbeam_channel::TrySendError::Disconnected(_)) => bus::Offer::Closed,
         }
     }
+
+    /// The inbox also queues HTTP requests, so this is room for any job: a waiting publisher
+    /// (`publish_batch`) gets a slot only when the module has one free.
+    fn has_room(&self) -> bool {
+        !self.jobs.is_full()
+    }
 }
 
 /// Subscriptions by topic. Made dormant until the version goes live, so a swap can move them

@@ -591,3 +591,108 @@ fn many_threads_publishing_subscribing_cancelling_and_requesting_stay_correct() 
     assert_eq!(bus.topics(), ["echo"]);
     bus.close();
 }
+
+#[test]
+fn a_waiting_publish_loses_nothing_to_a_slow_subscriber_and_keeps_order() {
+    let bus = small_bus(4);
+    let (_subscription, inbox) = bus.subscribe_channel("jobs").unwrap();
+    let (_pattern, pattern_inbox) = bus.subscribe_channel("*").unwrap();
+    const COUNT: u64 = 2_000;
+    let slow = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        while seen.len() < COUNT as usize {
+            let message = inbox.recv_timeout(PATIENCE).expect("a message in time");
+            seen.push(number(&message));
+            if seen.len() % 64 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        seen
+    });
+    let fast = std::thread::spawn(move || {
+        (0..COUNT)
+            .map(|_| number(&pattern_inbox.recv_timeout(PATIENCE).unwrap()))
+            .collect::<Vec<_>>()
+    });
+    for sequence in 0..COUNT {
+        let report = bus
+            .publish_waiting(numbered("jobs", 1, sequence), Instant::now() + PATIENCE)
+            .unwrap();
+        assert_eq!((report.delivered, report.full), (2, 0));
+    }
+    let expected: Vec<(u8, u64)> = (0..COUNT).map(|sequence| (1, sequence)).collect();
+    assert_eq!(slow.join().unwrap(), expected);
+    assert_eq!(fast.join().unwrap(), expected);
+    let stats = bus.stats();
+    assert_eq!((stats.delivered, stats.dropped_full), (2 * COUNT, 0));
+}
+
+#[test]
+fn a_waiting_publish_gives_up_at_its_deadline_having_offered_nothing() {
+    let bus = small_bus(1);
+    let (_full, full) = bus.subscribe_channel("a.b").unwrap();
+    let (_roomy, roomy) = bus.subscribe_channel("a.*").unwrap();
+    bus.publish(Message::event("a.b", b"first".to_vec()))
+        .unwrap();
+    assert_eq!(roomy.try_recv().unwrap().payload, b"first");
+    let started = Instant::now();
+    let error = bus
+        .publish_waiting(
+            Message::event("a.b", b"second".to_vec()),
+            started + Duration::from_millis(30),
+        )
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    match &error {
+        BusError::Full { topic, waited } => {
+            assert_eq!(topic, "a.b");
+            assert!(*waited >= Duration::from_millis(30));
+        }
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert!(
+        error
+            .to_string()
+            .starts_with("publish on topic \"a.b\": a matching mailbox had no room within")
+    );
+    // All or nothing: the subscriber with room did not get it either.
+    assert!(roomy.try_recv().is_err());
+    assert_eq!(full.len(), 1);
+    assert_eq!(bus.stats().dropped_full, 0);
+    // Room again: it goes through at once, to both.
+    assert_eq!(full.recv().unwrap().payload, b"first");
+    let report = bus
+        .publish_waiting(Message::event("a.b", b"third".to_vec()), Instant::now())
+        .unwrap();
+    assert_eq!(report.delivered, 2);
+    assert_eq!(full.recv().unwrap().payload, b"third");
+    assert_eq!(roomy.recv().unwrap().payload, b"third");
+}
+
+#[test]
+fn a_waiting_publish_checks_the_topic_routes_replies_and_fails_on_a_closed_bus() {
+    let bus = small_bus(1);
+    assert!(matches!(
+        bus.publish_waiting(Message::event("a*", vec![]), Instant::now()),
+        Err(BusError::InvalidTopic(_))
+    ));
+    // No subscriber: published to nobody, nothing to wait for.
+    let report = bus
+        .publish_waiting(Message::event("nobody", vec![]), Instant::now())
+        .unwrap();
+    assert_eq!(report, PublishReport::default());
+    // A reply for no waiting request is routed (and counted late), not waited on.
+    let report = bus
+        .publish_waiting(
+            Message::new("x", binary::MessageKind::Response, 5, vec![]),
+            Instant::now() + PATIENCE,
+        )
+        .unwrap();
+    assert_eq!(report.delivered, 0);
+    assert_eq!(bus.stats().late_replies, 1);
+    bus.close();
+    assert!(matches!(
+        bus.publish_waiting(Message::event("a", vec![]), Instant::now() + PATIENCE),
+        Err(BusError::Closed)
+    ));
+}

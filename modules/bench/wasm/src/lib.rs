@@ -9,17 +9,24 @@
 //!   many messages and payload bytes arrived in `on_message`: the bus scenarios.
 //! - `POST /m/bench/publish?topic=T&n=N&size=S` publishes `N` events of `S` bytes on `T`,
 //!   retrying a message while every subscriber's mailbox is full, and answers
-//!   `published retries`.
+//!   `published retries`. With `&batch=B` it sends them `B` at a time with
+//!   `guest::publish_batch`, which waits for mailbox room in the host instead, and answers
+//!   `published partial` (batch calls that published less than all of their messages).
 //! - `GET /m/bench/kv/{key}` reads a key of the module's store (404 when absent) and
 //!   `PUT /m/bench/kv/{key}` writes the body there: the state scenario.
 
-use guest::{IntoResponse, Message, Module, Request, Response};
+use std::time::Duration;
+
+use guest::{IntoResponse, Message, MessageBatch, Module, Request, Response};
 
 /// What `GET /m/bench/version` answers; the harness patches the trailing digits.
 const MARKER: &str = "modhost-bench-version-000000";
 
 /// Give up on a message after this many attempts against full mailboxes.
 const MAX_RETRIES: u64 = 10_000_000;
+
+/// How long one `publish_batch` call may wait for mailbox room.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Default)]
 struct Bench {
@@ -41,6 +48,10 @@ impl Bench {
         };
         let count = number(request, "n", 1);
         let payload = vec![0x5a_u8; usize::try_from(number(request, "size", 64)).unwrap_or(64)];
+        let batch = number(request, "batch", 0);
+        if batch > 0 {
+            return Bench::publish_batches(&topic, &payload, count, batch);
+        }
         let mut retries = 0_u64;
         let mut published = 0_u64;
         while published < count {
@@ -51,6 +62,30 @@ impl Bench {
             }
         }
         Response::text(format!("{published} {retries}"))
+    }
+
+    /// `count` events in batches of `batch`; a batch that published only part is resent
+    /// from where it stopped, and one that published nothing ends the run.
+    fn publish_batches(topic: &str, payload: &[u8], count: u64, batch: u64) -> Response {
+        let mut published = 0_u64;
+        let mut partial = 0_u64;
+        let mut messages = MessageBatch::new();
+        while published < count {
+            messages.clear();
+            for _ in 0..batch.min(count - published) {
+                messages.push_event(topic, payload);
+            }
+            match guest::publish_batch(&messages, BATCH_TIMEOUT) {
+                Ok(sent) if sent == messages.len() => published += sent as u64,
+                Ok(sent) if sent > 0 => {
+                    published += sent as u64;
+                    partial += 1;
+                }
+                Ok(_) => break,
+                Err(error) => return Response::text(error.to_string()).with_status(500),
+            }
+        }
+        Response::text(format!("{published} {partial}"))
     }
 
     fn kv(method: &str, key: &str, request: &Request) -> Response {
@@ -126,6 +161,14 @@ mod tests {
             call(&mut bench, "POST", "/publish", ""),
             (400, String::new())
         );
+        assert_eq!(
+            call(&mut bench, "POST", "/publish", "topic=bench.y&n=5&size=3&batch=2"),
+            (200, "5 0".to_owned())
+        );
+        let published = guest::testing::take_published();
+        assert_eq!(published.len(), 5);
+        assert!(published.iter().all(|message| message.topic == "bench.y"
+            && message.payload == [0x5a; 3]));
         assert_eq!(
             call(&mut bench, "GET", "/nothing", ""),
             (404, String::new())
