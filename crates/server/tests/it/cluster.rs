@@ -272,7 +272,7 @@ async fn a_node_receives_only_what_its_subscribers_select_and_overlaps_deliver_o
                     ))
                     .unwrap();
                 index += 1;
-                if index % 10 == 0 {
+                if index.is_multiple_of(10) {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
