@@ -41,7 +41,8 @@ commands:
             threads for leaks (default 10 minutes; verify runs 60 s)
   bench [--rounds N] [--seconds S] [--swaps N] [--modules N] [--messages N] [SCENARIO...]
             build release modhost + loadgen, run the scenarios (bench, users, swap,
-            bus, coldstart, devloop, state; default all) against their baselines, append
+            bus, coldstart, devloop, state, outbound, grants, cluster; default all)
+            against their baselines, append
             the results to docs/PERFORMANCE.md, JSON to docs/perf/
   fuzz [--minutes N | --seconds N] [TARGET...]
             run the fuzz targets in fuzz/ (all, or the TARGETs), N each

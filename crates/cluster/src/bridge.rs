@@ -160,7 +160,7 @@ async fn remote_request(
     }
 }
 
-/// Checks one bus event from the wire and delivers it locally.
+/// Checks one bus event from the wire (origin, subject, envelope); `Some` to deliver it.
 pub(crate) fn accept_bus(inner: &Inner, message: &async_nats::Message) -> Option<Message> {
     if !inner.accept_origin(message) {
         return None;
@@ -182,14 +182,49 @@ pub(crate) fn accept_bus(inner: &Inner, message: &async_nats::Message) -> Option
     checked
 }
 
-pub(crate) async fn bus_loop(inner: Arc<Inner>, mut messages: async_nats::Subscriber) {
-    while let Some(message) = messages.next().await {
+/// The sending node's id and sequence number of a bus event, when it has both.
+fn origin_seq(message: &async_nats::Message) -> Option<(&str, u64)> {
+    let headers = message.headers.as_ref()?;
+    let origin = headers.get(subject::ORIGIN)?.as_str();
+    let seq = headers.get(subject::SEQ)?.as_str().parse().ok()?;
+    Some((origin, seq))
+}
+
+/// Delivers what arrives on one bus subscription to this node's bus, once per event across
+/// all of them. When `retire` fires (or its sender is dropped) it unsubscribes and delivers
+/// what had arrived before it ends, so an event the server sent only to this subscription
+/// (before a replacing one existed) is not lost.
+pub(crate) async fn bus_loop(
+    inner: Arc<Inner>,
+    mut messages: async_nats::Subscriber,
+    mut retire: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut retiring = false;
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = &mut retire, if !retiring => {
+                retiring = true;
+                if let Err(error) = messages.unsubscribe().await {
+                    tracing::debug!("cluster: bus unsubscribe: {error}");
+                }
+                continue;
+            }
+            message = messages.next() => message,
+        };
+        let Some(message) = message else {
+            break;
+        };
         let Some(decoded) = accept_bus(&inner, &message) else {
             continue;
         };
-        match inner.bus.publish_bridged(decoded) {
-            Ok(_) => bump(&inner.counters.bus_in),
-            Err(error) => tracing::debug!("cluster: bus event not delivered: {error}"),
+        let delivered = inner
+            .interest
+            .once(origin_seq(&message), || inner.bus.publish_bridged(decoded));
+        match delivered {
+            Some(Ok(_)) => bump(&inner.counters.bus_in),
+            Some(Err(error)) => tracing::debug!("cluster: bus event not delivered: {error}"),
+            None => bump(&inner.counters.duplicates),
         }
     }
 }

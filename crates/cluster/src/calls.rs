@@ -16,14 +16,16 @@ use crate::node::Inner;
 use crate::stats::bump;
 use crate::subject;
 
-/// How often the call subscriptions are compared with the loaded modules, besides every
-/// [`crate::Cluster::modules_changed`].
+/// How often the call and bus subscriptions are compared with the loaded modules and the
+/// bus's patterns, besides every [`crate::Cluster::modules_changed`].
 const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Keeps one call subscription per loaded module.
+/// Keeps one call subscription per loaded module, and the bus subscriptions in line with the
+/// bus's patterns.
 pub(crate) async fn sync_loop(inner: Arc<Inner>) {
     loop {
         sync(&inner).await;
+        crate::interest::sync(&inner).await;
         tokio::select! {
             () = tokio::time::sleep(SYNC_INTERVAL) => {}
             () = inner.modules_changed.notified() => {}
@@ -122,7 +124,7 @@ async fn serve_call(inner: &Inner, module: String, message: async_nats::Message)
         }
     };
     let mut payload = response.encode();
-    let limit = inner.client.server_info().max_payload;
+    let limit = inner.client.max_payload();
     if payload.len() > limit {
         payload = HttpResponse::new(
             502,
@@ -154,7 +156,7 @@ pub(crate) async fn forward(
         });
     }
     let payload = request.encode();
-    let limit = inner.client.server_info().max_payload;
+    let limit = inner.client.max_payload();
     if payload.len() > limit {
         return Err(ForwardError::TooLarge {
             module: module.to_owned(),

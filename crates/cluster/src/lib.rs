@@ -4,7 +4,9 @@
 //!
 //! What crosses the wire ([`subject`] names every subject and header):
 //! - bus events, as `binary::Message` envelopes on `modhost.<cluster>.bus.<topic>`, tagged with
-//!   the publishing node's id so no node delivers its own message twice;
+//!   the publishing node's id so no node delivers its own message twice, and with its sequence
+//!   number so a node delivers each once; a node subscribes only to the subjects its local
+//!   subscribers' patterns select ([`subject::bus_interest`]);
 //! - bus requests that no local subscriber answers, sent to one node whose heartbeat lists a
 //!   matching subscription (`modhost.<cluster>.req.<node id>`);
 //! - `ws_broadcast` payloads, on `modhost.<cluster>.ws.<topic>`;
@@ -31,6 +33,7 @@ mod calls;
 mod config;
 mod deploy;
 mod error;
+mod interest;
 mod node;
 mod peers;
 mod state_store;

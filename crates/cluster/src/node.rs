@@ -68,6 +68,8 @@ pub(crate) struct Inner {
     /// Modules with a call subscription, and the task serving it.
     pub(crate) serving: Mutex<BTreeMap<String, JoinHandle<()>>>,
     pub(crate) modules_changed: Notify,
+    /// The bus subscriptions on NATS and the duplicate check.
+    pub(crate) interest: crate::interest::Interest,
 }
 
 impl Inner {
@@ -204,6 +206,7 @@ impl Cluster {
             runtime: tokio::runtime::Handle::current(),
             serving: Mutex::new(BTreeMap::new()),
             modules_changed: Notify::new(),
+            interest: crate::interest::Interest::default(),
             config,
         });
         if inner.state() != ConnectionState::Connected {
@@ -218,14 +221,12 @@ impl Cluster {
                 })
             }
         };
-        let bus_in = subscribe(subject::bus_all(&cluster_name)).await?;
         let ws_in = subscribe(subject::ws_all(&cluster_name)).await?;
         let heartbeats = subscribe(subject::heartbeat(&cluster_name)).await?;
         let requests = subscribe(subject::request(&cluster_name, &inner.id)).await?;
 
         let tasks = vec![
             tokio::spawn(publish_loop(inner.clone(), queue)),
-            tokio::spawn(crate::bridge::bus_loop(inner.clone(), bus_in)),
             tokio::spawn(crate::bridge::ws_loop(inner.clone(), ws_in)),
             tokio::spawn(crate::bridge::request_loop(inner.clone(), requests)),
             tokio::spawn(heartbeat_loop(inner.clone())),
@@ -309,6 +310,7 @@ impl Cluster {
                 .keys()
                 .cloned()
                 .collect(),
+            subscriptions: inner.interest.subjects(),
             messages: inner.counters.snapshot(),
         }
     }
@@ -339,6 +341,7 @@ impl Cluster {
         for task in serving.values() {
             task.abort();
         }
+        self.inner.interest.stop();
     }
 }
 
@@ -354,24 +357,37 @@ fn random_suffix() -> u32 {
     suffix
 }
 
-/// Sends queued messages in order; one task, so per-publisher order holds on the wire.
+/// Most queued messages taken per wake-up of [`publish_loop`].
+const PUBLISH_BATCH: usize = 256;
+
+/// Sends queued messages in order; one task, so per-publisher order holds on the wire. Bus
+/// events carry this node's sequence number ([`subject::SEQ`]) besides its origin.
 async fn publish_loop(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outbound>) {
-    let headers = inner.origin_headers();
-    while let Some(message) = queue.recv().await {
-        if !inner.connected() {
-            bump(&inner.counters.not_bridged);
-            continue;
-        }
-        let sent = inner
-            .client
-            .publish_with_headers(message.subject, headers.clone(), message.payload)
-            .await;
-        match (sent, message.kind) {
-            (Ok(()), Kind::Bus) => bump(&inner.counters.bus_out),
-            (Ok(()), Kind::Ws) => bump(&inner.counters.ws_out),
-            (Err(error), _) => {
+    let origin = inner.origin_headers();
+    let mut seq = 0_u64;
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+        for message in batch.drain(..) {
+            if !inner.connected() {
                 bump(&inner.counters.not_bridged);
-                tracing::debug!("cluster: publish failed: {error}");
+                continue;
+            }
+            let mut headers = origin.clone();
+            if let Kind::Bus = message.kind {
+                seq += 1;
+                headers.insert(subject::SEQ, seq.to_string());
+            }
+            let sent = inner
+                .client
+                .publish_with_headers(message.subject, headers, message.payload)
+                .await;
+            match (sent, message.kind) {
+                (Ok(()), Kind::Bus) => bump(&inner.counters.bus_out),
+                (Ok(()), Kind::Ws) => bump(&inner.counters.ws_out),
+                (Err(error), _) => {
+                    bump(&inner.counters.not_bridged);
+                    tracing::debug!("cluster: publish failed: {error}");
+                }
             }
         }
     }
@@ -387,11 +403,13 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
         if !inner.connected() {
             continue;
         }
+        // The topics a heartbeat lists are subscribed on NATS by the time it goes out.
+        let topics = crate::interest::sync(&inner).await;
         let heartbeat = Heartbeat {
             node: inner.config.node_name.clone(),
             id: inner.id.clone(),
             modules: inner.local.modules(),
-            topics: inner.bus.topics(),
+            topics,
         };
         let Ok(payload) = serde_json::to_vec(&heartbeat) else {
             continue;

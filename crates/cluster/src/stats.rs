@@ -14,6 +14,7 @@ pub(crate) struct Counters {
     pub(crate) not_bridged: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) own_origin: AtomicU64,
+    pub(crate) duplicates: AtomicU64,
     pub(crate) requests_out: AtomicU64,
     pub(crate) requests_served: AtomicU64,
     pub(crate) calls_out: AtomicU64,
@@ -48,6 +49,9 @@ pub struct MessageCounts {
     pub dropped: u64,
     /// Of `dropped`: messages that claimed to come from this node.
     pub own_origin: u64,
+    /// Bus events that arrived a second time through overlapping subscriptions (while the
+    /// subscriptions changed) and were not delivered again; not part of `dropped`.
+    pub duplicates: u64,
     /// Bus requests sent to another node.
     pub requests_out: u64,
     /// Bus requests from other nodes answered here.
@@ -73,6 +77,7 @@ impl Counters {
             not_bridged: load(&self.not_bridged),
             dropped: load(&self.dropped),
             own_origin: load(&self.own_origin),
+            duplicates: load(&self.duplicates),
             requests_out: load(&self.requests_out),
             requests_served: load(&self.requests_served),
             calls_out: load(&self.calls_out),
@@ -117,6 +122,9 @@ pub struct ClusterStatus {
     pub peers: Vec<PeerStatus>,
     /// Modules this node answers forwarded calls for.
     pub serving: Vec<String>,
+    /// The NATS subjects this node receives bus events on: its local subscriptions' patterns
+    /// as subjects, none covered by another.
+    pub subscriptions: Vec<String>,
     /// Message counts.
     pub messages: MessageCounts,
 }

@@ -7,6 +7,9 @@
 pub const ORIGIN: &str = "Modhost-Origin";
 /// The header of a forwarded call or request: milliseconds the sender still waits.
 pub const TIMEOUT_MS: &str = "Modhost-Timeout-Ms";
+/// The header of a bus event: the sending node's sequence number for it (decimal, from 1), so
+/// a node that receives it through two of its subscriptions delivers it once.
+pub const SEQ: &str = "Modhost-Seq";
 /// The header of a failed request reply: `no-responders`, `timeout`, `busy` or `closed`.
 pub const ERROR: &str = "Modhost-Error";
 
@@ -20,6 +23,38 @@ pub fn bus(cluster: &str, topic: &str) -> Option<String> {
 /// The subscription that receives every bus event of `cluster`.
 pub fn bus_all(cluster: &str) -> String {
     format!("modhost.{cluster}.bus.>")
+}
+
+/// The NATS subscription that receives the bus events a local subscription `pattern` selects:
+/// `*` becomes `modhost.<cluster>.bus.>`, `prefix.*` becomes `modhost.<cluster>.bus.prefix.>`
+/// and a topic its own subject. `None` for a pattern that selects no topic that can travel
+/// (an invalid pattern, or a prefix that is not a subject).
+pub fn bus_interest(cluster: &str, pattern: &str) -> Option<String> {
+    match binary::topic::Pattern::parse(pattern).ok()? {
+        binary::topic::Pattern::All => Some(bus_all(cluster)),
+        binary::topic::Pattern::Prefix(prefix) => {
+            let prefix = prefix.strip_suffix('.')?;
+            fits(prefix).then(|| format!("modhost.{cluster}.bus.{prefix}.>"))
+        }
+        binary::topic::Pattern::Exact(topic) => bus(cluster, topic),
+    }
+}
+
+/// The subscriptions of `interests` (results of [`bus_interest`]) that no other one of them
+/// covers, so that every subject matches at most one of them: `a.>` covers `a.b` and `a.b.>`,
+/// and `>` covers everything.
+pub fn bus_cover(interests: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let covers = |wide: &str, narrow: &str| {
+        wide != narrow
+            && wide
+                .strip_suffix('>')
+                .is_some_and(|stem| stem.ends_with('.') && narrow.starts_with(stem))
+    };
+    interests
+        .iter()
+        .filter(|narrow| !interests.iter().any(|wide| covers(wide, narrow)))
+        .cloned()
+        .collect()
 }
 
 /// The topic of a bus subject of `cluster`, if it is one.
@@ -55,6 +90,13 @@ pub fn call_group(cluster: &str) -> String {
 /// Where bus requests for the node with id `node_id` go.
 pub fn request(cluster: &str, node_id: &str) -> String {
     format!("modhost.{cluster}.req.{node_id}")
+}
+
+/// A subject nobody subscribes to: the NATS server answers a request on it with "no
+/// responders" itself, after it processed everything the node sent before — the round trip
+/// that confirms the node's new subscriptions (a client flush only writes them out).
+pub fn sync(cluster: &str, node_id: &str) -> String {
+    format!("modhost.{cluster}.sync.{node_id}")
 }
 
 /// Where nodes announce themselves.
@@ -97,6 +139,42 @@ mod tests {
         assert_eq!(ws_topic("app", &subject), None);
         assert_eq!(ws_topic("app", "modhost.app.ws.chat"), Some("chat"));
         assert_eq!(bus_topic("app", "modhost.app.bus."), None);
+    }
+
+    #[test]
+    fn patterns_map_to_subscriptions_and_overlaps_are_removed() {
+        let interest = |pattern: &str| bus_interest("app", pattern);
+        assert_eq!(interest("*").as_deref(), Some("modhost.app.bus.>"));
+        assert_eq!(
+            interest("users.*").as_deref(),
+            Some("modhost.app.bus.users.>")
+        );
+        assert_eq!(interest("a.b.*").as_deref(), Some("modhost.app.bus.a.b.>"));
+        assert_eq!(interest("a.b").as_deref(), Some("modhost.app.bus.a.b"));
+        for pattern in ["a..*", "a..b", "a*", "", "é.*"] {
+            assert_eq!(interest(pattern), None, "{pattern:?}");
+        }
+        let set = |patterns: &[&str]| -> std::collections::BTreeSet<String> {
+            patterns
+                .iter()
+                .filter_map(|pattern| interest(pattern))
+                .collect()
+        };
+        assert_eq!(
+            bus_cover(&set(&["a.b", "a.*", "a.b.*", "ab.c", "b.c", "a.b.c"])),
+            [
+                "modhost.app.bus.a.>",
+                "modhost.app.bus.ab.c",
+                "modhost.app.bus.b.c"
+            ]
+        );
+        assert_eq!(bus_cover(&set(&["a.b", "*", "x.*"])), ["modhost.app.bus.>"]);
+        // A topic whose last token starts with `>` is a literal, not a wildcard.
+        assert_eq!(
+            bus_cover(&set(&["a.>b", "a.>b.c"])),
+            ["modhost.app.bus.a.>b", "modhost.app.bus.a.>b.c"]
+        );
+        assert!(bus_cover(&set(&[])).is_empty());
     }
 
     #[test]

@@ -48,11 +48,12 @@ impl cluster::LocalNode for Node {
         Box::pin(async move {
             let answered = tokio::time::timeout(
                 timeout,
-                crate::pipeline::call_target(&registry, &module, request),
+                crate::pipeline::call_target_envelope(&registry, &module, request),
             )
             .await;
             let response = match answered {
-                Ok(Some(response)) => response,
+                Ok(Some(Ok(envelope))) => return envelope,
+                Ok(Some(Err(response))) => response,
                 Ok(None) => unavailable(&module),
                 Err(_) => crate::pipeline::timed_out(&module, timeout),
             };
@@ -278,6 +279,11 @@ pub(crate) fn metrics(
             "own_origin",
             "of dropped: messages claiming this node's id",
             messages.own_origin,
+        ),
+        (
+            "duplicates",
+            "bus events that arrived twice through overlapping subscriptions, delivered once",
+            messages.duplicates,
         ),
         (
             "requests_out",

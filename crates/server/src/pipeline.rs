@@ -161,17 +161,32 @@ pub(crate) async fn call_target(
     target: &str,
     request: binary::HttpRequest,
 ) -> Option<Response<Body>> {
+    let answer = call_target_envelope(registry, target, request).await?;
+    Some(answer.map_or_else(
+        |response| response,
+        |envelope| from_envelope(target, envelope),
+    ))
+}
+
+/// [`call_target`] that keeps the module's own answer an envelope (what a call forwarded from
+/// another node sends back, so it is not turned into a response and back); a pass or a failed
+/// call is the error response.
+pub(crate) async fn call_target_envelope(
+    registry: &Registry,
+    target: &str,
+    request: binary::HttpRequest,
+) -> Option<Result<binary::HttpResponse, Response<Body>>> {
     match call(registry, target, request).await {
-        Ok(response) if is_pass(&response) => Some(text(
+        Ok(response) if is_pass(&response) => Some(Err(text(
             StatusCode::NOT_FOUND,
             format!("module \"{target}\" passed the request and nothing else answers it"),
-        )),
-        Ok(response) => Some(from_envelope(target, response)),
+        ))),
+        Ok(response) => Some(Ok(response)),
         Err(CallError {
             kind: CallErrorKind::Closed,
             ..
         }) => None,
-        Err(error) => Some(call_error_response(&error)),
+        Err(error) => Some(Err(call_error_response(&error))),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::process::Modhost;
 use crate::stats::{Section, median, micros, rate};
 
 mod bus;
+mod cluster;
 mod coldstart;
 mod devloop;
 mod grants;
@@ -42,11 +43,13 @@ pub enum Scenario {
     Outbound,
     /// A file from a directory grant against the same bytes from memory.
     Grants,
+    /// Two nodes on NATS: cross-node events against raw NATS, forwarded calls against local.
+    Cluster,
 }
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Bench,
         Scenario::Users,
         Scenario::Swap,
@@ -56,6 +59,7 @@ impl Scenario {
         Scenario::State,
         Scenario::Outbound,
         Scenario::Grants,
+        Scenario::Cluster,
     ];
 
     /// Its name on the command line and in the report.
@@ -70,6 +74,7 @@ impl Scenario {
             Scenario::State => "state",
             Scenario::Outbound => "outbound",
             Scenario::Grants => "grants",
+            Scenario::Cluster => "cluster",
         }
     }
 
@@ -92,6 +97,7 @@ impl Scenario {
             Scenario::State => state::state(settings).await,
             Scenario::Outbound => outbound::outbound(settings).await,
             Scenario::Grants => grants::grants(settings).await,
+            Scenario::Cluster => cluster::cluster(settings).await,
         }
     }
 }

@@ -9,9 +9,11 @@
 //!   many messages and payload bytes arrived in `on_message`: the bus scenarios.
 //! - `POST /m/bench/publish?topic=T&n=N&size=S` publishes `N` events of `S` bytes on `T`,
 //!   retrying a message while every subscriber's mailbox is full, and answers
-//!   `published retries`. With `&batch=B` it sends them `B` at a time with
-//!   `guest::publish_batch`, which waits for mailbox room in the host instead, and answers
-//!   `published partial` (batch calls that published less than all of their messages).
+//!   `published retries`; with `&retry=0` it publishes each once, whether or not a local
+//!   subscriber took it (for subscribers on other nodes, which the count does not see). With
+//!   `&batch=B` it sends them `B` at a time with `guest::publish_batch`, which waits for
+//!   mailbox room in the host instead, and answers `published partial` (batch calls that
+//!   published less than all of their messages).
 //! - `GET /m/bench/kv/{key}` reads a key of the module's store (404 when absent) and
 //!   `PUT /m/bench/kv/{key}` writes the body there: the state scenario.
 
@@ -52,11 +54,12 @@ impl Bench {
         if batch > 0 {
             return Bench::publish_batches(&topic, &payload, count, batch);
         }
+        let retry = number(request, "retry", 1) != 0;
         let mut retries = 0_u64;
         let mut published = 0_u64;
         while published < count {
             match guest::publish(&topic, &payload) {
-                Ok(reached) if reached > 0 => published += 1,
+                Ok(reached) if reached > 0 || !retry => published += 1,
                 Ok(_) | Err(_) if retries < MAX_RETRIES => retries += 1,
                 _ => break,
             }
