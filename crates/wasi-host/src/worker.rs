@@ -221,6 +221,7 @@ pub(crate) fn spawn(
                     return;
                 }
             }
+            let kept = slot.clone();
             Worker {
                 blueprint,
                 jobs,
@@ -229,6 +230,9 @@ pub(crate) fn spawn(
                 paused: false,
             }
             .run();
+            // The worker is done (stopped, or its inbox closed): the instance goes with it,
+            // not with the last handle to the module.
+            kept.lock().live = None;
         })
         .map_err(|error| LoadError::Host {
             module: name.clone(),
