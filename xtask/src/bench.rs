@@ -1,12 +1,14 @@
 //! `cargo xtask bench [OPTIONS] [SCENARIO...]`: builds the release `modhost` and `loadgen`
-//! (profile `bench` = release + line tables, for profilers), rebuilds the `bench`, `users`,
-//! `counter`, `proxy` and `pages` modules, runs the scenarios (`crates/loadgen`), appends the markdown section to
-//! `docs/PERFORMANCE.md` and writes the JSON report to `docs/perf/<timestamp>.json`.
+//! (profile `bench` = release + line tables, for profilers), rebuilds the modules the chosen
+//! scenarios use (`bench`, `users`, `counter`, `proxy`, `pages`), runs the scenarios (`crates/loadgen`), appends the markdown section to
+//! `docs/PERFORMANCE.md` and writes the JSON report to `docs/perf/<timestamp>.json`. The `http`
+//! scenario is driven by `wrk` (installed like the tools of `tools.rs` when missing; without it
+//! loadgen's own client measures alone); `--compare BIN` adds an earlier modhost binary to it.
 
 use std::path::Path;
 use std::process::Command;
 
-use crate::step;
+use crate::{step, tools};
 
 /// The cargo profile of the binaries under test: release plus line tables.
 const PROFILE: &str = "bench";
@@ -18,7 +20,16 @@ const PASS_THROUGH: &[&str] = &[
     "--swaps",
     "--modules",
     "--messages",
+    "--compare",
+    "--compare-config",
 ];
+
+/// The `http` scenario's client.
+const WRK: tools::Tool = tools::Tool {
+    purpose: "the http benchmark's client",
+    present: tools::Present::Program("wrk"),
+    source: tools::Source::Debian("wrk"),
+};
 
 fn text(mut command: Command) -> String {
     command
@@ -86,6 +97,33 @@ fn commit() -> String {
 
 const HEADER: &str = "# Performance\n\nResults of `cargo xtask bench` are appended below.\n";
 
+/// The modules the scenarios read from `modules/dist` (every one for all scenarios).
+fn modules_for(scenarios: &[String]) -> Vec<String> {
+    const NEEDS: &[(&str, &[&str])] = &[
+        ("http", &["bench"]),
+        ("bench", &["bench"]),
+        ("users", &["users"]),
+        ("swap", &["bench"]),
+        ("bus", &["bench"]),
+        ("coldstart", &["bench"]),
+        ("devloop", &["users"]),
+        ("state", &["bench", "counter"]),
+        ("outbound", &["proxy"]),
+        ("grants", &["pages"]),
+    ];
+    let mut modules: Vec<String> = Vec::new();
+    for (scenario, needs) in NEEDS {
+        if scenarios.is_empty() || scenarios.iter().any(|name| name == scenario) {
+            for module in *needs {
+                if !modules.iter().any(|known| known == module) {
+                    modules.push((*module).to_owned());
+                }
+            }
+        }
+    }
+    modules
+}
+
 /// `cargo xtask bench`.
 pub fn run(args: &[String]) -> Result<(), String> {
     let mut loadgen_args: Vec<String> = Vec::new();
@@ -119,14 +157,25 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "--bin",
         "loadgen",
     ]))?;
-    crate::build_modules::run(&[
-        "bench".to_owned(),
-        "users".to_owned(),
-        "counter".to_owned(),
-        "proxy".to_owned(),
-        "pages".to_owned(),
-    ])?;
+    let modules = modules_for(&scenarios);
+    if !modules.is_empty() {
+        crate::build_modules::run(&modules)?;
+    }
 
+    // wrk drives the `http` scenario when it is installed (or can be); otherwise that
+    // scenario measures with loadgen's own client and says so in its output.
+    if scenarios.is_empty() || scenarios.iter().any(|name| name == "http") {
+        match tools::ensure(&[WRK]) {
+            Ok(()) => {
+                if let Some(wrk) = tools::find_program("wrk") {
+                    loadgen_args.extend(["--wrk".to_owned(), wrk.display().to_string()]);
+                }
+            }
+            Err(error) => eprintln!(
+                "bench: wrk unavailable ({error}); the http scenario falls back to loadgen's own client"
+            ),
+        }
+    }
     let stamp = text(command("date", &["-u", "+%Y%m%dT%H%M%SZ"]));
     let date = text(command("date", &["-u", "+%Y-%m-%d %H:%M UTC"]));
     let shown = format!("cargo xtask bench {}", args.join(" "));

@@ -39,11 +39,13 @@ commands:
             the soak test against the real modhost binary: load, a swap every
             500 ms, traps, WebSocket churn, bus traffic; checks RSS, fds and
             threads for leaks (default 10 minutes; verify runs 60 s)
-  bench [--rounds N] [--seconds S] [--swaps N] [--modules N] [--messages N] [SCENARIO...]
-            build release modhost + loadgen, run the scenarios (bench, users, swap,
-            bus, coldstart, devloop, state, outbound, grants, cluster; default all)
-            against their baselines, append
-            the results to docs/PERFORMANCE.md, JSON to docs/perf/
+  bench [--rounds N] [--seconds S] [--swaps N] [--modules N] [--messages N]
+        [--compare BIN] [SCENARIO...]
+            build release modhost + loadgen, run the scenarios (http, bench, users,
+            swap, bus, coldstart, devloop, state, outbound, grants, cluster; default
+            all) against their baselines, append the results to docs/PERFORMANCE.md,
+            JSON to docs/perf/; http uses wrk (installed if missing, else loadgen's client);
+            --compare BIN measures an earlier modhost in the same http rounds
   fuzz [--minutes N | --seconds N] [TARGET...]
             run the fuzz targets in fuzz/ (all, or the TARGETs), N each
             (default 60 s); installs cargo-fuzz if missing

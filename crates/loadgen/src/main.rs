@@ -76,6 +76,17 @@ struct Run {
     /// Messages per bus run.
     #[arg(long, default_value_t = 200_000)]
     messages: u64,
+    /// The `wrk` binary for the `http` scenario (default: `wrk` on PATH; without one the
+    /// scenario uses loadgen's own client only, and says so).
+    #[arg(long)]
+    wrk: Option<PathBuf>,
+    /// An earlier modhost binary for the `http` scenario to measure in the same rounds.
+    #[arg(long)]
+    compare: Option<PathBuf>,
+    /// A modhost.toml for the `--compare` server (without `--compare`: the same binary with
+    /// this configuration).
+    #[arg(long)]
+    compare_config: Option<PathBuf>,
     /// For the report header: `key=value` (date, commit, machine, command).
     #[arg(long = "meta")]
     meta: Vec<String>,
@@ -145,6 +156,21 @@ fn run_scenarios(run: Run) -> anyhow::Result<()> {
         modules: run.modules,
         messages: run.messages,
         payload: 64,
+        wrk: run.wrk.clone().or_else(loadgen::Wrk::find),
+        compare: run
+            .compare
+            .as_ref()
+            .map(|path| {
+                std::fs::canonicalize(path).with_context(|| format!("{} not found", path.display()))
+            })
+            .transpose()?,
+        compare_config: run
+            .compare_config
+            .as_ref()
+            .map(|path| {
+                std::fs::canonicalize(path).with_context(|| format!("{} not found", path.display()))
+            })
+            .transpose()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -180,6 +206,9 @@ fn run_scenarios(run: Run) -> anyhow::Result<()> {
             "modules": settings.modules,
             "messages": settings.messages,
             "payload_bytes": settings.payload,
+            "wrk": settings.wrk.as_ref().map(|path| path.display().to_string()),
+            "compare": settings.compare.as_ref().map(|path| path.display().to_string()),
+            "compare_config": settings.compare_config.as_ref().map(|path| path.display().to_string()),
         },
         "sections": sections,
         "failures": failures.iter().map(|(name, error)| serde_json::json!({"scenario": name, "error": error})).collect::<Vec<_>>(),

@@ -316,6 +316,7 @@ impl ServerConfig {
 /// memory_mb = 64                   # linear memory cap
 /// handle_timeout_ms = 5000         # per-call deadline of `handle`
 /// inbox = 1024                     # queued jobs before 503
+/// inline = true                   # short calls may run on the request's thread
 /// snapshot_timeout_ms = 5000       # per-call deadline of `snapshot` / `restore`
 /// max_snapshot_mb = 16             # largest state `snapshot` may hand over
 /// hold_timeout_ms = 5000           # longest hold of a swap with a state handoff
@@ -434,6 +435,8 @@ pub struct FileModule {
     pub handle_timeout_ms: Option<u64>,
     /// Inbox capacity.
     pub inbox: Option<usize>,
+    /// Whether short calls may run on the request's thread (default true).
+    pub inline: Option<bool>,
     /// `snapshot` / `restore` deadline in milliseconds.
     pub snapshot_timeout_ms: Option<u64>,
     /// Largest state `snapshot` may return, in MiB.
@@ -519,6 +522,9 @@ impl FileModule {
         let mut config = base.clone();
         if let Some(instances) = self.instances {
             config.instances = instances.max(1);
+        }
+        if let Some(inline) = self.inline {
+            config.inline = inline;
         }
         if let Some(memory_mb) = self.memory_mb {
             config.limits.max_memory_bytes = memory_mb * 1024 * 1024;

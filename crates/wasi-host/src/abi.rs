@@ -62,6 +62,22 @@ fn ty(params: &[Type], results: &[Type]) -> FunctionType {
 
 use Type::{I32, I64};
 
+/// Host imports (namespace `env`) that can hold the calling thread waiting on something else:
+/// another module's reply, a remote server.
+const ENV_WAITS: &[&str] = &["request", "http_send"];
+
+/// WASI imports that sleep, poll or wait on a futex or a socket.
+const WASI_WAITS: &[&str] = &[
+    "poll_oneoff",
+    "sched_yield",
+    "thread_sleep",
+    "futex_wait",
+    "sock_accept",
+    "sock_recv",
+    "sock_send",
+    "sock_connect",
+];
+
 /// The exports the host calls, with the types each ABI requires.
 fn expected_export(name: &str, abi: AbiVersion) -> Option<FunctionType> {
     Some(match (name, abi) {
@@ -96,6 +112,9 @@ pub(crate) struct Shape {
     /// `alloc` or `malloc`, whichever is exported (`alloc` preferred).
     pub allocator: Option<&'static str>,
     pub uses_wasi: bool,
+    /// Imports something that waits (outbound HTTP, a bus request, a WASI sleep or poll):
+    /// such a module never runs a request on the caller's thread.
+    pub waits: bool,
 }
 
 /// Checks exports and imports against the ABI before anything runs.
@@ -170,12 +189,15 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
     }
 
     let mut uses_wasi = false;
+    let mut waits = false;
     for import in module.imports() {
         let namespace = import.module();
         if namespace.starts_with("wasi") {
             uses_wasi = true;
+            waits |= WASI_WAITS.contains(&import.name());
             continue;
         }
+        waits |= namespace == "env" && ENV_WAITS.contains(&import.name());
         let known = IMPORTS
             .iter()
             .find(|known| known.name == import.name())
@@ -216,6 +238,7 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
         has_restore,
         allocator,
         uses_wasi,
+        waits,
     })
 }
 
@@ -246,6 +269,18 @@ mod tests {
             IMPORTS.len(),
             "docs/ABI.md lists an import the host lacks"
         );
+    }
+
+    /// A module importing one of these never runs a request inline; a renamed import must not
+    /// fall out of the list unnoticed.
+    #[test]
+    fn the_imports_that_wait_are_host_imports() {
+        for name in ENV_WAITS {
+            assert!(
+                IMPORTS.iter().any(|import| import.name == *name),
+                "{name:?} is not a host import"
+            );
+        }
     }
 
     #[test]

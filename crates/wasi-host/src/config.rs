@@ -38,6 +38,12 @@ pub struct ModuleConfig {
     /// module from its `allowed_hosts`. `None` (the default): the import answers
     /// `unavailable`.
     pub outbound: Option<Arc<dyn crate::Outbound>>,
+    /// Whether a request may run on the caller's thread when the module's calls are short and
+    /// an instance is free, instead of hopping to the instance's worker thread and back
+    /// (default `true`). Still one call at a time per instance, under the same deadline; a
+    /// module that imports something that waits never does, and one that turns slow goes
+    /// back to its worker (`docs/ARCHITECTURE.md`).
+    pub inline: bool,
 }
 
 impl Default for ModuleConfig {
@@ -45,6 +51,7 @@ impl Default for ModuleConfig {
         ModuleConfig {
             limits: Limits::default(),
             instances: 1,
+            inline: true,
             inbox_capacity: 1024,
             grants: Grants::default(),
             kv: KvConfig::default(),

@@ -365,14 +365,22 @@ impl Host {
             watchdog: self.inner.watchdog.clone(),
             grants: config.grants.clone(),
             dirs,
+            inline: worker::Inline::new(config.inline && !compiled.shape.waits),
         });
         let mut workers = Vec::new();
         for index in 0..config.instances.max(1) {
             let (control, orders) = crossbeam_channel::unbounded();
-            match worker::spawn(blueprint.clone(), index, inbox.clone(), orders) {
-                Ok(thread) => workers.push((control, thread)),
+            let slot = Arc::new(worker::Slot::default());
+            match worker::spawn(
+                blueprint.clone(),
+                index,
+                inbox.clone(),
+                orders,
+                slot.clone(),
+            ) {
+                Ok(thread) => workers.push((control, thread, slot)),
                 Err(error) => {
-                    for (control, thread) in workers {
+                    for (control, thread, _) in workers {
                         let _ = control.send(worker::Control::Stop);
                         let _ = thread.join();
                     }

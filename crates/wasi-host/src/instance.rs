@@ -1,7 +1,9 @@
 //! One live instance: its `Store`, the wasmer instance, the WASI environment and the typed
 //! exports, and the calls into it, each under a deadline, with failures classified.
 //!
-//! A `Store` is not `Send`: a [`Live`] is created and used on its worker thread only.
+//! A `Store` is not `Send`: a [`Live`] is created on its worker thread and lives in that
+//! worker's [`crate::worker::Slot`], whose mutex makes it usable from one thread at a time
+//! (the worker, or a caller running a request inline).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +37,8 @@ pub(crate) struct Blueprint {
     pub grants: Grants,
     /// The directory grants, opened at load.
     pub dirs: Vec<Arc<crate::dirs::GrantedDir>>,
+    /// Whether requests may skip the hop to a worker thread.
+    pub inline: crate::worker::Inline,
 }
 
 impl Blueprint {

@@ -2,9 +2,10 @@
 //! and an on-disk compiled-module cache, check the ABI), instantiate, `init`, serve calls,
 //! drain and close; the host imports; limits; trap containment.
 //!
-//! Each instance is owned by one worker thread that takes jobs from its module's bounded
-//! inbox, so an instance never runs two calls at once, and async callers await a reply
-//! without blocking a tokio worker. A guest failure — trap, deadline, bad pointer — is a
+//! Each instance has a worker thread that takes jobs from its module's bounded inbox, and sits
+//! behind a mutex, so it never runs two calls at once: async callers await the worker's reply,
+//! or, for a module whose calls are short, run the request inline when an instance is free
+//! (`worker::Inline`), saving the hop to the worker thread and back. A guest failure — trap, deadline, bad pointer — is a
 //! [`CallError`] value, after which the instance is replaced by a fresh one; a failure to load
 //! is a [`LoadError`]. Both name the module.
 //!

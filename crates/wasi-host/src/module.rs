@@ -14,7 +14,7 @@ use crate::error::{CallError, CallErrorKind, SnapshotError, SnapshotErrorKind};
 use crate::instance::Blueprint;
 use crate::logs::LogLine;
 use crate::shared::{ModuleStats, Shared};
-use crate::worker::{Control, DrainOutcome, Job};
+use crate::worker::{Control, DrainOutcome, Job, Slot};
 
 struct WorkerHandle {
     control: Sender<Control>,
@@ -26,6 +26,9 @@ pub(crate) struct Inner {
     pub jobs: Sender<Job>,
     pub capacity: usize,
     workers: Mutex<Vec<WorkerHandle>>,
+    /// Each instance's slot with its worker's order channel, in pool order: what a request
+    /// run inline needs, without the lock of `workers`.
+    slots: Vec<(Arc<Slot>, Sender<Control>)>,
     closed: AtomicBool,
     loaded_at: SystemTime,
     load_time: Duration,
@@ -52,6 +55,15 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct LoadedModule {
     inner: Arc<Inner>,
+}
+
+/// Where [`LoadedModule::try_handle`] left a request: waiting for a worker's reply, or done.
+enum Queued {
+    Waiting(
+        tokio::sync::oneshot::Receiver<Result<HttpResponse, CallError>>,
+        LoadedModule,
+    ),
+    Done(Result<Result<HttpResponse, CallError>, HttpRequest>),
 }
 
 impl std::fmt::Debug for LoadedModule {
@@ -113,13 +125,17 @@ impl LoadedModule {
         blueprint: Arc<Blueprint>,
         jobs: Sender<Job>,
         capacity: usize,
-        workers: Vec<(Sender<Control>, std::thread::JoinHandle<()>)>,
+        workers: Vec<(Sender<Control>, std::thread::JoinHandle<()>, Arc<Slot>)>,
         load_time: Duration,
         compile: crate::host::CompileSource,
     ) -> LoadedModule {
+        let slots = workers
+            .iter()
+            .map(|(control, _, slot)| (slot.clone(), control.clone()))
+            .collect();
         let workers = workers
             .into_iter()
-            .map(|(control, thread)| WorkerHandle {
+            .map(|(control, thread, _)| WorkerHandle {
                 control,
                 thread: Some(thread),
             })
@@ -130,6 +146,7 @@ impl LoadedModule {
                 jobs,
                 capacity,
                 workers: Mutex::new(workers),
+                slots,
                 closed: AtomicBool::new(false),
                 loaded_at: SystemTime::now(),
                 load_time,
@@ -271,42 +288,21 @@ impl LoadedModule {
     /// (it never reached an instance) comes back as `Err(request)`, so a caller can retry it
     /// on the version that replaced this one without cloning every request up front.
     ///
-    /// The request is queued (or refused) before this function returns, not when the future
-    /// is first polled: a caller that orders its submissions against a hot swap's hold can
-    /// rely on that.
+    /// The request is queued (or refused, or run) before this function returns, not when the
+    /// future is first polled: a caller that orders its submissions against a hot swap's hold
+    /// can rely on that. A request to a module whose calls are short may run right here, on
+    /// the calling thread, when an instance is free (see `docs/ARCHITECTURE.md`).
     pub fn try_handle(
         &self,
         request: HttpRequest,
     ) -> impl Future<Output = Result<Result<HttpResponse, CallError>, HttpRequest>> + Send + 'static
     {
-        enum Queued {
-            Waiting(
-                tokio::sync::oneshot::Receiver<Result<HttpResponse, CallError>>,
-                LoadedModule,
-            ),
-            Done(Result<Result<HttpResponse, CallError>, HttpRequest>),
-        }
         let queued = if self.is_closed() {
             Queued::Done(Err(request))
         } else {
-            let (reply, response) = tokio::sync::oneshot::channel();
-            match self.inner.jobs.try_send(Job::Handle { request, reply }) {
-                Ok(()) => Queued::Waiting(response, self.clone()),
-                Err(TrySendError::Full(_)) => {
-                    Shared::bump(&self.shared().counters.overloaded);
-                    Queued::Done(Ok(Err(self.error(
-                        "handle",
-                        CallErrorKind::Overloaded {
-                            capacity: self.inner.capacity,
-                        },
-                    ))))
-                }
-                Err(TrySendError::Disconnected(Job::Handle { request, .. })) => {
-                    Queued::Done(Err(request))
-                }
-                Err(TrySendError::Disconnected(Job::Message(_))) => {
-                    Queued::Done(Ok(Err(self.error("on_message", CallErrorKind::Closed))))
-                }
+            match self.try_inline(request) {
+                Ok(result) => Queued::Done(Ok(result)),
+                Err(request) => self.queue(request),
             }
         };
         async move {
@@ -317,6 +313,52 @@ impl LoadedModule {
                 Queued::Done(result) => result,
             }
         }
+    }
+
+    /// Queues `request` for a worker.
+    fn queue(&self, request: HttpRequest) -> Queued {
+        let (reply, response) = tokio::sync::oneshot::channel();
+        match self.inner.jobs.try_send(Job::Handle { request, reply }) {
+            Ok(()) => Queued::Waiting(response, self.clone()),
+            Err(TrySendError::Full(_)) => {
+                Shared::bump(&self.shared().counters.overloaded);
+                Queued::Done(Ok(Err(self.error(
+                    "handle",
+                    CallErrorKind::Overloaded {
+                        capacity: self.inner.capacity,
+                    },
+                ))))
+            }
+            Err(TrySendError::Disconnected(Job::Handle { request, .. })) => {
+                Queued::Done(Err(request))
+            }
+            Err(TrySendError::Disconnected(Job::Message(_))) => {
+                Queued::Done(Ok(Err(self.error("on_message", CallErrorKind::Closed))))
+            }
+        }
+    }
+
+    /// Runs the request on a free instance on this thread, skipping the hop to its worker
+    /// and back, when the module's calls are short ([`crate::worker::Inline`]) and nothing
+    /// waits in its inbox (queued work keeps its turn); otherwise hands the request back.
+    fn try_inline(
+        &self,
+        request: HttpRequest,
+    ) -> Result<Result<HttpResponse, CallError>, HttpRequest> {
+        let blueprint = &self.inner.blueprint;
+        if !blueprint.inline.ready() || !self.inner.jobs.is_empty() {
+            return Err(request);
+        }
+        let mut request = request;
+        for (slot, control) in &self.inner.slots {
+            match slot.try_handle_inline(blueprint, request, || {
+                let _ = control.send(Control::Renew);
+            }) {
+                Ok(result) => return Ok(result),
+                Err(returned) => request = returned,
+            }
+        }
+        Err(request)
     }
 
     /// Like [`LoadedModule::handle`], blocking the calling thread. Don't call it from async

@@ -1,8 +1,11 @@
-//! The worker thread that owns one instance: it takes jobs from the module's inbox one at a
-//! time (so an instance never runs two calls at once), replaces its instance after a trap or
-//! a deadline, and runs the drain protocol when told to.
+//! The worker thread that keeps one instance: it takes jobs from the module's inbox one at a
+//! time, replaces its instance after a trap or a deadline, and runs the drain protocol when
+//! told to. The instance lives in a [`Slot`] whose mutex keeps it to one call at a time,
+//! whichever thread makes the call: the worker, or a caller running a request inline
+//! ([`Inline`], [`crate::LoadedModule::try_handle`]).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use binary::{HttpRequest, HttpResponse, Message};
@@ -34,6 +37,107 @@ impl Job {
     }
 }
 
+/// A call that ends within this is cheap enough to run on the caller's thread.
+const INLINE_BUDGET: Duration = Duration::from_micros(500);
+/// Calls in a row within [`INLINE_BUDGET`] before requests run inline.
+const INLINE_STREAK: u32 = 32;
+
+/// Whether an HTTP request may run inline, on the thread of the task that made it, instead of
+/// hopping to the worker thread and back (two thread wake-ups per request). Only for modules
+/// whose calls are short: a module that imports something that waits (outbound HTTP, a bus
+/// request, WASI's `poll_oneoff` and friends) never runs inline, and the others only after
+/// [`INLINE_STREAK`] calls in a row within [`INLINE_BUDGET`]; one slower call sends the module
+/// back to its worker until it has been quick that many times again. So a slow module keeps
+/// its calls off the server's I/O threads, and a module that turns slow holds one of them for
+/// at most one call (bounded by its deadline).
+pub(crate) struct Inline {
+    eligible: bool,
+    streak: AtomicU32,
+}
+
+impl Inline {
+    pub(crate) fn new(eligible: bool) -> Inline {
+        Inline {
+            eligible,
+            streak: AtomicU32::new(0),
+        }
+    }
+
+    /// Whether the next request may run inline.
+    pub(crate) fn ready(&self) -> bool {
+        self.eligible && self.streak.load(Ordering::Relaxed) >= INLINE_STREAK
+    }
+
+    /// Counts one finished `handle` call.
+    fn record(&self, elapsed: Duration) {
+        if !self.eligible {
+            return;
+        }
+        let streak = self.streak.load(Ordering::Relaxed);
+        if elapsed > INLINE_BUDGET {
+            if streak != 0 {
+                self.streak.store(0, Ordering::Relaxed);
+            }
+        } else if streak < INLINE_STREAK {
+            self.streak.store(streak + 1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One instance and whether it takes calls, shared by its worker thread and the callers that
+/// run requests inline; the mutex keeps the instance to one call at a time.
+#[derive(Default)]
+pub(crate) struct Slot(Mutex<SlotState>);
+
+#[derive(Default)]
+pub(crate) struct SlotState {
+    /// `None` while a failed call's replacement is pending or a failed drain closed it.
+    live: Option<Live>,
+    /// Between `Pause` and `Resume`: orders only, no calls.
+    paused: bool,
+}
+
+// SAFETY: `Live` holds a wasmer `Store`, which is `!Send` only because of what wasmer keeps
+// for a call *in progress* (the on-called hook, which this crate never sets, and the lock of an
+// async store, which it never makes). The per-thread state of a call — wasmer's store context
+// and its interrupt registration (`store/context.rs`, `interrupt_registry`), our watchdog's
+// `CURRENT` — is installed on the calling thread when the call starts and removed when it
+// returns; wasmer itself resumes stores on other threads on that basis. A `SlotState` is only
+// reached through its `Slot`'s mutex, so its `Live` is used by one thread at a time and moves
+// between threads only between calls, together with every handle into its store (instance,
+// exports, memory, environments).
+unsafe impl Send for SlotState {}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `handle` on this instance on the calling thread, if the instance is free, live and
+    /// not paused; otherwise gives the request back. `renew` is asked to replace an instance
+    /// a failed call left unusable (the caller must not spend its time on that).
+    pub(crate) fn try_handle_inline(
+        &self,
+        blueprint: &Blueprint,
+        request: HttpRequest,
+        renew: impl FnOnce(),
+    ) -> Result<Result<HttpResponse, CallError>, HttpRequest> {
+        let Ok(mut state) = self.0.try_lock() else {
+            return Err(request);
+        };
+        if state.paused || state.live.is_none() {
+            return Err(request);
+        }
+        let result = handle(blueprint, &mut state.live, request, false);
+        let renewed = state.live.is_none();
+        drop(state);
+        if renewed {
+            renew();
+        }
+        Ok(result)
+    }
+}
+
 /// Orders for one worker, outside the shared inbox.
 pub(crate) enum Control {
     /// Finish queued jobs, then poll `drain()` until it returns 0 or `until` passes.
@@ -60,6 +164,8 @@ pub(crate) enum Control {
         state: Arc<[u8]>,
         reply: Sender<Result<(), SnapshotError>>,
     },
+    /// Replace the instance if a call made inline left none.
+    Renew,
 }
 
 /// How one instance's drain ended.
@@ -85,17 +191,19 @@ pub(crate) struct Worker {
     blueprint: Arc<Blueprint>,
     jobs: Receiver<Job>,
     control: Receiver<Control>,
-    live: Option<Live>,
-    /// Between `Pause` and `Resume`: orders only, no jobs.
+    slot: Arc<Slot>,
+    /// Between `Pause` and `Resume`: orders only, no jobs (the slot says the same to inline
+    /// callers).
     paused: bool,
 }
 
-/// Starts a worker; returns once its instance has run `init` (or failed to).
+/// Starts a worker for `slot`; returns once its instance has run `init` (or failed to).
 pub(crate) fn spawn(
     blueprint: Arc<Blueprint>,
     index: usize,
     jobs: Receiver<Job>,
     control: Receiver<Control>,
+    slot: Arc<Slot>,
 ) -> Result<std::thread::JoinHandle<()>, LoadError> {
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let name = blueprint.shared.name.clone();
@@ -103,24 +211,28 @@ pub(crate) fn spawn(
     let thread = std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
-            let live = match Live::create(&blueprint) {
+            match Live::create(&blueprint) {
                 Ok(live) => {
+                    slot.lock().live = Some(live);
                     let _ = ready_tx.send(Ok(()));
-                    live
                 }
                 Err(error) => {
                     let _ = ready_tx.send(Err(error));
                     return;
                 }
-            };
+            }
+            let kept = slot.clone();
             Worker {
                 blueprint,
                 jobs,
                 control,
-                live: Some(live),
+                slot,
                 paused: false,
             }
             .run();
+            // The worker is done (stopped, or its inbox closed): the instance goes with it,
+            // not with the last handle to the module.
+            kept.lock().live = None;
         })
         .map_err(|error| LoadError::Host {
             module: name.clone(),
@@ -143,10 +255,6 @@ pub(crate) fn spawn(
 }
 
 impl Worker {
-    fn shared(&self) -> &Shared {
-        &self.blueprint.shared
-    }
-
     fn run(mut self) {
         loop {
             if self.paused {
@@ -184,14 +292,17 @@ impl Worker {
                 return false;
             }
             Control::Pause { ack } => {
+                // Taking the lock waits for an inline call in progress.
+                self.slot.lock().paused = true;
                 self.paused = true;
                 let _ = ack.send(());
             }
             Control::Resume { first } => {
-                self.paused = false;
                 for job in first {
                     self.run_job(job);
                 }
+                self.slot.lock().paused = false;
+                self.paused = false;
             }
             Control::TakeQueued { reply } => {
                 let queued: Vec<Job> = self.jobs.try_iter().collect();
@@ -211,13 +322,19 @@ impl Worker {
                 let result = self.restore(&state);
                 let _ = reply.send(result);
             }
+            Control::Renew => {
+                let mut state = self.slot.lock();
+                if state.live.is_none() {
+                    replace(&self.blueprint, &mut state.live);
+                }
+            }
         }
         true
     }
 
     fn unavailable(&self, export: &'static str, reason: &str) -> SnapshotError {
         SnapshotError {
-            module: self.shared().name.clone(),
+            module: self.blueprint.shared.name.clone(),
             export,
             kind: SnapshotErrorKind::Unavailable {
                 reason: reason.to_owned(),
@@ -229,10 +346,11 @@ impl Worker {
     /// would be empty.
     fn snapshot(&mut self) -> Result<Vec<u8>, SnapshotError> {
         let blueprint = self.blueprint.clone();
-        let Some(live) = self.live.as_mut() else {
+        let mut state = self.slot.lock();
+        let Some(live) = state.live.as_mut() else {
             return Err(self.unavailable(
                 SNAPSHOT_EXPORT,
-                "the instance is gone (a failed drain closed it), its state with it",
+                "the instance is gone (a failed drain or call closed it), its state with it",
             ));
         };
         match live.snapshot(&blueprint) {
@@ -243,7 +361,7 @@ impl Worker {
                 kind: SnapshotErrorKind::Failed { code },
             }),
             Err(error) => {
-                self.after_failure(&error);
+                after_failure(&blueprint, &mut state.live, &error, true);
                 Err(SnapshotError::from_call(
                     &blueprint.shared.name,
                     SNAPSHOT_EXPORT,
@@ -253,11 +371,11 @@ impl Worker {
         }
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<(), SnapshotError> {
+    fn restore(&mut self, saved: &[u8]) -> Result<(), SnapshotError> {
         let blueprint = self.blueprint.clone();
-        let result = self
-            .live(RESTORE_EXPORT)
-            .and_then(|live| live.restore(&blueprint, state));
+        let mut state = self.slot.lock();
+        let result = live(&blueprint, &mut state.live, RESTORE_EXPORT)
+            .and_then(|live| live.restore(&blueprint, saved));
         match result {
             Ok(0) => Ok(()),
             Ok(code) => Err(SnapshotError {
@@ -266,7 +384,7 @@ impl Worker {
                 kind: SnapshotErrorKind::Refused { code },
             }),
             Err(error) => {
-                self.after_failure(&error);
+                after_failure(&blueprint, &mut state.live, &error, true);
                 Err(SnapshotError::from_call(
                     &blueprint.shared.name,
                     RESTORE_EXPORT,
@@ -276,67 +394,13 @@ impl Worker {
         }
     }
 
-    /// The live instance, re-created if a failed replacement left none.
-    /// `export` names the call that needs it, for the error.
-    fn live(&mut self, export: &'static str) -> Result<&mut Live, CallError> {
-        if self.live.is_none() {
-            self.replace();
-        }
-        let module = self.shared().name.clone();
-        self.live.as_mut().ok_or(CallError::new(
-            module,
-            export,
-            CallErrorKind::InstanceGone {
-                reason: "re-creating the instance failed (see the log)".into(),
-            },
-        ))
-    }
-
-    fn replace(&mut self) {
-        self.live = None;
-        match Live::create(&self.blueprint) {
-            Ok(live) => {
-                Shared::bump(&self.shared().counters.replacements);
-                self.live = Some(live);
-            }
-            Err(error) => {
-                tracing::error!(module = %self.shared().name, version = %self.shared().version, "replacing the instance failed: {error}");
-            }
-        }
-    }
-
-    /// Counts a failure and replaces the instance when the guest's state can't be trusted.
-    fn after_failure(&mut self, error: &CallError) {
-        let counters = &self.blueprint.shared.counters;
-        match error.kind {
-            CallErrorKind::Trap { .. } => Shared::bump(&counters.traps),
-            CallErrorKind::Deadline { .. } => Shared::bump(&counters.timeouts),
-            _ => {}
-        }
-        if error.replaces_instance() {
-            let backtrace: Vec<String> =
-                error.backtrace().iter().map(ToString::to_string).collect();
-            if backtrace.is_empty() {
-                tracing::warn!(module = %self.shared().name, version = %self.shared().version, "{error}; replacing the instance");
-            } else {
-                tracing::warn!(module = %self.shared().name, version = %self.shared().version, backtrace = %backtrace.join("; "), "{error}; replacing the instance");
-            }
-            self.replace();
-        }
-    }
-
     fn run_job(&mut self, job: Job) {
-        let blueprint = self.blueprint.clone();
+        let blueprint = &self.blueprint;
+        let mut state = self.slot.lock();
         match job {
             Job::Handle { request, reply } => {
-                Shared::bump(&blueprint.shared.counters.requests);
-                let result = self
-                    .live("handle")
-                    .and_then(|live| live.handle(&blueprint, request));
-                if let Err(error) = &result {
-                    Shared::bump(&blueprint.shared.counters.request_errors);
-                    self.after_failure(error);
-                }
+                let result = handle(blueprint, &mut state.live, request, true);
+                drop(state);
                 let _ = reply.send(result);
             }
             Job::Message(message) => {
@@ -344,13 +408,12 @@ impl Worker {
                 if !blueprint.shape.has_on_message {
                     return;
                 }
-                let result = self
-                    .live("on_message")
-                    .and_then(|live| live.on_message(&blueprint, message));
+                let result = live(blueprint, &mut state.live, "on_message")
+                    .and_then(|live| live.on_message(blueprint, message));
                 if let Err(error) = result {
                     Shared::bump(&blueprint.shared.counters.message_errors);
                     tracing::warn!(module = %blueprint.shared.name, version = %blueprint.shared.version, "on_message failed: {error}");
-                    self.after_failure(&error);
+                    after_failure(blueprint, &mut state.live, &error, true);
                 }
             }
         }
@@ -385,7 +448,10 @@ impl Worker {
         let mut polls = 0;
         loop {
             polls += 1;
-            let wait = match self.live("drain").and_then(|live| live.drain(&blueprint)) {
+            let mut state = self.slot.lock();
+            let outcome =
+                live(&blueprint, &mut state.live, "drain").and_then(|live| live.drain(&blueprint));
+            let wait = match outcome {
                 Ok(0) => return DrainOutcome::Done { polls },
                 Ok(wait) => wait,
                 Err(error) => {
@@ -396,10 +462,11 @@ impl Worker {
                         CallErrorKind::Deadline { .. } => Shared::bump(&counters.timeouts),
                         _ => {}
                     }
-                    self.live = None;
+                    state.live = None;
                     return DrainOutcome::Failed(error);
                 }
             };
+            drop(state);
             let wake = Instant::now() + Duration::from_millis(u64::from(wait));
             self.serve_until(wake.min(until));
             if Instant::now() >= until {
@@ -409,5 +476,121 @@ impl Worker {
                 };
             }
         }
+    }
+}
+
+/// The live instance, re-created if a failed replacement left none. `export` names the call
+/// that needs it, for the error.
+fn live<'a>(
+    blueprint: &Blueprint,
+    live: &'a mut Option<Live>,
+    export: &'static str,
+) -> Result<&'a mut Live, CallError> {
+    if live.is_none() {
+        replace(blueprint, live);
+    }
+    live.as_mut().ok_or(CallError::new(
+        blueprint.shared.name.clone(),
+        export,
+        CallErrorKind::InstanceGone {
+            reason: "re-creating the instance failed (see the log)".into(),
+        },
+    ))
+}
+
+fn replace(blueprint: &Blueprint, live: &mut Option<Live>) {
+    *live = None;
+    match Live::create(blueprint) {
+        Ok(fresh) => {
+            Shared::bump(&blueprint.shared.counters.replacements);
+            *live = Some(fresh);
+        }
+        Err(error) => {
+            tracing::error!(module = %blueprint.shared.name, version = %blueprint.shared.version, "replacing the instance failed: {error}");
+        }
+    }
+}
+
+/// Counts a failure and, when the guest's state can't be trusted, drops the instance:
+/// replaced at once (`replace_now`), or left for the worker's `Renew`.
+fn after_failure(
+    blueprint: &Blueprint,
+    live: &mut Option<Live>,
+    error: &CallError,
+    replace_now: bool,
+) {
+    let counters = &blueprint.shared.counters;
+    match error.kind {
+        CallErrorKind::Trap { .. } => Shared::bump(&counters.traps),
+        CallErrorKind::Deadline { .. } => Shared::bump(&counters.timeouts),
+        _ => {}
+    }
+    if error.replaces_instance() {
+        let shared = &blueprint.shared;
+        let backtrace: Vec<String> = error.backtrace().iter().map(ToString::to_string).collect();
+        if backtrace.is_empty() {
+            tracing::warn!(module = %shared.name, version = %shared.version, "{error}; replacing the instance");
+        } else {
+            tracing::warn!(module = %shared.name, version = %shared.version, backtrace = %backtrace.join("; "), "{error}; replacing the instance");
+        }
+        if replace_now {
+            replace(blueprint, live);
+        } else {
+            *live = None;
+        }
+    }
+}
+
+/// One `handle` call, counted, timed for [`Inline`], with a failure handled as
+/// [`after_failure`] says.
+fn handle(
+    blueprint: &Blueprint,
+    slot_live: &mut Option<Live>,
+    request: HttpRequest,
+    replace_now: bool,
+) -> Result<HttpResponse, CallError> {
+    Shared::bump(&blueprint.shared.counters.requests);
+    let started = Instant::now();
+    let result =
+        live(blueprint, slot_live, "handle").and_then(|live| live.handle(blueprint, request));
+    blueprint.inline.record(started.elapsed());
+    if let Err(error) = &result {
+        Shared::bump(&blueprint.shared.counters.request_errors);
+        after_failure(blueprint, slot_live, error, replace_now);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_run_inline_only_after_a_streak_of_short_calls() {
+        let inline = Inline::new(true);
+        for _ in 0..INLINE_STREAK - 1 {
+            inline.record(Duration::from_micros(10));
+        }
+        assert!(!inline.ready(), "one call short of the streak");
+        inline.record(Duration::from_micros(10));
+        assert!(inline.ready());
+        inline.record(INLINE_BUDGET + Duration::from_micros(1));
+        assert!(
+            !inline.ready(),
+            "one slow call sends the module back to its worker"
+        );
+        for _ in 0..INLINE_STREAK {
+            inline.record(INLINE_BUDGET);
+        }
+        assert!(inline.ready(), "calls at the budget count as short");
+    }
+
+    #[test]
+    fn a_module_that_waits_never_runs_inline() {
+        let inline = Inline::new(false);
+        for _ in 0..INLINE_STREAK * 2 {
+            inline.record(Duration::from_micros(1));
+        }
+        assert!(!inline.ready());
     }
 }

@@ -17,6 +17,7 @@ mod cluster;
 mod coldstart;
 mod devloop;
 mod grants;
+mod http;
 mod outbound;
 mod serving;
 mod state;
@@ -25,6 +26,8 @@ mod swap;
 /// One scenario of `cargo xtask bench`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
+    /// `/m/bench` against the same server's `/healthz`, with wrk (and loadgen's client).
+    Http,
     /// A module's HTTP path against a bare hyper server.
     Bench,
     /// The `users` module against the same JSON work in native Rust.
@@ -49,7 +52,8 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order they run.
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
+        Scenario::Http,
         Scenario::Bench,
         Scenario::Users,
         Scenario::Swap,
@@ -65,6 +69,7 @@ impl Scenario {
     /// Its name on the command line and in the report.
     pub fn name(self) -> &'static str {
         match self {
+            Scenario::Http => "http",
             Scenario::Bench => "bench",
             Scenario::Users => "users",
             Scenario::Swap => "swap",
@@ -88,6 +93,7 @@ impl Scenario {
     /// Runs it.
     pub async fn run(self, settings: &Settings) -> anyhow::Result<Section> {
         match self {
+            Scenario::Http => http::http(settings).await,
             Scenario::Bench => serving::bench(settings).await,
             Scenario::Users => serving::users(settings).await,
             Scenario::Swap => swap::swap(settings).await,
@@ -125,6 +131,13 @@ pub struct Settings {
     pub messages: u64,
     /// Payload bytes per bus message.
     pub payload: usize,
+    /// The `wrk` binary for the `http` scenario (`None`: loadgen's own client only).
+    pub wrk: Option<PathBuf>,
+    /// An earlier `modhost` binary the `http` scenario measures in the same rounds.
+    pub compare: Option<PathBuf>,
+    /// A `modhost.toml` for that second server (with no `compare` binary: the same binary
+    /// under this configuration, e.g. with a feature turned off).
+    pub compare_config: Option<PathBuf>,
 }
 
 impl Settings {
@@ -203,7 +216,7 @@ pub(crate) fn failures(runs: &[LoadResult]) -> u64 {
 /// `GET path` → the body as text, or an error naming the status.
 async fn get_text(
     addr: std::net::SocketAddr,
-    method: http::Method,
+    method: ::http::Method,
     path: &str,
 ) -> anyhow::Result<String> {
     let mut target = Target::get(addr, path);
