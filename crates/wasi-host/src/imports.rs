@@ -246,6 +246,32 @@ fn publish_batch(
         until = until.min(deadline);
     }
     let shared = &ctx.data().shared;
+    blocking(|| publish_all(&ctx, shared, messages, until))
+}
+
+/// Runs `wait`, which may block until a mailbox has room. A call running inline on a tokio
+/// worker thread (`worker::Inline`) first hands that thread's other tasks to another thread
+/// (`block_in_place`), so the wait never stalls other connections; on a module's own worker
+/// thread, or a current-thread runtime, it just runs.
+fn blocking<T>(wait: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
+/// Publishes `messages` in order until one finds no room by `until`; returns how many went
+/// out, or a code.
+fn publish_all(
+    ctx: &FunctionEnvMut<'_, GuestEnv>,
+    shared: &Shared,
+    messages: Vec<Message>,
+    until: Instant,
+) -> Result<i32, RuntimeError> {
+    const IMPORT: &str = "publish_batch";
     let mut published = 0_i32;
     for message in messages {
         let outcome = if message.kind.is_reply() {
@@ -263,7 +289,7 @@ fn publish_batch(
             Err(bus::BusError::Closed) if published == 0 => return Ok(Code::Closed.get()),
             Err(bus::BusError::Closed) => break,
             Err(error) => {
-                refuse(&ctx, IMPORT, &error.to_string());
+                refuse(ctx, IMPORT, &error.to_string());
                 break;
             }
         }
