@@ -26,7 +26,7 @@ enum Command {
         listen: SocketAddr,
     },
     /// Run scenarios and write the report.
-    Run(Run),
+    Run(Box<Run>),
     /// One load run against any server (for profiling): prints the result as JSON.
     Load {
         /// Server address.
@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
             };
             loadgen::serve(baseline, listen)
         }
-        Command::Run(run) => run_scenarios(run),
+        Command::Run(run) => run_scenarios(*run),
         Command::Load {
             addr,
             path,
