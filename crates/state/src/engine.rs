@@ -66,6 +66,62 @@ pub(crate) trait Backend {
     ) -> Result<R, StoreErrorKind>;
 }
 
+/// Every backend is a [`Store`] through the functions below: backends differ only in their
+/// tables and transactions, never in what an operation means.
+impl<B: Backend + Send + Sync + std::fmt::Debug> crate::store::Store for B {
+    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Entry>, StoreError> {
+        get(self, ns, key)
+    }
+
+    fn set(&self, ns: &Namespace, key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
+        set(self, ns, key, value)
+    }
+
+    fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
+        delete(self, ns, key)
+    }
+
+    fn exists(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
+        exists(self, ns, key)
+    }
+
+    fn list(
+        &self,
+        ns: &Namespace,
+        prefix: &[u8],
+        cursor: Option<&[u8]>,
+        limit: u32,
+    ) -> Result<Page, StoreError> {
+        list(self, ns, prefix, cursor, limit)
+    }
+
+    fn increment(&self, ns: &Namespace, key: &[u8], delta: i64) -> Result<i64, StoreError> {
+        increment(self, ns, key, delta)
+    }
+
+    fn compare_and_swap(
+        &self,
+        ns: &Namespace,
+        key: &[u8],
+        expected: Option<u64>,
+        value: Option<&[u8]>,
+    ) -> Result<CasOutcome, StoreError> {
+        compare_and_swap(self, ns, key, expected, value)
+    }
+
+    fn batch(&self, ns: &Namespace, ops: &[WriteOp]) -> Result<BatchOutcome, StoreError> {
+        batch(self, ns, ops)
+    }
+
+    fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
+        usage(self, ns)
+    }
+
+    fn stats(&self) -> crate::stats::StoreStats {
+        self.recorder().snapshot()
+    }
+}
+
 /// The bytes every full key of `namespace` starts with: `[name length: u8][name]`. The length
 /// byte keeps `"a"`'s keys apart from `"ab"`'s.
 pub(crate) fn namespace_prefix(namespace: &str) -> Result<Vec<u8>, StoreErrorKind> {

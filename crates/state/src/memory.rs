@@ -6,13 +6,10 @@ use std::ops::Bound;
 use std::sync::{PoisonError, RwLock};
 use std::time::Instant;
 
-use crate::engine::{self, Backend, ReadTables, Stored, WriteTables};
-use crate::error::{StoreError, StoreErrorKind};
-use crate::stats::{Recorder, StoreStats};
-use crate::store::Store;
-use crate::types::{
-    BatchOutcome, CasOutcome, Config, Entry, Limits, Namespace, Page, Usage, WriteOp,
-};
+use crate::engine::{Backend, ReadTables, Stored, WriteTables};
+use crate::error::StoreErrorKind;
+use crate::stats::Recorder;
+use crate::types::{Config, Limits, Usage};
 
 /// A [`Store`] in memory: the same validation, quotas, revisions and atomicity as
 /// [`RedbStore`](crate::RedbStore) (the logic is shared), nothing persisted.
@@ -144,59 +141,5 @@ impl Backend for MemoryStore {
             self.recorder.commit(started.elapsed());
         }
         Ok(result)
-    }
-}
-
-impl Store for MemoryStore {
-    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Entry>, StoreError> {
-        engine::get(self, ns, key)
-    }
-
-    fn set(&self, ns: &Namespace, key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
-        engine::set(self, ns, key, value)
-    }
-
-    fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        engine::delete(self, ns, key)
-    }
-
-    fn exists(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        engine::exists(self, ns, key)
-    }
-
-    fn list(
-        &self,
-        ns: &Namespace,
-        prefix: &[u8],
-        cursor: Option<&[u8]>,
-        limit: u32,
-    ) -> Result<Page, StoreError> {
-        engine::list(self, ns, prefix, cursor, limit)
-    }
-
-    fn increment(&self, ns: &Namespace, key: &[u8], delta: i64) -> Result<i64, StoreError> {
-        engine::increment(self, ns, key, delta)
-    }
-
-    fn compare_and_swap(
-        &self,
-        ns: &Namespace,
-        key: &[u8],
-        expected: Option<u64>,
-        value: Option<&[u8]>,
-    ) -> Result<CasOutcome, StoreError> {
-        engine::compare_and_swap(self, ns, key, expected, value)
-    }
-
-    fn batch(&self, ns: &Namespace, ops: &[WriteOp]) -> Result<BatchOutcome, StoreError> {
-        engine::batch(self, ns, ops)
-    }
-
-    fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
-        engine::usage(self, ns)
-    }
-
-    fn stats(&self) -> StoreStats {
-        self.recorder.snapshot()
     }
 }

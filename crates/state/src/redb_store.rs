@@ -9,14 +9,10 @@ use std::time::Instant;
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::engine::{self, Backend, ReadTables, Stored, WriteTables};
-use crate::error::{OpenError, OpenErrorKind, StoreError, StoreErrorKind};
-use crate::stats::{Recorder, StoreStats};
-use crate::store::Store;
-use crate::types::{
-    BatchOutcome, CasOutcome, Config, Durability, EVENTUAL_FLUSH_INTERVAL, Entry, Limits,
-    Namespace, Page, Usage, WriteOp,
-};
+use crate::engine::{Backend, ReadTables, Stored, WriteTables};
+use crate::error::{OpenError, OpenErrorKind, StoreErrorKind};
+use crate::stats::Recorder;
+use crate::types::{Config, Durability, EVENTUAL_FLUSH_INTERVAL, Limits, Usage};
 
 /// Full key (`[namespace length: u8][namespace][key]`) → `[revision: u64 LE][value]`.
 const ENTRIES: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("entries");
@@ -405,66 +401,13 @@ impl Backend for RedbStore {
     }
 }
 
-impl Store for RedbStore {
-    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Entry>, StoreError> {
-        engine::get(self, ns, key)
-    }
-
-    fn set(&self, ns: &Namespace, key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
-        engine::set(self, ns, key, value)
-    }
-
-    fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        engine::delete(self, ns, key)
-    }
-
-    fn exists(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        engine::exists(self, ns, key)
-    }
-
-    fn list(
-        &self,
-        ns: &Namespace,
-        prefix: &[u8],
-        cursor: Option<&[u8]>,
-        limit: u32,
-    ) -> Result<Page, StoreError> {
-        engine::list(self, ns, prefix, cursor, limit)
-    }
-
-    fn increment(&self, ns: &Namespace, key: &[u8], delta: i64) -> Result<i64, StoreError> {
-        engine::increment(self, ns, key, delta)
-    }
-
-    fn compare_and_swap(
-        &self,
-        ns: &Namespace,
-        key: &[u8],
-        expected: Option<u64>,
-        value: Option<&[u8]>,
-    ) -> Result<CasOutcome, StoreError> {
-        engine::compare_and_swap(self, ns, key, expected, value)
-    }
-
-    fn batch(&self, ns: &Namespace, ops: &[WriteOp]) -> Result<BatchOutcome, StoreError> {
-        engine::batch(self, ns, ops)
-    }
-
-    fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
-        engine::usage(self, ns)
-    }
-
-    fn stats(&self) -> StoreStats {
-        self.recorder.snapshot()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
     use crate::error::refuses_writes;
+    use crate::{Namespace, Store};
 
     /// A real file whose writes the "file system" can start refusing, as a full disk or a
     /// read-only remount would. Tests run as root, where `chmod` stops nothing, and mounting

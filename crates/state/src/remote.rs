@@ -44,10 +44,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::engine::{self, Backend, ReadTables, Stored, WriteTables};
-use crate::error::{StoreError, StoreErrorKind};
-use crate::stats::{Recorder, StoreStats};
-use crate::store::Store;
-use crate::types::{BatchOutcome, CasOutcome, Entry, Limits, Namespace, Page, Usage, WriteOp};
+use crate::error::StoreErrorKind;
+use crate::stats::Recorder;
+use crate::types::{Limits, Usage};
 
 /// The remote key of a namespace's commit record.
 pub const HEAD_KEY: &str = "m.head";
@@ -471,60 +470,6 @@ impl<K: RemoteKv> WriteTables for Tables<'_, K> {
     }
 }
 
-impl<K: RemoteKv> Store for RemoteStore<K> {
-    fn get(&self, ns: &Namespace, key: &[u8]) -> Result<Option<Entry>, StoreError> {
-        engine::get(self, ns, key)
-    }
-
-    fn set(&self, ns: &Namespace, key: &[u8], value: &[u8]) -> Result<u64, StoreError> {
-        engine::set(self, ns, key, value)
-    }
-
-    fn delete(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        engine::delete(self, ns, key)
-    }
-
-    fn exists(&self, ns: &Namespace, key: &[u8]) -> Result<bool, StoreError> {
-        engine::exists(self, ns, key)
-    }
-
-    fn list(
-        &self,
-        ns: &Namespace,
-        prefix: &[u8],
-        cursor: Option<&[u8]>,
-        limit: u32,
-    ) -> Result<Page, StoreError> {
-        engine::list(self, ns, prefix, cursor, limit)
-    }
-
-    fn increment(&self, ns: &Namespace, key: &[u8], delta: i64) -> Result<i64, StoreError> {
-        engine::increment(self, ns, key, delta)
-    }
-
-    fn compare_and_swap(
-        &self,
-        ns: &Namespace,
-        key: &[u8],
-        expected: Option<u64>,
-        value: Option<&[u8]>,
-    ) -> Result<CasOutcome, StoreError> {
-        engine::compare_and_swap(self, ns, key, expected, value)
-    }
-
-    fn batch(&self, ns: &Namespace, ops: &[WriteOp]) -> Result<BatchOutcome, StoreError> {
-        engine::batch(self, ns, ops)
-    }
-
-    fn usage(&self, ns: &Namespace) -> Result<Usage, StoreError> {
-        engine::usage(self, ns)
-    }
-
-    fn stats(&self) -> StoreStats {
-        self.recorder.snapshot()
-    }
-}
-
 /// The remote key of an entry key.
 pub fn data_key(key: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -700,6 +645,7 @@ impl<'b> Reader<'b> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{BatchOutcome, Namespace, Store, WriteOp};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A remote service in memory that can be told to fail every call after a number of
