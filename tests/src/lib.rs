@@ -43,6 +43,13 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Builds of different copies share `modules/target`, and with it cargo's uplifted artifact
+/// (`wasm32-wasip1/hot/<name>.wasm`): another copy's build of the same module re-links its
+/// own `<name>.wasm` there, so a build that races it can read the other copy's output and
+/// report its own edit as unchanged. A test that builds into the shared target holds this
+/// while it does.
+pub static SHARED_TARGET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Project {
     /// Copies the example modules into a fresh temp dir.
     pub fn copy(tag: &str) -> Project {

@@ -37,7 +37,10 @@ async fn next_text(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_http_websocket_and_pubsub() {
     let project = Project::copy("integration");
-    project.build_all();
+    {
+        let _target = tests::SHARED_TARGET.lock().await;
+        project.build_all();
+    }
     std::fs::write(
         project.dist().join("legacy.wasm"),
         wat::parse_str(ORIGINAL_ABI).unwrap(),
@@ -150,6 +153,8 @@ async fn e2e_http_websocket_and_pubsub() {
 /// swaps it, the client loop sees the new behaviour with zero failed requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2e_hot_reload_from_source_loses_no_request() {
+    // Held to the end: the watcher builds into the shared target until the edit is live.
+    let _target = tests::SHARED_TARGET.lock().await;
     let project = Project::copy("hot-reload");
     let builder = build::Builder::new(project.build_config());
     let users = builder.select(&["users".to_owned()]).unwrap();
@@ -258,12 +263,15 @@ async fn e2e_drain_delays_the_close_of_the_old_version() {
     let project = Project::copy("drain");
     let builder = build::Builder::new(project.build_config());
     let slow = builder.select(&["slow".to_owned()]).unwrap();
-    assert!(
-        builder
-            .build(&slow)
-            .iter()
-            .all(|report| !report.is_failed())
-    );
+    {
+        let _target = tests::SHARED_TARGET.lock().await;
+        assert!(
+            builder
+                .build(&slow)
+                .iter()
+                .all(|report| !report.is_failed())
+        );
+    }
     let server = project.start().await;
     let addr = server.addr();
 
