@@ -6,13 +6,12 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use binary::{Envelope, KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use binary::{KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite};
 use server::{ClusterConfig, ServerBuilder, ServerHandle};
 use testkit::NatsServer;
 
-use crate::support::{Project, client, fixture_guest};
+use crate::state::value;
+use crate::support::{Project, fixture_guest};
 
 const PATIENCE: Duration = Duration::from_secs(15);
 
@@ -32,17 +31,9 @@ fn project(tag: &str) -> Project {
     project
 }
 
-/// Sends `op` through the fixture guest's `/kv` route on `addr`.
+/// Sends `op` on the fixture module's own namespace through its `/kv` route on `addr`.
 async fn kv(addr: SocketAddr, op: KvOp) -> KvResponse {
-    let http = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}/m/fixture/kv"))
-        .body(Full::new(Bytes::from(KvRequest::own(op).encode())))
-        .unwrap();
-    let response = client().request(http).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    KvResponse::decode(&body).unwrap()
+    crate::state::kv(addr, KvRequest::own(op)).await
 }
 
 fn increment(key: &str) -> KvOp {
@@ -62,14 +53,6 @@ async fn wait_ready(addr: SocketAddr) {
     while matches!(kv(addr, get_key("ready")).await, KvResponse::Error { .. }) {
         assert!(Instant::now() < deadline, "the shared store never answered");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn value(response: KvResponse) -> Option<String> {
-    match response {
-        KvResponse::Entry { value, .. } => Some(String::from_utf8(value).unwrap()),
-        KvResponse::Missing => None,
-        other => panic!("not a get answer: {other:?}"),
     }
 }
 

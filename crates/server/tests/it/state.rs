@@ -13,7 +13,7 @@ use server::ServerBuilder;
 use crate::support::{Project, client, eventually, fixture_guest, get};
 
 /// Sends `request` through the fixture guest's `/kv` route; returns the decoded answer.
-async fn kv(addr: SocketAddr, request: KvRequest) -> KvResponse {
+pub(crate) async fn kv(addr: SocketAddr, request: KvRequest) -> KvResponse {
     let http = http::Request::builder()
         .method("POST")
         .uri(format!("http://{addr}/m/fixture/kv"))
@@ -46,7 +46,8 @@ fn get_key(key: &str) -> KvRequest {
     KvRequest::own(KvOp::Get { key: key.into() })
 }
 
-fn value(response: KvResponse) -> Option<String> {
+/// The value of a get's answer, `None` when the key is missing.
+pub(crate) fn value(response: KvResponse) -> Option<String> {
     match response {
         KvResponse::Entry { value, .. } => Some(String::from_utf8(value).unwrap()),
         KvResponse::Missing => None,
