@@ -16,7 +16,7 @@ use crate::support::*;
 
 /// Sends `head` (and `body`) on a fresh connection, then reads until the server closes or
 /// `limit` passes; returns what came back and how long it took.
-async fn raw_exchange(
+pub(crate) async fn raw_exchange(
     addr: std::net::SocketAddr,
     head: &[u8],
     body: &[u8],
@@ -35,7 +35,7 @@ async fn raw_exchange(
     )
 }
 
-fn status_line(response: &str) -> &str {
+pub(crate) fn status_line(response: &str) -> &str {
     response.lines().next().unwrap_or("")
 }
 
