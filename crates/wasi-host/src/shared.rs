@@ -54,9 +54,11 @@ pub struct ModuleStats {
     pub requests: u64,
     /// `handle` calls that failed.
     pub request_errors: u64,
-    /// `on_message` deliveries.
+    /// Bus messages taken from the inbox for delivery, one each whether `on_message` or an
+    /// `on_messages` batch delivered it.
     pub messages: u64,
-    /// `on_message` deliveries that failed.
+    /// Messages whose delivery failed: the `on_message` call failed, or the `on_messages`
+    /// call failed while the guest was handling that message (one per failed batch call).
     pub message_errors: u64,
     /// Guest traps (any export).
     pub traps: u64,
