@@ -349,9 +349,7 @@ impl Worker {
                 let _ = ack.send(());
             }
             Control::Resume { first } => {
-                for job in first {
-                    self.run_job(job);
-                }
+                self.run_in_order(first);
                 self.slot.lock().paused = false;
                 self.paused = false;
             }
@@ -360,9 +358,7 @@ impl Worker {
                 // Nobody waits any more (the caller timed out): run them here rather than
                 // drop them.
                 if let Err(returned) = reply.send(queued) {
-                    for job in returned.into_inner() {
-                        self.run_job(job);
-                    }
+                    self.run_in_order(returned.into_inner());
                 }
             }
             Control::Snapshot { reply } => {
@@ -477,6 +473,32 @@ impl Worker {
         }
     }
 
+    /// Runs `jobs` in order (jobs handed over from the version this one replaces), runs of
+    /// messages in batches as [`Worker::run_with_queued`] does.
+    fn run_in_order(&mut self, jobs: Vec<Job>) {
+        let batches = self.blueprint.shape.has_on_messages;
+        let mut run = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Message(message) if batches => {
+                    run.push(message);
+                    if run.len() >= self.batch.get() {
+                        self.deliver(std::mem::take(&mut run));
+                    }
+                }
+                other => {
+                    if !run.is_empty() {
+                        self.deliver(std::mem::take(&mut run));
+                    }
+                    self.run_job(other);
+                }
+            }
+        }
+        if !run.is_empty() {
+            self.deliver(run);
+        }
+    }
+
     fn run_job(&mut self, job: Job) {
         match job {
             Job::Handle { request, reply } => {
@@ -548,6 +570,7 @@ impl Worker {
                 }
                 continue;
             }
+            Shared::bump(&counters.message_batches);
             let started = Instant::now();
             let mut state = self.slot.lock();
             let result = match live(&blueprint, &mut state.live, ON_MESSAGES_EXPORT) {
@@ -557,9 +580,10 @@ impl Worker {
                     handling: None,
                 }),
             };
+            let elapsed = started.elapsed();
             let Err(BatchFailure { error, handling }) = result else {
                 drop(state);
-                self.batch.record(taken.len(), started.elapsed());
+                self.batch.record(taken.len(), elapsed);
                 continue;
             };
             after_failure(&blueprint, &mut state.live, &error, true);
@@ -569,7 +593,7 @@ impl Worker {
             match handling {
                 Some(index) => {
                     Shared::bump(&counters.message_errors);
-                    self.batch.record(index + 1, started.elapsed());
+                    self.batch.record(index + 1, elapsed);
                     tracing::warn!(
                         module = %shared.name,
                         version = %shared.version,
@@ -583,7 +607,7 @@ impl Worker {
                     }
                 }
                 None => {
-                    self.batch.record(1, started.elapsed());
+                    self.batch.record(1, elapsed);
                     tracing::warn!(
                         module = %shared.name,
                         version = %shared.version,
