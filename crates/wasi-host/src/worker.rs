@@ -212,7 +212,7 @@ pub(crate) struct Worker {
 /// module's recent calls were slow, so that a batch is expected to fill at most
 /// 1/[`BATCH_DEADLINE_SHARE`] of the `message_deadline` it runs under. Every delivery, batched
 /// or single, updates the pace; a module that turns fast again gets full batches back.
-pub(crate) struct BatchSize {
+struct BatchSize {
     max: usize,
     /// The time a batch may be expected to take.
     budget: Duration,
@@ -785,6 +785,26 @@ mod tests {
             inline.record(INLINE_BUDGET);
         }
         assert!(inline.ready(), "calls at the budget count as short");
+    }
+
+    #[test]
+    fn batches_shrink_when_messages_are_slow_and_grow_back() {
+        // A 4 s deadline: a batch may be expected to take 1 s.
+        let mut size = BatchSize::new(256, Duration::from_secs(4));
+        assert_eq!(size.get(), 256);
+        size.record(10, Duration::from_millis(100));
+        assert_eq!(size.get(), 100, "10 ms a message: 100 fit in 1 s");
+        size.record(3, Duration::from_secs(6));
+        assert_eq!(size.get(), 1, "2 s a message: one at a time");
+        size.record(1, Duration::from_micros(5));
+        assert_eq!(
+            size.get(),
+            256,
+            "fast again: full batches, never more than the limit"
+        );
+        size.record(256, Duration::ZERO);
+        assert_eq!(size.get(), 256);
+        assert_eq!(BatchSize::new(0, Duration::from_secs(5)).get(), 1);
     }
 
     #[test]
