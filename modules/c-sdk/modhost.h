@@ -4,7 +4,8 @@
  * (HttpRequest, Message) into views of the host's buffer, encodes responses and messages, and
  * defines the exports every module needs when one file says MODHOST_EXPORTS() (the ABI
  * version, `alloc`, `dealloc`). The module itself defines `handle` and, if it wants them,
- * `init`, `on_message` and `drain` with the export names below.
+ * `init` and `drain` with the export names below; a module that takes bus messages says
+ * MODHOST_MESSAGE_EXPORTS(handler) for `on_message` and `on_messages` (below).
  *
  *   #include "modhost.h"
  *   MODHOST_EXPORTS()
@@ -129,6 +130,44 @@ static inline int mh_message_decode(const uint8_t *ptr, uint32_t len, mh_message
     out->payload = mh_read_bytes(&r);
     return r.failed || r.at != r.end || out->kind > MH_ERROR ? -1 : 0;
 }
+
+/* Hands each message of a MessageBatch (docs/wire-format.md) at ptr to handler, in order,
+ * decoding one at a time. Before each it writes the message's index into the batch's count
+ * field (the first 8 bytes): after an `on_messages` call that trapped or ran out of time the
+ * host reads there which message failed (docs/ABI.md). 0 when the whole batch was handled,
+ * -1 when it is malformed (the messages before the malformed one were handled). */
+static inline int mh_batch_each(uint8_t *ptr, uint32_t len, void (*handler)(const mh_message *msg)) {
+    mh_reader r = {ptr, ptr + len, 0};
+    uint64_t count = mh_read_uint(&r, 8);
+    if (r.failed || count > (uint64_t)(r.end - r.at) / 24) return -1;
+    for (uint64_t i = 0; i < count; i++) {
+        mh_message msg;
+        msg.topic = mh_read_bytes(&r);
+        msg.kind = (uint32_t)mh_read_uint(&r, 4);
+        msg.id = (uint32_t)mh_read_uint(&r, 4);
+        msg.payload = mh_read_bytes(&r);
+        if (r.failed || msg.kind > MH_ERROR) return -1;
+        for (unsigned b = 0; b < 8; b++) ptr[b] = (uint8_t)(i >> (8 * b));
+        handler(&msg);
+    }
+    return r.at == r.end ? 0 : -1;
+}
+
+/* The message exports around `void handler(const mh_message *msg)` (write it in one file):
+ * `on_message` decodes one message, `on_messages` takes several queued messages in one host
+ * call (mh_batch_each). The views in *msg point into the host's buffer and are valid until the
+ * handler returns; the buffer is freed after it. A malformed message is logged at warn level. */
+#define MODHOST_MESSAGE_EXPORTS(handler)                                                      \
+    MODHOST_EXPORT("on_message") void mh_on_message(uint8_t *ptr, uint32_t len) {             \
+        mh_message msg;                                                                       \
+        if (mh_message_decode(ptr, len, &msg) != 0) mh_log(MH_WARN, "a malformed message (%u bytes)", len); \
+        else handler(&msg);                                                                   \
+        free(ptr);                                                                            \
+    }                                                                                         \
+    MODHOST_EXPORT("on_messages") void mh_on_messages(uint8_t *ptr, uint32_t len) {           \
+        if (mh_batch_each(ptr, len, handler) != 0) mh_log(MH_WARN, "a malformed message batch (%u bytes)", len); \
+        free(ptr);                                                                            \
+    }
 
 /* ---- encoding: a growing malloc'd buffer ---- */
 

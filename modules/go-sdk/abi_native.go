@@ -126,6 +126,10 @@ func Call(request *HttpRequest) *HttpResponse { return serve(request) }
 // Deliver runs the message handlers on message, as the on_message export does.
 func Deliver(message Message) { deliver(message) }
 
+// DeliverBatch runs the message handlers on each message of an encoded MessageBatch, in order,
+// as the on_messages export does.
+func DeliverBatch(batch []byte) error { return deliverBatch(batch, deliver) }
+
 // SetResponder answers the module's Requests: the reply message, or a negative Code.
 func SetResponder(f func(request Message) (Message, Code)) {
 	recorded.Lock()

@@ -139,5 +139,12 @@ func exportOnMessage(ptr unsafe.Pointer, size uint32) {
 	deliver(message)
 }
 
+//go:wasmexport on_messages
+func exportOnMessages(ptr unsafe.Pointer, size uint32) {
+	if err := deliverBatch(unpin(ptr, size), deliver); err != nil {
+		Log(LevelError, err.Error())
+	}
+}
+
 //go:wasmexport drain
 func exportDrain() int32 { return int32(drainMillis()) }

@@ -237,6 +237,11 @@ func EncodeBatch(messages []Message) []byte {
 // the topic and trailing bytes.
 func DecodeMessage(data []byte) (Message, error) {
 	r := reader{envelope: "Message", data: data}
+	m := r.message()
+	return m, r.finish()
+}
+
+func (r *reader) message() Message {
 	var m Message
 	m.Topic = r.str("topic")
 	at := r.at
@@ -247,7 +252,33 @@ func DecodeMessage(data []byte) (Message, error) {
 	}
 	m.ID = r.u32("id")
 	m.Payload = r.bytes("payload")
-	return m, r.finish()
+	return m
+}
+
+// minMessageBytes is the size of a message with an empty topic and payload.
+const minMessageBytes = 24
+
+// deliverBatch hands each message of a MessageBatch (docs/wire-format.md) to handle, in order,
+// decoding one at a time. Before each it writes the message's index into the batch's count
+// field (the first 8 bytes): after an on_messages call that trapped or ran out of time the host
+// reads there which message failed (docs/ABI.md). An undecodable message ends the batch with
+// its error; the messages before it were handled.
+func deliverBatch(data []byte, handle func(Message)) error {
+	r := reader{envelope: "MessageBatch", data: data}
+	count := r.u64("messages")
+	if r.err == nil && count > uint64(len(data)-r.at)/minMessageBytes {
+		r.at = 0
+		r.fail("messages", fmt.Sprintf("%d messages cannot fit in %d bytes", count, len(data)))
+	}
+	for index := uint64(0); index < count && r.err == nil; index++ {
+		m := r.message()
+		if r.err != nil {
+			break
+		}
+		binary.LittleEndian.PutUint64(data[:8], index)
+		handle(m)
+	}
+	return r.finish()
 }
 
 // Encode gives the request's wire bytes.

@@ -56,7 +56,7 @@ pub use codec::{CONFIG, Config, DEFAULT_MAX_SIZE, DecodeOptions, Envelope};
 pub use error::{DecodeError, DecodeErrorKind};
 pub use http::{Header, HttpRequest, HttpResponse};
 pub use kv::{KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite};
-pub use message::{Message, MessageBatch, MessageKind};
+pub use message::{Message, MessageBatch, MessageBatchReader, MessageKind};
 pub use outbound::{OutboundErrorKind, OutboundResponse};
 pub use snapshot::{DEFAULT_MAX_SNAPSHOT_BYTES, Snapshot, crc32};
 

@@ -1,5 +1,6 @@
 //! [`Message`]: what travels on the bus and into a guest's `on_message`; [`MessageBatch`]:
-//! several of them in one buffer, for the `publish_batch` import.
+//! several of them in one buffer, for the `publish_batch` import and the `on_messages`
+//! export; [`MessageBatchReader`]: a batch read one message at a time.
 
 use crate::codec::{Cursor, Envelope, sealed};
 use crate::error::{DecodeError, DecodeErrorKind};
@@ -249,5 +250,89 @@ impl MessageBatch {
             return Err(cursor.error("<end>", DecodeErrorKind::TrailingBytes { count: left }));
         }
         Ok(messages)
+    }
+}
+
+/// The messages of a [`MessageBatch`] one at a time, for a receiver that handles each before
+/// decoding the next (the guest side of the `on_messages` export, `docs/ABI.md`).
+///
+/// It reads the bytes *after* the batch's 8-byte count field, so the receiver keeps that
+/// field to write its progress into while it reads the rest.
+///
+/// ```
+/// use binary::{Message, MessageBatch, MessageBatchReader};
+///
+/// let mut batch = MessageBatch::new();
+/// batch.push_event("a", b"1");
+/// batch.push_event("b", b"2");
+/// let (count, body) = batch.as_bytes().split_at(8);
+/// let count = u64::from_le_bytes(count.try_into().unwrap());
+/// let topics: Vec<String> = MessageBatchReader::new(count, body)?
+///     .map(|message| message.map(|message| message.topic))
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(topics, ["a", "b"]);
+/// # Ok::<(), binary::DecodeError>(())
+/// ```
+#[derive(Debug)]
+pub struct MessageBatchReader<'a> {
+    cursor: Cursor<'a>,
+    left: usize,
+    done: bool,
+}
+
+impl<'a> MessageBatchReader<'a> {
+    /// A reader of `count` messages (the value of the batch's count field) from `body` (the
+    /// bytes after that field). A count the body cannot hold is refused before anything is
+    /// read.
+    pub fn new(count: u64, body: &'a [u8]) -> Result<MessageBatchReader<'a>, DecodeError> {
+        let cursor = Cursor::new(BATCH_NAME, body);
+        let needed = count.saturating_mul(MIN_MESSAGE_BYTES as u64);
+        if needed > body.len() as u64 {
+            return Err(cursor.error(
+                "messages",
+                DecodeErrorKind::Truncated {
+                    needed,
+                    available: body.len(),
+                },
+            ));
+        }
+        Ok(MessageBatchReader {
+            cursor,
+            // `needed <= body.len()`, so the count fits in a usize.
+            left: count as usize,
+            done: false,
+        })
+    }
+
+    /// Messages not read yet.
+    pub fn remaining(&self) -> usize {
+        self.left
+    }
+}
+
+impl Iterator for MessageBatchReader<'_> {
+    type Item = Result<Message, DecodeError>;
+
+    /// The next message; after the last one, an error if bytes are left over. Nothing after
+    /// the first error.
+    fn next(&mut self) -> Option<Result<Message, DecodeError>> {
+        if self.done {
+            return None;
+        }
+        if self.left == 0 {
+            self.done = true;
+            let left = self.cursor.remaining();
+            return (left != 0).then(|| {
+                Err(self
+                    .cursor
+                    .error("<end>", DecodeErrorKind::TrailingBytes { count: left }))
+            });
+        }
+        self.left -= 1;
+        let message = <Message as sealed::Fields>::decode_fields(&mut self.cursor);
+        if message.is_err() {
+            self.done = true;
+        }
+        Some(message)
     }
 }

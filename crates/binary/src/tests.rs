@@ -4,8 +4,8 @@ use proptest::prelude::*;
 
 use crate::{
     CONFIG, DecodeErrorKind, DecodeOptions, Envelope, Header, HttpRequest, HttpResponse,
-    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageBatch, MessageKind,
-    OutboundErrorKind, OutboundResponse, Snapshot,
+    KvErrorKind, KvOp, KvRequest, KvResponse, KvWrite, Message, MessageBatch, MessageBatchReader,
+    MessageKind, OutboundErrorKind, OutboundResponse, Snapshot,
 };
 
 // ---- golden vectors ------------------------------------------------------------------------
@@ -424,6 +424,44 @@ fn a_broken_batch_is_refused_with_its_place() {
     ));
     let error = MessageBatch::decode_with(bytes, &DecodeOptions { max_size: 8 }).unwrap_err();
     assert!(matches!(error.kind(), DecodeErrorKind::TooLarge { .. }));
+}
+
+/// The reader gives what `MessageBatch::decode` gives, one message at a time, and stops at
+/// the first error.
+#[test]
+fn a_batch_reads_one_message_at_a_time() {
+    let messages = [
+        Message::event("a.b", b"1".to_vec()),
+        Message::request("c", 9, Vec::new()),
+    ];
+    let mut batch = MessageBatch::new();
+    for message in &messages {
+        batch.push(message);
+    }
+    let (head, body) = batch.as_bytes().split_at(8);
+    let count = u64::from_le_bytes(head.try_into().unwrap());
+    let read: Vec<Message> = MessageBatchReader::new(count, body)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(read, messages);
+    assert_eq!(MessageBatchReader::new(0, &[]).unwrap().count(), 0);
+
+    let error = MessageBatchReader::new(u64::MAX, body).unwrap_err();
+    assert_eq!(error.field(), "messages");
+    let mut reader = MessageBatchReader::new(2, &body[..body.len() - 1]).unwrap();
+    assert_eq!(reader.remaining(), 2);
+    assert_eq!(reader.next().unwrap().unwrap(), messages[0]);
+    assert_eq!(reader.next().unwrap().unwrap_err().field(), "payload");
+    assert!(reader.next().is_none(), "nothing after an error");
+    let mut trailing = body.to_vec();
+    trailing.push(0);
+    let results: Vec<_> = MessageBatchReader::new(2, &trailing).unwrap().collect();
+    assert_eq!(results.len(), 3);
+    assert!(matches!(
+        results[2].as_ref().unwrap_err().kind(),
+        DecodeErrorKind::TrailingBytes { count: 1 }
+    ));
 }
 
 /// The layout table in docs/wire-format.md, spelled out for one message.

@@ -31,6 +31,7 @@ pub const ABI_VERSION: i32 = 1;
 /// | `init` | `() -> ()` | subscribes to [`Module::topics`](crate::Module::topics), calls [`Module::init`](crate::Module::init); errors are logged at error level, naming the module and the export |
 /// | `handle` | `(ptr: i32, len: i32) -> i64` | decodes the `HttpRequest` (taking ownership of the buffer), dispatches it with [`Module::router`](crate::Module::router) (by default to [`Module::handle`](crate::Module::handle)), returns `(ptr << 32) \| len` of the encoded `HttpResponse` |
 /// | `on_message` | `(ptr: i32, len: i32) -> ()` | decodes the `Message`, calls the handler of [`Module::topics`](crate::Module::topics) or [`Module::on_message`](crate::Module::on_message); an error is logged like `init`'s |
+/// | `on_messages` | `(ptr: i32, len: i32) -> ()` | decodes a `MessageBatch` one message at a time and hands each to what `on_message` calls, in order, writing each message's index into the batch's count field before its handler runs (`docs/ABI.md`) |
 /// | `drain` | `() -> i32` | [`Module::drain`](crate::Module::drain), clamped to `i32::MAX` |
 /// | `snapshot` (opt-in) | `() -> i64` | [`Module::snapshot`](crate::Module::snapshot); `(ptr << 32) \| len` of the state, `-1` (and a log line) on `Err` |
 /// | `restore` (opt-in) | `(ptr: i32, len: i32) -> i32` | [`Module::restore`](crate::Module::restore) on the state (taking ownership of the buffer); `0`, or `1` (and a log line) on `Err` |
@@ -139,6 +140,18 @@ macro_rules! export {
                 __modhost_with(|instance| $crate::__private::on_message(instance, &message));
             }
 
+            /// `Module::on_message` on each message of an encoded `MessageBatch`, in order.
+            ///
+            /// # Safety
+            /// `ptr`/`len` is a buffer from `alloc` holding the batch; ownership passes here.
+            #[cfg(target_family = "wasm")]
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn on_messages(ptr: *mut u8, len: usize) {
+                // SAFETY: the caller (the host) keeps the contract above.
+                let mut batch = unsafe { $crate::__private::take(ptr, len) };
+                __modhost_with(|instance| $crate::__private::on_messages(instance, &mut batch));
+            }
+
             /// `Module::drain`.
             #[cfg(target_family = "wasm")]
             #[unsafe(no_mangle)]
@@ -197,7 +210,7 @@ pub mod __private {
     use std::alloc::Layout;
     use std::cell::RefCell;
 
-    use binary::{Envelope, HttpRequest, Message};
+    use binary::{Envelope, HttpRequest, Message, MessageBatchReader};
 
     use crate::{Instance, Level, Module, Request, Response};
 
@@ -334,6 +347,38 @@ pub mod __private {
                 Level::Error,
                 &format!("modhost guest: undecodable message dropped: {error}"),
             ),
+        }
+    }
+
+    /// `on_messages`: each message of the `MessageBatch` in `bytes`, decoded one at a time,
+    /// to [`Instance::on_message`], in order. Before a message's handler runs, its index goes
+    /// into the batch's count field (the first 8 bytes, little-endian): if the handler traps
+    /// or runs out of time, the host reads there which message failed, counts the ones before
+    /// it as delivered and hands the ones after it to the next instance. An undecodable
+    /// message (a host bug) is logged and ends the batch.
+    pub fn on_messages<M: Module>(instance: &mut Instance<M>, bytes: &mut [u8]) {
+        let undecodable = |error: &dyn std::fmt::Display| {
+            crate::log(
+                Level::Error,
+                &format!("modhost guest: undecodable message batch, rest dropped: {error}"),
+            );
+        };
+        let Some((progress, body)) = bytes.split_first_chunk_mut::<8>() else {
+            return undecodable(&"shorter than its count");
+        };
+        let count = u64::from_le_bytes(*progress);
+        let reader = match MessageBatchReader::new(count, body) {
+            Ok(reader) => reader,
+            Err(error) => return undecodable(&error),
+        };
+        for (index, message) in (0_u64..).zip(reader) {
+            match message {
+                Ok(message) => {
+                    *progress = index.to_le_bytes();
+                    instance.on_message(message);
+                }
+                Err(error) => return undecodable(&error),
+            }
         }
     }
 
@@ -506,6 +551,36 @@ mod tests {
         assert!(
             logs[0].1.contains("undecodable message dropped"),
             "{logs:?}"
+        );
+    }
+
+    #[test]
+    fn on_messages_hands_each_message_over_in_order_and_marks_progress() {
+        let mut module = Instance::new(Counter::default());
+        let mut batch = binary::MessageBatch::new();
+        for topic in ["a.1", "a.2", "a.3"] {
+            batch.push_event(topic, b"x");
+        }
+        let mut bytes = batch.as_bytes().to_vec();
+        __private::on_messages(&mut module, &mut bytes);
+        assert_eq!(module.module().seen, ["a.1", "a.2", "a.3"]);
+        assert_eq!(
+            bytes[..8],
+            2_u64.to_le_bytes(),
+            "the count field holds the index of the last message handled"
+        );
+        assert!(testing::take_logs().is_empty());
+
+        // A broken batch: what decodes is handled, the rest is logged and dropped.
+        let mut truncated = batch.as_bytes()[..batch.as_bytes().len() - 1].to_vec();
+        __private::on_messages(&mut module, &mut truncated);
+        assert_eq!(module.module().seen.len(), 5);
+        __private::on_messages(&mut module, &mut [1, 2]);
+        let logs = testing::take_logs();
+        assert_eq!(logs.len(), 2, "{logs:?}");
+        assert!(
+            logs.iter().all(|(level, text)| *level == Level::Error
+                && text.contains("undecodable message batch"))
         );
     }
 

@@ -316,6 +316,7 @@ impl ServerConfig {
 /// memory_mb = 64                   # linear memory cap
 /// handle_timeout_ms = 5000         # per-call deadline of `handle`
 /// inbox = 1024                     # queued jobs before 503
+/// message_batch = 256              # bus messages per `on_messages` call (1: one by one)
 /// inline = true                   # short calls may run on the request's thread
 /// snapshot_timeout_ms = 5000       # per-call deadline of `snapshot` / `restore`
 /// max_snapshot_mb = 16             # largest state `snapshot` may hand over
@@ -435,6 +436,8 @@ pub struct FileModule {
     pub handle_timeout_ms: Option<u64>,
     /// Inbox capacity.
     pub inbox: Option<usize>,
+    /// See [`wasi_host::Limits::max_message_batch`].
+    pub message_batch: Option<usize>,
     /// Whether short calls may run on the request's thread (default true).
     pub inline: Option<bool>,
     /// `snapshot` / `restore` deadline in milliseconds.
@@ -534,6 +537,9 @@ impl FileModule {
         }
         if let Some(inbox) = self.inbox {
             config.inbox_capacity = inbox.max(1);
+        }
+        if let Some(batch) = self.message_batch {
+            config.limits.max_message_batch = batch.max(1);
         }
         if let Some(timeout) = self.snapshot_timeout_ms {
             config.limits.snapshot_deadline = Duration::from_millis(timeout);
@@ -819,6 +825,7 @@ mod tests {
             outbound_max_concurrent = 3
             outbound_max_response_bytes = 1000
             outbound_max_per_call = 7
+            message_batch = 1
             "#,
         )
         .unwrap();
@@ -839,6 +846,7 @@ mod tests {
         assert_eq!(proxy.max_concurrent, 3);
         assert_eq!(proxy.max_response_bytes, 1000);
         assert_eq!(config.module("proxy").limits.max_outbound_per_call, 7);
+        assert_eq!(config.module("proxy").limits.max_message_batch, 1);
         assert!(
             config.outbound_policy("users").allowed_hosts.is_empty(),
             "deny by default"

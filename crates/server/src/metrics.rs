@@ -207,7 +207,7 @@ impl Collector for Snapshot {
 impl Snapshot {
     fn modules(&self, encoder: &mut DescriptorEncoder<'_>) -> Result {
         use MetricType::{Counter, Gauge};
-        let families: [(&str, &str, MetricType, ModuleFigure); 10] = [
+        let families: [(&str, &str, MetricType, ModuleFigure); 13] = [
             (
                 "modhost_module_loaded",
                 "1 if a version of the module is serving, 0 if it was refused and none is",
@@ -231,6 +231,24 @@ impl Snapshot {
                 "traps, over all versions",
                 Counter,
                 |module| Some(module.traps),
+            ),
+            (
+                "modhost_module_messages",
+                "bus messages taken for delivery, over all versions",
+                Counter,
+                |module| Some(module.messages),
+            ),
+            (
+                "modhost_module_message_errors",
+                "bus messages whose delivery failed in the module, over all versions",
+                Counter,
+                |module| Some(module.message_errors),
+            ),
+            (
+                "modhost_module_message_batches",
+                "on_messages calls (several queued bus messages in one call), over all versions",
+                Counter,
+                |module| Some(module.message_batches),
             ),
             (
                 "modhost_module_swaps",

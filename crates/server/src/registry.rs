@@ -36,6 +36,9 @@ struct Retired {
     requests: u64,
     errors: u64,
     traps: u64,
+    messages: u64,
+    message_errors: u64,
+    message_batches: u64,
     kv_operations: u64,
     kv_errors: u64,
 }
@@ -328,6 +331,12 @@ pub struct ModuleStatus {
     pub errors: u64,
     /// Traps over all versions.
     pub traps: u64,
+    /// Bus messages taken for delivery, over all versions.
+    pub messages: u64,
+    /// Bus messages whose delivery failed, over all versions.
+    pub message_errors: u64,
+    /// `on_messages` calls (batches of bus messages), over all versions.
+    pub message_batches: u64,
     /// Swaps since start.
     pub swaps: u64,
     /// The last version that was refused, and why.
@@ -557,6 +566,9 @@ impl Registry {
                     requests: history.retired.requests + stats.requests,
                     errors: history.retired.errors + stats.request_errors,
                     traps: history.retired.traps + stats.traps,
+                    messages: history.retired.messages + stats.messages,
+                    message_errors: history.retired.message_errors + stats.message_errors,
+                    message_batches: history.retired.message_batches + stats.message_batches,
                     swaps: history.swaps,
                     last_rejected: history.last_rejected.clone(),
                     last_swap: history.last_swap.clone().map(|mut swap| {
@@ -593,6 +605,9 @@ impl Registry {
                 requests: 0,
                 errors: 0,
                 traps: 0,
+                messages: 0,
+                message_errors: 0,
+                message_batches: 0,
                 swaps: 0,
                 last_rejected: Some(rejection.clone()),
                 last_swap: None,

@@ -39,6 +39,11 @@ pub const SNAPSHOT_EXPORT: &str = "snapshot";
 /// The optional ABI 1 export that takes the state over: `restore(ptr, len) -> i32`, 0 = ok.
 pub const RESTORE_EXPORT: &str = "restore";
 
+/// The optional ABI 1 export that takes several bus messages in one call:
+/// `on_messages(ptr, len)`, an encoded `binary::MessageBatch` whose count field the guest
+/// overwrites with the index of the message it is handling (`docs/ABI.md`).
+pub const ON_MESSAGES_EXPORT: &str = "on_messages";
+
 /// Renders a function type like `(i32, i32) -> i64`.
 pub(crate) fn render(ty: &FunctionType) -> String {
     let list = |types: &[Type]| {
@@ -84,6 +89,7 @@ fn expected_export(name: &str, abi: AbiVersion) -> Option<FunctionType> {
         ("_initialize" | "init", _) => ty(&[], &[]),
         ("drain", _) => ty(&[], &[I32]),
         ("on_message", _) => ty(&[I32, I32], &[]),
+        (ON_MESSAGES_EXPORT, AbiVersion::V1) => ty(&[I32, I32], &[]),
         ("handle", AbiVersion::V0) => ty(&[I32, I32], &[I32]),
         ("handle", AbiVersion::V1) => ty(&[I32, I32], &[I64]),
         ("malloc" | "alloc", _) => ty(&[I32], &[I32]),
@@ -103,6 +109,9 @@ pub(crate) struct Shape {
     pub has_initialize: bool,
     pub has_drain: bool,
     pub has_on_message: bool,
+    /// ABI 1 `on_messages` (with `on_message`, which it needs): messages queued together
+    /// go to the guest in one call.
+    pub has_on_messages: bool,
     pub has_handle: bool,
     pub has_dealloc: bool,
     /// ABI 1 `snapshot`: this version can hand its state over.
@@ -179,6 +188,14 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
             why: "`handle` and `on_message` need an allocator export (`alloc` or `malloc`)",
         });
     }
+    let has_on_messages = abi == AbiVersion::V1 && has(ON_MESSAGES_EXPORT);
+    if has_on_messages && !has("on_message") {
+        return Err(LoadError::MissingExport {
+            module: module_name.to_owned(),
+            export: "on_message".into(),
+            why: "`on_messages` needs `on_message` for single messages and for the rest of a batch that failed before its first message",
+        });
+    }
     let has_restore = abi == AbiVersion::V1 && has(RESTORE_EXPORT);
     if has_restore && allocator.is_none() {
         return Err(LoadError::MissingExport {
@@ -232,6 +249,7 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
         has_initialize: has("_initialize"),
         has_drain: has("drain"),
         has_on_message: has("on_message"),
+        has_on_messages,
         has_handle: has("handle"),
         has_dealloc: abi == AbiVersion::V1 && has("dealloc"),
         has_snapshot: abi == AbiVersion::V1 && has(SNAPSHOT_EXPORT),

@@ -79,8 +79,12 @@ pub struct Limits {
     pub max_memory_bytes: u64,
     /// Deadline of one `handle` call, allocation and copying included (default 5 s).
     pub handle_deadline: Duration,
-    /// Deadline of one `on_message` call (default 5 s).
+    /// Deadline of one `on_message` call, and of one `on_messages` call whatever the number
+    /// of messages in it (default 5 s).
     pub message_deadline: Duration,
+    /// Most messages one `on_messages` call hands over (default 256); 1 delivers every
+    /// message with its own `on_message` call. Only for modules that export `on_messages`.
+    pub max_message_batch: usize,
     /// Deadline of `_initialize` + `init` (default 5 s).
     pub init_deadline: Duration,
     /// Deadline of one `drain` call (default 1 s); the drain timeout as a whole is the
@@ -116,6 +120,7 @@ impl Default for Limits {
             max_memory_bytes: 64 * 1024 * 1024,
             handle_deadline: Duration::from_secs(5),
             message_deadline: Duration::from_secs(5),
+            max_message_batch: 256,
             init_deadline: Duration::from_secs(5),
             drain_call_deadline: Duration::from_secs(1),
             snapshot_deadline: Duration::from_secs(5),

@@ -15,7 +15,9 @@ use wasmer::{
 };
 use wasmer_wasix::{WasiEnv, WasiError, WasiFunctionEnv};
 
-use crate::abi::{ABI_VERSION_EXPORT, AbiVersion, RESTORE_EXPORT, SNAPSHOT_EXPORT, Shape};
+use crate::abi::{
+    ABI_VERSION_EXPORT, AbiVersion, ON_MESSAGES_EXPORT, RESTORE_EXPORT, SNAPSHOT_EXPORT, Shape,
+};
 use crate::config::Grants;
 use crate::error::{CallError, CallErrorKind, Frame, ImportFault, LoadError};
 use crate::imports::{self, GuestEnv};
@@ -45,6 +47,14 @@ impl Blueprint {
     fn name(&self) -> &str {
         &self.shared.name
     }
+}
+
+/// How an `on_messages` call failed, and where in the batch.
+pub(crate) struct BatchFailure {
+    pub error: CallError,
+    /// The index of the message the guest was handling, from the batch's count field; the
+    /// messages before it were handled.
+    pub handling: Option<usize>,
 }
 
 /// How a guarded call failed before classification.
@@ -77,6 +87,7 @@ pub(crate) struct Live {
     handle_v0: Option<TypedFunction<(i32, i32), i32>>,
     handle_v1: Option<TypedFunction<(i32, i32), i64>>,
     on_message: Option<TypedFunction<(i32, i32), ()>>,
+    on_messages: Option<TypedFunction<(i32, i32), ()>>,
     drain: Option<TypedFunction<(), i32>>,
     snapshot: Option<TypedFunction<(), i64>>,
     restore: Option<TypedFunction<(i32, i32), i32>>,
@@ -219,6 +230,7 @@ impl Live {
                 shape.has_handle && shape.abi == AbiVersion::V1,
             ),
             on_message: typed(&instance, &store, "on_message", shape.has_on_message),
+            on_messages: typed(&instance, &store, ON_MESSAGES_EXPORT, shape.has_on_messages),
             drain: typed(&instance, &store, "drain", shape.has_drain),
             snapshot: typed(&instance, &store, SNAPSHOT_EXPORT, shape.has_snapshot),
             restore: typed(&instance, &store, RESTORE_EXPORT, shape.has_restore),
@@ -576,6 +588,67 @@ impl Live {
             let (ptr, len) = live.write_guest(module, "on_message", &bytes)?;
             on_message.call(&mut live.store, ptr, len)?;
             Ok(())
+        })
+    }
+
+    /// Calls `on_messages(ptr, len)` on an encoded `binary::MessageBatch` of `count` messages
+    /// (at most `max_message_bytes`), under one `message_deadline`. On failure, also says
+    /// which message the guest was handling: the value it left in the batch's count field,
+    /// when that names one of the batch's messages (`None`: the guest never got to its first
+    /// handler, or left the field unreadable).
+    pub(crate) fn on_messages(
+        &mut self,
+        blueprint: &Blueprint,
+        batch: &[u8],
+        count: usize,
+    ) -> Result<(), BatchFailure> {
+        let module = blueprint.name();
+        let limits = &blueprint.shared.limits;
+        let not_started = |error| BatchFailure {
+            error,
+            handling: None,
+        };
+        let Some(on_messages) = self.on_messages.clone() else {
+            return Err(not_started(CallError::new(
+                module,
+                ON_MESSAGES_EXPORT,
+                CallErrorKind::NotExported {
+                    name: ON_MESSAGES_EXPORT,
+                },
+            )));
+        };
+        if batch.len() > limits.max_message_bytes {
+            return Err(not_started(CallError::new(
+                module,
+                ON_MESSAGES_EXPORT,
+                CallErrorKind::TooLarge {
+                    what: "message batch",
+                    size: batch.len(),
+                    limit: limits.max_message_bytes,
+                },
+            )));
+        }
+        let mut written = None;
+        let result = self.guarded(
+            blueprint,
+            ON_MESSAGES_EXPORT,
+            limits.message_deadline,
+            |live| {
+                let (ptr, len) = live.write_guest(module, ON_MESSAGES_EXPORT, batch)?;
+                written = Some(ptr as u32);
+                on_messages.call(&mut live.store, ptr, len)?;
+                Ok(())
+            },
+        );
+        result.map_err(|error| {
+            // The memory outlives a trap: the instance is only dropped after this.
+            let handling = written
+                .and_then(|ptr| self.read_guest(module, ON_MESSAGES_EXPORT, ptr, 8).ok())
+                .and_then(|field| <[u8; 8]>::try_from(field.as_slice()).ok())
+                .map(u64::from_le_bytes)
+                .filter(|&index| index < count as u64)
+                .map(|index| index as usize);
+            BatchFailure { error, handling }
         })
     }
 

@@ -238,6 +238,12 @@ impl LoadedModule {
             .live
     }
 
+    /// Jobs (HTTP requests and bus messages) waiting in the inbox, not yet taken by an
+    /// instance.
+    pub fn queued(&self) -> usize {
+        self.inner.jobs.len()
+    }
+
     /// Whether [`LoadedModule::close`] has been called.
     pub fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::Acquire)

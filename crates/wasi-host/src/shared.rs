@@ -33,6 +33,7 @@ pub(crate) struct Counters {
     pub request_errors: AtomicU64,
     pub messages: AtomicU64,
     pub message_errors: AtomicU64,
+    pub message_batches: AtomicU64,
     pub traps: AtomicU64,
     pub timeouts: AtomicU64,
     pub replacements: AtomicU64,
@@ -54,10 +55,14 @@ pub struct ModuleStats {
     pub requests: u64,
     /// `handle` calls that failed.
     pub request_errors: u64,
-    /// `on_message` deliveries.
+    /// Bus messages taken from the inbox for delivery, one each whether `on_message` or an
+    /// `on_messages` batch delivered it.
     pub messages: u64,
-    /// `on_message` deliveries that failed.
+    /// Messages whose delivery failed: the `on_message` call failed, or the `on_messages`
+    /// call failed while the guest was handling that message (one per failed batch call).
     pub message_errors: u64,
+    /// `on_messages` calls (each delivering two or more messages), failed ones included.
+    pub message_batches: u64,
     /// Guest traps (any export).
     pub traps: u64,
     /// Calls interrupted at their deadline.
@@ -185,6 +190,7 @@ impl Shared {
             request_errors: load(&counters.request_errors),
             messages: load(&counters.messages),
             message_errors: load(&counters.message_errors),
+            message_batches: load(&counters.message_batches),
             traps: load(&counters.traps),
             timeouts: load(&counters.timeouts),
             replacements: load(&counters.replacements),

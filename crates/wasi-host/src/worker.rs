@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use binary::{HttpRequest, HttpResponse, Message};
+use binary::{Envelope, HttpRequest, HttpResponse, Message, MessageBatch};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
-use crate::abi::{RESTORE_EXPORT, SNAPSHOT_EXPORT};
+use crate::abi::{ON_MESSAGES_EXPORT, RESTORE_EXPORT, SNAPSHOT_EXPORT};
 use crate::error::{CallError, CallErrorKind, LoadError, SnapshotError, SnapshotErrorKind};
-use crate::instance::{Blueprint, Live};
+use crate::instance::{BatchFailure, Blueprint, Live};
 use crate::shared::Shared;
 
 /// Work for a module's instances, queued in its bounded inbox.
@@ -36,6 +36,14 @@ impl Job {
         }
     }
 }
+
+/// Most encoded bytes one `on_messages` call hands over (less when `max_message_bytes` is
+/// less); a message that does not fit starts the next batch.
+const BATCH_BYTES: usize = 256 * 1024;
+/// The share of `message_deadline` a batch may be expected to take at the module's recent
+/// pace per message: batches are sized to fill at most a quarter of the deadline they run
+/// under.
+const BATCH_DEADLINE_SHARE: u32 = 4;
 
 /// A call that ends within this is cheap enough to run on the caller's thread.
 const INLINE_BUDGET: Duration = Duration::from_micros(500);
@@ -195,6 +203,46 @@ pub(crate) struct Worker {
     /// Between `Pause` and `Resume`: orders only, no jobs (the slot says the same to inline
     /// callers).
     paused: bool,
+    /// Most messages the next `on_messages` call may take, from the module's recent pace
+    /// ([`BatchSize`]).
+    batch: BatchSize,
+}
+
+/// How many queued messages one `on_messages` call takes: `max_message_batch`, fewer when the
+/// module's recent calls were slow, so that a batch is expected to fill at most
+/// 1/[`BATCH_DEADLINE_SHARE`] of the `message_deadline` it runs under. Every delivery, batched
+/// or single, updates the pace; a module that turns fast again gets full batches back.
+struct BatchSize {
+    max: usize,
+    /// The time a batch may be expected to take.
+    budget: Duration,
+    current: usize,
+}
+
+impl BatchSize {
+    fn new(max: usize, deadline: Duration) -> BatchSize {
+        let max = max.max(1);
+        BatchSize {
+            max,
+            budget: deadline / BATCH_DEADLINE_SHARE,
+            current: max,
+        }
+    }
+
+    /// Counts a delivery of `count` messages that took `elapsed`.
+    fn record(&mut self, count: usize, elapsed: Duration) {
+        let per_message = elapsed / count.max(1) as u32;
+        let fits = if per_message.is_zero() {
+            self.max
+        } else {
+            usize::try_from(self.budget.as_nanos() / per_message.as_nanos()).unwrap_or(self.max)
+        };
+        self.current = fits.clamp(1, self.max);
+    }
+
+    fn get(&self) -> usize {
+        self.current
+    }
 }
 
 /// Starts a worker for `slot`; returns once its instance has run `init` (or failed to).
@@ -222,12 +270,15 @@ pub(crate) fn spawn(
                 }
             }
             let kept = slot.clone();
+            let limits = &blueprint.shared.limits;
+            let batch = BatchSize::new(limits.max_message_batch, limits.message_deadline);
             Worker {
                 blueprint,
                 jobs,
                 control,
                 slot,
                 paused: false,
+                batch,
             }
             .run();
             // The worker is done (stopped, or its inbox closed): the instance goes with it,
@@ -271,7 +322,7 @@ impl Worker {
                     }
                 }
                 recv(self.jobs) -> job => match job {
-                    Ok(job) => self.run_job(job),
+                    Ok(job) => self.run_with_queued(job),
                     Err(_) => return,
                 },
             }
@@ -287,7 +338,7 @@ impl Worker {
             }
             Control::Stop => {
                 while let Ok(job) = self.jobs.try_recv() {
-                    self.run_job(job);
+                    self.run_with_queued(job);
                 }
                 return false;
             }
@@ -298,9 +349,7 @@ impl Worker {
                 let _ = ack.send(());
             }
             Control::Resume { first } => {
-                for job in first {
-                    self.run_job(job);
-                }
+                self.run_in_order(first);
                 self.slot.lock().paused = false;
                 self.paused = false;
             }
@@ -309,9 +358,7 @@ impl Worker {
                 // Nobody waits any more (the caller timed out): run them here rather than
                 // drop them.
                 if let Err(returned) = reply.send(queued) {
-                    for job in returned.into_inner() {
-                        self.run_job(job);
-                    }
+                    self.run_in_order(returned.into_inner());
                 }
             }
             Control::Snapshot { reply } => {
@@ -394,26 +441,181 @@ impl Worker {
         }
     }
 
-    fn run_job(&mut self, job: Job) {
+    /// Runs `job`. A message for a module that takes batches (`on_messages`) takes with it
+    /// the messages queued right behind it, up to the batch size, and they go to the guest in
+    /// one call; the first job that is not a message ends the run and runs after it. So the
+    /// inbox's order holds, and the worker keeps no job once this returns: a `Pause`, a
+    /// `TakeQueued` or a drain sees every job it has not run still in the inbox.
+    fn run_with_queued(&mut self, job: Job) {
         let blueprint = &self.blueprint;
-        let mut state = self.slot.lock();
+        let limit = self.batch.get();
+        let Job::Message(first) = job else {
+            return self.run_job(job);
+        };
+        if !blueprint.shape.has_on_messages || limit < 2 {
+            return self.run_job(Job::Message(first));
+        }
+        let mut messages = vec![first];
+        let mut next = None;
+        while messages.len() < limit {
+            match self.jobs.try_recv() {
+                Ok(Job::Message(message)) => messages.push(message),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.deliver(messages);
+        if let Some(job) = next {
+            self.run_job(job);
+        }
+    }
+
+    /// Runs `jobs` in order (jobs handed over from the version this one replaces), runs of
+    /// messages in batches as [`Worker::run_with_queued`] does.
+    fn run_in_order(&mut self, jobs: Vec<Job>) {
+        let batches = self.blueprint.shape.has_on_messages;
+        let mut run = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Message(message) if batches => {
+                    run.push(message);
+                    if run.len() >= self.batch.get() {
+                        self.deliver(std::mem::take(&mut run));
+                    }
+                }
+                other => {
+                    if !run.is_empty() {
+                        self.deliver(std::mem::take(&mut run));
+                    }
+                    self.run_job(other);
+                }
+            }
+        }
+        if !run.is_empty() {
+            self.deliver(run);
+        }
+    }
+
+    fn run_job(&mut self, job: Job) {
         match job {
             Job::Handle { request, reply } => {
-                let result = handle(blueprint, &mut state.live, request, true);
+                let mut state = self.slot.lock();
+                let result = handle(&self.blueprint, &mut state.live, request, true);
                 drop(state);
                 let _ = reply.send(result);
             }
             Job::Message(message) => {
-                Shared::bump(&blueprint.shared.counters.messages);
-                if !blueprint.shape.has_on_message {
-                    return;
+                let counters = &self.blueprint.shared.counters;
+                Shared::bump(&counters.messages);
+                if self.blueprint.shape.has_on_message {
+                    self.deliver_one(message);
                 }
-                let result = live(blueprint, &mut state.live, "on_message")
-                    .and_then(|live| live.on_message(blueprint, message));
-                if let Err(error) = result {
-                    Shared::bump(&blueprint.shared.counters.message_errors);
-                    tracing::warn!(module = %blueprint.shared.name, version = %blueprint.shared.version, "on_message failed: {error}");
-                    after_failure(blueprint, &mut state.live, &error, true);
+            }
+        }
+    }
+
+    /// One `on_message` call (the message is already counted in `messages`).
+    fn deliver_one(&mut self, message: Message) {
+        let blueprint = &self.blueprint;
+        let started = Instant::now();
+        let mut state = self.slot.lock();
+        let result = live(blueprint, &mut state.live, "on_message")
+            .and_then(|live| live.on_message(blueprint, message));
+        if let Err(error) = result {
+            Shared::bump(&blueprint.shared.counters.message_errors);
+            tracing::warn!(module = %blueprint.shared.name, version = %blueprint.shared.version, "on_message failed: {error}");
+            after_failure(blueprint, &mut state.live, &error, true);
+        }
+        drop(state);
+        self.batch.record(1, started.elapsed());
+    }
+
+    /// Hands `messages` to the guest in order: runs of them that fit [`BATCH_BYTES`] in one
+    /// `on_messages` call each, a run of one (or a message too large for a batch) to
+    /// `on_message`.
+    ///
+    /// When a batch call fails (trap, deadline, bad pointer), the messages before the one the
+    /// guest was handling count as delivered, that one as failed (`message_errors`), and the
+    /// rest go on to the fresh instance: each message is handled at most once, and none is
+    /// dropped. When the guest failed before its first handler (say its allocator trapped on
+    /// the batch), every message of the batch goes to `on_message` one by one instead.
+    fn deliver(&mut self, messages: Vec<Message>) {
+        let blueprint = self.blueprint.clone();
+        let counters = &blueprint.shared.counters;
+        counters
+            .messages
+            .fetch_add(messages.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let budget = BATCH_BYTES.min(blueprint.shared.limits.max_message_bytes);
+        let mut queue = std::collections::VecDeque::from(messages);
+        let mut batch = MessageBatch::new();
+        let mut taken = Vec::new();
+        while let Some(first) = queue.pop_front() {
+            batch.clear();
+            taken.clear();
+            batch.push(&first);
+            taken.push(first);
+            while let Some(message) = queue.front() {
+                if batch.as_bytes().len() + message.encoded_len() > budget {
+                    break;
+                }
+                batch.push(message);
+                taken.extend(queue.pop_front());
+            }
+            if taken.len() == 1 || batch.as_bytes().len() > budget {
+                for message in taken.drain(..) {
+                    self.deliver_one(message);
+                }
+                continue;
+            }
+            Shared::bump(&counters.message_batches);
+            let started = Instant::now();
+            let mut state = self.slot.lock();
+            let result = match live(&blueprint, &mut state.live, ON_MESSAGES_EXPORT) {
+                Ok(live) => live.on_messages(&blueprint, batch.as_bytes(), taken.len()),
+                Err(error) => Err(BatchFailure {
+                    error,
+                    handling: None,
+                }),
+            };
+            let elapsed = started.elapsed();
+            let Err(BatchFailure { error, handling }) = result else {
+                drop(state);
+                self.batch.record(taken.len(), elapsed);
+                continue;
+            };
+            after_failure(&blueprint, &mut state.live, &error, true);
+            drop(state);
+            let count = taken.len();
+            let shared = &blueprint.shared;
+            match handling {
+                Some(index) => {
+                    Shared::bump(&counters.message_errors);
+                    self.batch.record(index + 1, elapsed);
+                    tracing::warn!(
+                        module = %shared.name,
+                        version = %shared.version,
+                        topic = %taken[index].topic,
+                        "on_messages failed on message {} of {count}: {error}; {index} before it were delivered, the {} after it go to the next call",
+                        index + 1,
+                        count - index - 1,
+                    );
+                    for message in taken.drain(index + 1..).rev() {
+                        queue.push_front(message);
+                    }
+                }
+                None => {
+                    self.batch.record(1, elapsed);
+                    tracing::warn!(
+                        module = %shared.name,
+                        version = %shared.version,
+                        "on_messages failed before its first message: {error}; the {count} messages go to on_message one by one",
+                    );
+                    for message in taken.drain(..) {
+                        self.deliver_one(message);
+                    }
                 }
             }
         }
@@ -427,7 +629,7 @@ impl Worker {
                 return;
             }
             match self.jobs.recv_timeout(left) {
-                Ok(job) => self.run_job(job),
+                Ok(job) => self.run_with_queued(job),
                 Err(RecvTimeoutError::Timeout) => return,
                 Err(RecvTimeoutError::Disconnected) => {
                     std::thread::sleep(left);
@@ -439,7 +641,7 @@ impl Worker {
 
     fn drain(&mut self, until: Instant) -> DrainOutcome {
         while let Ok(job) = self.jobs.try_recv() {
-            self.run_job(job);
+            self.run_with_queued(job);
         }
         let blueprint = self.blueprint.clone();
         if !blueprint.shape.has_drain {
@@ -583,6 +785,26 @@ mod tests {
             inline.record(INLINE_BUDGET);
         }
         assert!(inline.ready(), "calls at the budget count as short");
+    }
+
+    #[test]
+    fn batches_shrink_when_messages_are_slow_and_grow_back() {
+        // A 4 s deadline: a batch may be expected to take 1 s.
+        let mut size = BatchSize::new(256, Duration::from_secs(4));
+        assert_eq!(size.get(), 256);
+        size.record(10, Duration::from_millis(100));
+        assert_eq!(size.get(), 100, "10 ms a message: 100 fit in 1 s");
+        size.record(3, Duration::from_secs(6));
+        assert_eq!(size.get(), 1, "2 s a message: one at a time");
+        size.record(1, Duration::from_micros(5));
+        assert_eq!(
+            size.get(),
+            256,
+            "fast again: full batches, never more than the limit"
+        );
+        size.record(256, Duration::ZERO);
+        assert_eq!(size.get(), 256);
+        assert_eq!(BatchSize::new(0, Duration::from_secs(5)).get(), 1);
     }
 
     #[test]

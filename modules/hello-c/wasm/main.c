@@ -4,13 +4,14 @@
  *   ANY /m/hello-c/echo?...      answers `METHOD PATH?QUERY (N bytes, x-token: T)`
  *   requests on `hello.c`        are answered `hello, PAYLOAD` (an Error reply when empty):
  *                                `POST /m/sender/ask?topic=hello.c` makes the Rust `sender` ask
- *   GET /m/hello-c/count         answers how many requests and bus questions it served
+ *   events on `hello.c`          are counted
+ *   GET /m/hello-c/count         answers how many requests, bus questions and events it served
  */
 #include "modhost.h"
 
 MODHOST_EXPORTS()
 
-static uint32_t served, answered;
+static uint32_t served, answered, events;
 
 MODHOST_EXPORT("init") void init(void) {
     int32_t code = mh_subscribe("hello.c");
@@ -40,8 +41,8 @@ MODHOST_EXPORT("handle") uint64_t handle(uint8_t *ptr, uint32_t len) {
                          (int)token.len, (const char *)token.ptr);
         out = mh_respond(200, "text/plain; charset=utf-8", text, n < (int)sizeof text ? (uint64_t)n : sizeof text - 1);
     } else if (mh_equals(req.path, "/count")) {
-        char text[64];
-        int n = snprintf(text, sizeof text, "{\"served\":%u,\"answered\":%u}", served, answered);
+        char text[96];
+        int n = snprintf(text, sizeof text, "{\"served\":%u,\"answered\":%u,\"events\":%u}", served, answered, events);
         out = mh_respond(200, "application/json", text, (uint64_t)n);
     } else {
         out = mh_respond_text(404, "not found");
@@ -50,23 +51,25 @@ MODHOST_EXPORT("handle") uint64_t handle(uint8_t *ptr, uint32_t len) {
     return out;
 }
 
-MODHOST_EXPORT("on_message") void on_message(uint8_t *ptr, uint32_t len) {
-    mh_message msg;
-    if (mh_message_decode(ptr, len, &msg) != 0) {
-        mh_log(MH_WARN, "a malformed message (%u bytes)", len);
-    } else if (msg.kind == MH_REQUEST && mh_equals(msg.topic, "hello.c")) {
-        if (msg.payload.len == 0) {
+/* Every bus message, one at a time, whether it came alone (`on_message`) or with others queued
+ * behind it (`on_messages`): MODHOST_MESSAGE_EXPORTS below defines both around it. */
+static void on_bus_message(const mh_message *msg) {
+    if (msg->kind == MH_EVENT && mh_equals(msg->topic, "hello.c")) {
+        events++;
+    } else if (msg->kind == MH_REQUEST && mh_equals(msg->topic, "hello.c")) {
+        if (msg->payload.len == 0) {
             const char *reason = "say who to greet";
-            mh_reply(&msg, MH_ERROR, reason, strlen(reason));
+            mh_reply(msg, MH_ERROR, reason, strlen(reason));
         } else {
             char text[600];
-            int n = snprintf(text, sizeof text, "hello, %.*s", (int)(msg.payload.len > 512 ? 512 : msg.payload.len),
-                             (const char *)msg.payload.ptr);
+            int n = snprintf(text, sizeof text, "hello, %.*s", (int)(msg->payload.len > 512 ? 512 : msg->payload.len),
+                             (const char *)msg->payload.ptr);
             answered++;
-            mh_reply(&msg, MH_RESPONSE, text, (uint64_t)n);
+            mh_reply(msg, MH_RESPONSE, text, (uint64_t)n);
         }
     }
-    free(ptr);
 }
+
+MODHOST_MESSAGE_EXPORTS(on_bus_message)
 
 MODHOST_EXPORT("drain") int32_t drain(void) { return 0; }

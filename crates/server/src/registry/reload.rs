@@ -297,6 +297,9 @@ impl Registry {
                 history.retired.requests += stats.requests;
                 history.retired.errors += stats.request_errors;
                 history.retired.traps += stats.traps;
+                history.retired.messages += stats.messages;
+                history.retired.message_errors += stats.message_errors;
+                history.retired.message_batches += stats.message_batches;
                 history.retired.kv_operations += stats.kv_operations;
                 history.retired.kv_errors += stats.kv_errors;
                 if drain {

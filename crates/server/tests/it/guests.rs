@@ -201,8 +201,47 @@ async fn a_c_module_answers_http_and_a_rust_module_over_the_bus() {
     );
 
     let count = get(addr, "/m/hello-c/count").await;
-    assert_eq!(count.body, r#"{"served":4,"answered":1}"#);
+    assert_eq!(count.body, r#"{"served":4,"answered":1,"events":0}"#);
     server.shutdown().await;
+}
+
+/// The Go and C SDKs' `on_messages`: messages queued together reach the module in one call
+/// per batch, each one handled. The modules are loaded into a host of their own and paused
+/// while the messages are queued, so the worker finds them waiting together, as under load.
+#[test]
+fn go_and_c_modules_take_queued_messages_in_batches() {
+    let project = Project::new("sdk-batches");
+    build_into(&project, &["hello-c", "upper-go"]);
+    let host = wasi_host::Host::standalone().unwrap();
+    for (name, topic, route, field) in [
+        ("hello-c", "hello.c", "/count", "events"),
+        ("upper-go", "greetings.hi", "", "relayed"),
+    ] {
+        let wasm = std::fs::read(project.dist().join(format!("{name}.wasm"))).unwrap();
+        let module = host
+            .load(name, &wasm, &wasi_host::ModuleConfig::default())
+            .unwrap();
+        module.pause().unwrap();
+        for number in 0..300 {
+            module
+                .deliver(binary::Message::event(topic, number.to_string()))
+                .unwrap();
+        }
+        module.resume(wasi_host::QueuedJobs::default());
+        // Runs after every message queued before it.
+        let response = module
+            .handle_blocking(binary::HttpRequest::new("GET", route))
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(status[field], 300, "{name}: {status}");
+        let stats = module.stats();
+        assert_eq!(
+            (stats.messages, stats.message_errors, stats.message_batches),
+            (300, 0, 2),
+            "{name}: 256 and 44 messages in two on_messages calls"
+        );
+        module.close();
+    }
 }
 
 /// `go test` (natively, with the SDK's recording stand-in for the host) in the Go SDK — its

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] fns: a panic is the failure report
 
 mod batch;
+mod delivery;
 mod fixture;
 mod hostile;
 mod kv;
