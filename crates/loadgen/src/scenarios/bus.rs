@@ -145,6 +145,11 @@ pub async fn bus(settings: &Settings) -> anyhow::Result<Section> {
     config.watch_dist = false;
     // Long enough for module A to publish every message in one `handle` call.
     config.default_module.limits.handle_deadline = Duration::from_secs(60);
+    // `bench` is shared-nothing for its HTTP routes, but `/received` counts in instance
+    // memory: the receiver runs one instance, so one count sees every message.
+    let mut receiver = config.default_module.clone();
+    receiver.instances = Some(1);
+    config.modules.insert("bench_b".to_owned(), receiver);
     let server = server::ServerBuilder::new(config).start().await?;
     let addr = server.addr();
     for topic in ["bench.host", "bench.ab"] {
