@@ -56,6 +56,12 @@ enum { MH_TRACE = 0, MH_DEBUG = 1, MH_INFO = 2, MH_WARN = 3, MH_ERROR_LEVEL = 4 
     MODHOST_EXPORT("alloc") void *mh_alloc(uint32_t len) { return malloc(len ? len : 1); }    \
     MODHOST_EXPORT("dealloc") void mh_dealloc(void *ptr, uint32_t len) { (void)len; free(ptr); }
 
+/* Opt-in, in one file: the module keeps nothing in its instance that another instance would
+ * need (its state, if any, is in the key-value store), so the server may run several
+ * instances side by side (docs/ABI.md, `modhost_shared_nothing`). */
+#define MODHOST_SHARED_NOTHING() \
+    MODHOST_EXPORT("modhost_shared_nothing") void mh_shared_nothing(void) {}
+
 /* ---- decoding: views into the input, every length checked against what remains ---- */
 
 typedef struct { const uint8_t *ptr; uint64_t len; } mh_bytes;

@@ -13,6 +13,12 @@ pub const ABI_VERSION: i32 = 1;
 ///   version at a hot swap ([`Module::snapshot`](crate::Module::snapshot),
 ///   [`Module::restore`](crate::Module::restore)). Opt-in: a module without them swaps
 ///   without holding any request.
+/// - `export!(MyModule, shared_nothing)` and `export!(MyModule, MyModule::new("x"),
+///   shared_nothing)` also export the marker `modhost_shared_nothing`: the module keeps
+///   nothing in its instance that another instance would need (its state, if any, is in
+///   [`kv`](crate::kv)), so the server may run several instances of it side by side (by
+///   default one per server thread, so a request need not wait for another's instance).
+///   Not with `snapshot`: a module that hands in-memory state over is not shared-nothing.
 ///
 /// The instance is created on the first call (`init`, normally) as an
 /// [`Instance`](crate::Instance) (the module plus its [`Module::router`](crate::Module::router)
@@ -35,6 +41,7 @@ pub const ABI_VERSION: i32 = 1;
 /// | `drain` | `() -> i32` | [`Module::drain`](crate::Module::drain), clamped to `i32::MAX` |
 /// | `snapshot` (opt-in) | `() -> i64` | [`Module::snapshot`](crate::Module::snapshot); `(ptr << 32) \| len` of the state, `-1` (and a log line) on `Err` |
 /// | `restore` (opt-in) | `(ptr: i32, len: i32) -> i32` | [`Module::restore`](crate::Module::restore) on the state (taking ownership of the buffer); `0`, or `1` (and a log line) on `Err` |
+/// | `modhost_shared_nothing` (opt-in) | `() -> ()` | nothing; its presence is the declaration |
 ///
 /// Use it once per module crate (the export names are global), at the crate root or
 /// anywhere else. The crate must be a `cdylib` built for `wasm32-wasip1`.
@@ -186,8 +193,25 @@ macro_rules! export {
             __modhost_with(|instance| $crate::__private::restore(instance.module_mut(), &state))
         }
     };
+    // The shared-nothing marker, expanded inside the block above.
+    (@shared_nothing) => {
+        /// Marker, never called: any number of instances may serve this module.
+        #[cfg(target_family = "wasm")]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn modhost_shared_nothing() {}
+    };
     ($module:ty) => {
         $crate::export!(@exports $module, <$module as ::core::default::Default>::default());
+    };
+    ($module:ty, shared_nothing) => {
+        $crate::export!(
+            @exports $module,
+            <$module as ::core::default::Default>::default(),
+            shared_nothing
+        );
+    };
+    ($module:ty, $constructor:expr, shared_nothing) => {
+        $crate::export!(@exports $module, $constructor, shared_nothing);
     };
     ($module:ty, snapshot) => {
         $crate::export!(

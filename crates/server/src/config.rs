@@ -312,7 +312,8 @@ impl ServerConfig {
 /// max_body_bytes = 1048576         # optional HTTP limits
 ///
 /// [modules.users]                  # per module; [modules."*"] sets the default
-/// instances = 1                    # pool size (stateless handlers only when > 1)
+/// instances = 2                    # pool size (default: 1, or one per server thread for a
+///                                  # module that exports `modhost_shared_nothing`)
 /// memory_mb = 64                   # linear memory cap
 /// handle_timeout_ms = 5000         # per-call deadline of `handle`
 /// inbox = 1024                     # queued jobs before 503
@@ -524,7 +525,7 @@ impl FileModule {
     fn apply(&self, base: &ModuleConfig, root: &Path) -> ModuleConfig {
         let mut config = base.clone();
         if let Some(instances) = self.instances {
-            config.instances = instances.max(1);
+            config.instances = Some(instances.max(1));
         }
         if let Some(inline) = self.inline {
             config.inline = inline;
@@ -739,7 +740,7 @@ mod tests {
         assert_eq!(config.admin_token.as_deref(), Some("t"));
         assert_eq!(config.default_module.limits.max_memory_bytes, 32 << 20);
         let users = config.module("users");
-        assert_eq!(users.instances, 2);
+        assert_eq!(users.instances, Some(2));
         assert_eq!(users.limits.max_memory_bytes, 32 << 20);
         assert_eq!(users.limits.handle_deadline, Duration::from_millis(250));
         assert_eq!(

@@ -207,7 +207,7 @@ impl Collector for Snapshot {
 impl Snapshot {
     fn modules(&self, encoder: &mut DescriptorEncoder<'_>) -> Result {
         use MetricType::{Counter, Gauge};
-        let families: [(&str, &str, MetricType, ModuleFigure); 13] = [
+        let families: [(&str, &str, MetricType, ModuleFigure); 14] = [
             (
                 "modhost_module_loaded",
                 "1 if a version of the module is serving, 0 if it was refused and none is",
@@ -219,6 +219,12 @@ impl Snapshot {
                 "HTTP requests handled, over all versions",
                 Counter,
                 |module| Some(module.requests),
+            ),
+            (
+                "modhost_module_inline_requests",
+                "HTTP requests run on the thread that received them (the rest hopped to an instance's worker thread), over all versions",
+                Counter,
+                |module| Some(module.inline_requests),
             ),
             (
                 "modhost_module_errors",

@@ -34,6 +34,7 @@ pub struct Rejection {
 #[derive(Debug, Default, Clone, Copy)]
 struct Retired {
     requests: u64,
+    inline_requests: u64,
     errors: u64,
     traps: u64,
     messages: u64,
@@ -327,6 +328,8 @@ pub struct ModuleStatus {
     pub instances: usize,
     /// Requests over all versions.
     pub requests: u64,
+    /// Of those, requests run inline, on the thread that received them.
+    pub inline_requests: u64,
     /// Failed requests over all versions.
     pub errors: u64,
     /// Traps over all versions.
@@ -564,6 +567,7 @@ impl Registry {
                     compiled_from: Some(CompiledFrom::of(current.compile_source())),
                     instances: current.instances(),
                     requests: history.retired.requests + stats.requests,
+                    inline_requests: history.retired.inline_requests + stats.inline_requests,
                     errors: history.retired.errors + stats.request_errors,
                     traps: history.retired.traps + stats.traps,
                     messages: history.retired.messages + stats.messages,
@@ -603,6 +607,7 @@ impl Registry {
                 compiled_from: None,
                 instances: 0,
                 requests: 0,
+                inline_requests: 0,
                 errors: 0,
                 traps: 0,
                 messages: 0,

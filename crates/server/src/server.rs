@@ -73,6 +73,8 @@ impl ServerBuilder {
             cache_dir: config.cache_path(),
             tokio: None,
             store,
+            // A shared-nothing module gets an instance per thread that serves requests.
+            request_threads: Some(tokio::runtime::Handle::current().metrics().num_workers()),
         };
         // Cluster mode only: broadcasts also go to the other nodes, once the bridge is up.
         let slot: crate::clustered::Slot = Arc::default();

@@ -120,6 +120,7 @@ mod tests {
             compiled_from: Some(CompiledFrom::DiskCache),
             instances: 1,
             requests: 0,
+            inline_requests: 0,
             errors: 0,
             traps: 0,
             messages: 0,

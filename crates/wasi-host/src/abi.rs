@@ -44,6 +44,11 @@ pub const RESTORE_EXPORT: &str = "restore";
 /// overwrites with the index of the message it is handling (`docs/ABI.md`).
 pub const ON_MESSAGES_EXPORT: &str = "on_messages";
 
+/// The optional ABI 1 marker export `modhost_shared_nothing: () -> ()`, never called: the module
+/// keeps nothing in instance memory that another instance would need (its state, if any, is in
+/// the key-value store), so any number of instances may serve it side by side.
+pub const SHARED_NOTHING_EXPORT: &str = "modhost_shared_nothing";
+
 /// Renders a function type like `(i32, i32) -> i64`.
 pub(crate) fn render(ty: &FunctionType) -> String {
     let list = |types: &[Type]| {
@@ -97,6 +102,7 @@ fn expected_export(name: &str, abi: AbiVersion) -> Option<FunctionType> {
         (SNAPSHOT_EXPORT, AbiVersion::V1) => ty(&[], &[I64]),
         (RESTORE_EXPORT, AbiVersion::V1) => ty(&[I32, I32], &[I32]),
         (ABI_VERSION_EXPORT, _) => ty(&[], &[I32]),
+        (SHARED_NOTHING_EXPORT, AbiVersion::V1) => ty(&[], &[]),
         _ => return None,
     })
 }
@@ -121,6 +127,8 @@ pub(crate) struct Shape {
     /// `alloc` or `malloc`, whichever is exported (`alloc` preferred).
     pub allocator: Option<&'static str>,
     pub uses_wasi: bool,
+    /// ABI 1 `modhost_shared_nothing`: any number of instances may serve the module.
+    pub shared_nothing: bool,
     /// Imports something that waits (outbound HTTP, a bus request, a WASI sleep or poll):
     /// such a module never runs a request on the caller's thread.
     pub waits: bool,
@@ -256,6 +264,7 @@ pub(crate) fn check(module_name: &str, module: &wasmer::Module) -> Result<Shape,
         has_restore,
         allocator,
         uses_wasi,
+        shared_nothing: abi == AbiVersion::V1 && has(SHARED_NOTHING_EXPORT),
         waits,
     })
 }

@@ -16,6 +16,11 @@ pub struct HostConfig {
     /// The key-value store modules reach through the `kv` import (every version and instance
     /// of a module sees the same keys). `None`: the import answers "no store".
     pub store: Option<Arc<dyn state::Store>>,
+    /// The pool size of a module that declares itself shared-nothing and whose
+    /// [`ModuleConfig::instances`] is not set: one instance per thread that runs requests, so
+    /// each of them can find one free and run its request inline. `None`: the machine's
+    /// available parallelism (tokio's default number of worker threads).
+    pub request_threads: Option<usize>,
 }
 
 /// Per-module settings: limits, instance count and capability grants.
@@ -23,10 +28,12 @@ pub struct HostConfig {
 pub struct ModuleConfig {
     /// Resource limits.
     pub limits: Limits,
-    /// Instances in the module's pool (default 1). Each runs on its own thread and takes jobs
-    /// from one shared inbox; use more than one only for modules whose HTTP handler keeps no
-    /// state between requests.
-    pub instances: usize,
+    /// Instances in the module's pool. Each runs on its own thread and takes jobs from one
+    /// shared inbox; set more than one only for modules whose HTTP handler keeps no state
+    /// between requests. `None` (the default) lets the module decide: one, or
+    /// [`HostConfig::request_threads`] for a module that exports `modhost_shared_nothing`
+    /// (`docs/ABI.md`).
+    pub instances: Option<usize>,
     /// Jobs that may wait in the inbox (default 1024). A full inbox makes calls fail at once
     /// with [`crate::CallError::Overloaded`].
     pub inbox_capacity: usize,
@@ -50,7 +57,7 @@ impl Default for ModuleConfig {
     fn default() -> ModuleConfig {
         ModuleConfig {
             limits: Limits::default(),
-            instances: 1,
+            instances: None,
             inline: true,
             inbox_capacity: 1024,
             grants: Grants::default(),

@@ -89,6 +89,8 @@ struct Inner {
     bus: bus::Bus,
     broadcast: Arc<dyn BroadcastSink>,
     store: Arc<StoreSlot>,
+    /// Pool size of a shared-nothing module whose config leaves it open.
+    request_threads: usize,
 }
 
 impl Drop for Inner {
@@ -154,6 +156,12 @@ impl Host {
                 bus,
                 broadcast,
                 store: Arc::new(StoreSlot::new(config.store)),
+                request_threads: config
+                    .request_threads
+                    .unwrap_or_else(|| {
+                        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+                    })
+                    .max(1),
             }),
         })
     }
@@ -304,6 +312,29 @@ impl Host {
         self.instantiate_timed(compiled, config, Instant::now())
     }
 
+    /// How many instances `config` gives the module: the configured number, or else one per
+    /// request thread for a module that declares itself shared-nothing, and one otherwise. A
+    /// module that also hands in-memory state over at a swap (`snapshot`) keeps one: what it
+    /// keeps in memory would differ between instances.
+    fn pool_size(&self, blueprint: &Blueprint, config: &ModuleConfig) -> usize {
+        if let Some(instances) = config.instances {
+            return instances.max(1);
+        }
+        let shape = &blueprint.shape;
+        if !shape.shared_nothing {
+            return 1;
+        }
+        if shape.has_snapshot {
+            tracing::warn!(
+                module = %blueprint.shared.name,
+                "the module declares itself shared-nothing but exports `snapshot` (state kept in \
+                 its instance): it runs one instance unless `instances` is set"
+            );
+            return 1;
+        }
+        self.inner.request_threads
+    }
+
     fn instantiate_timed(
         &self,
         compiled: &Compiled,
@@ -367,8 +398,9 @@ impl Host {
             dirs,
             inline: worker::Inline::new(config.inline && !compiled.shape.waits),
         });
+        let pool = self.pool_size(&blueprint, config);
         let mut workers = Vec::new();
-        for index in 0..config.instances.max(1) {
+        for index in 0..pool {
             let (control, orders) = crossbeam_channel::unbounded();
             let slot = Arc::new(worker::Slot::default());
             match worker::spawn(

@@ -30,6 +30,7 @@ impl BroadcastSink for NoBroadcast {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub requests: AtomicU64,
+    pub inline_requests: AtomicU64,
     pub request_errors: AtomicU64,
     pub messages: AtomicU64,
     pub message_errors: AtomicU64,
@@ -53,6 +54,9 @@ pub(crate) struct Counters {
 pub struct ModuleStats {
     /// `handle` calls completed or failed.
     pub requests: u64,
+    /// Of those, the calls run inline, on the thread that received the request (the rest
+    /// went to an instance's worker thread).
+    pub inline_requests: u64,
     /// `handle` calls that failed.
     pub request_errors: u64,
     /// Bus messages taken from the inbox for delivery, one each whether `on_message` or an
@@ -187,6 +191,7 @@ impl Shared {
         let counters = &self.counters;
         ModuleStats {
             requests: load(&counters.requests),
+            inline_requests: load(&counters.inline_requests),
             request_errors: load(&counters.request_errors),
             messages: load(&counters.messages),
             message_errors: load(&counters.message_errors),

@@ -136,6 +136,7 @@ impl Slot {
         if state.paused || state.live.is_none() {
             return Err(request);
         }
+        Shared::bump(&blueprint.shared.counters.inline_requests);
         let result = handle(blueprint, &mut state.live, request, false);
         let renewed = state.live.is_none();
         drop(state);

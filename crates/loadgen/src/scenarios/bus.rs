@@ -161,8 +161,13 @@ pub async fn bus(settings: &Settings) -> anyhow::Result<Section> {
     config.watch_dist = false;
     // Long enough for module A to publish every message in one `handle` call.
     config.default_module.limits.handle_deadline = Duration::from_secs(60);
-    let mut one_by_one = config.default_module.clone();
+    // `bench` is shared-nothing for its HTTP routes, but `/received` counts in instance
+    // memory: each receiver runs one instance, so one count sees every message.
+    let mut receiver = config.default_module.clone();
+    receiver.instances = Some(1);
+    let mut one_by_one = receiver.clone();
     one_by_one.limits.max_message_batch = 1;
+    config.modules.insert(BATCHED.module.into(), receiver);
     config.modules.insert(ONE_BY_ONE.module.into(), one_by_one);
     let server = server::ServerBuilder::new(config).start().await?;
     let addr = server.addr();

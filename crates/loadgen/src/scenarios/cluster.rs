@@ -62,7 +62,8 @@ impl Drop for Nats {
 }
 
 /// A node's directory: `dist/` with `modules` (all copies of `bench.wasm`) and a
-/// `modhost.toml` that joins the cluster and gives `bench` time to publish in one call.
+/// `modhost.toml` that joins the cluster, gives `bench` time to publish in one call and runs
+/// `sink` as one instance (`/received` counts in instance memory).
 fn node_dir(
     settings: &Settings,
     parent: &Path,
@@ -79,7 +80,7 @@ fn node_dir(
     std::fs::write(
         dir.join("modhost.toml"),
         format!(
-            "[modules.bench]\nhandle_timeout_ms = 120000\n\n[cluster]\nurl = \"{url}\"\nname = \"loadgen\"\nnode = \"{node}\"\n"
+            "[modules.bench]\nhandle_timeout_ms = 120000\n\n[modules.sink]\ninstances = 1\n\n[cluster]\nurl = \"{url}\"\nname = \"loadgen\"\nnode = \"{node}\"\n"
         ),
     )?;
     Ok(dir)

@@ -15,7 +15,7 @@ use crate::process::Server;
 use crate::stats::{Row, Section, micros};
 use crate::wrk::Wrk;
 
-use super::{Settings, failures, rps, runs_json, summary};
+use super::{Settings, failures, get_text, rps, runs_json, summary};
 
 const LEVELS: [usize; 3] = [1, 16, 64];
 const ROUTES: [&str; 2] = ["/healthz", "/m/bench"];
@@ -28,6 +28,19 @@ fn target_ratio(concurrency: usize) -> f64 {
 struct Subject {
     label: &'static str,
     server: Server,
+}
+
+/// `bench`'s request counters from `/_admin/modules`: (requests, of them run inline).
+async fn bench_counts(addr: std::net::SocketAddr) -> anyhow::Result<(u64, u64)> {
+    let text = get_text(addr, ::http::Method::GET, "/_admin/modules").await?;
+    let modules: Vec<serde_json::Value> =
+        serde_json::from_str(&text).with_context(|| format!("/_admin/modules: {text}"))?;
+    let bench = modules
+        .iter()
+        .find(|module| module["name"] == "bench")
+        .context("/_admin/modules has no bench")?;
+    let count = |name: &str| bench[name].as_u64().unwrap_or(0);
+    Ok((count("requests"), count("inline_requests")))
 }
 
 fn p99(runs: &[LoadResult]) -> f64 {
@@ -77,11 +90,18 @@ pub async fn http(settings: &Settings) -> anyhow::Result<Section> {
     };
     // (subject, client, route, concurrency) → runs.
     let mut runs: BTreeMap<(&str, &str, &str, usize), Vec<LoadResult>> = BTreeMap::new();
+    // (subject, concurrency) → `/m/bench` requests served, and of them inline.
+    let mut inline: BTreeMap<(&str, usize), (u64, u64)> = BTreeMap::new();
     for round in 0..settings.rounds {
         for &concurrency in &LEVELS {
             for subject in &subjects {
                 for &client in &clients {
                     for route in ROUTES {
+                        let counted = if route == "/m/bench" {
+                            Some(bench_counts(subject.server.addr).await?)
+                        } else {
+                            None
+                        };
                         let result = match (client, &wrk) {
                             ("wrk", Some(wrk)) => {
                                 let wrk = wrk.clone();
@@ -110,6 +130,12 @@ pub async fn http(settings: &Settings) -> anyhow::Result<Section> {
                         runs.entry((subject.label, client, route, concurrency))
                             .or_default()
                             .push(result);
+                        if let Some((requests, inlined)) = counted {
+                            let (after, after_inline) = bench_counts(subject.server.addr).await?;
+                            let share = inline.entry((subject.label, concurrency)).or_default();
+                            share.0 += after - requests;
+                            share.1 += after_inline - inlined;
+                        }
                     }
                 }
             }
@@ -148,6 +174,21 @@ pub async fn http(settings: &Settings) -> anyhow::Result<Section> {
                     row = row.target(format!("≥ {goal:.2} of /healthz"), ratio >= goal);
                 }
                 rows.push(row);
+            }
+            if client == clients[clients.len() - 1] {
+                for &concurrency in &LEVELS {
+                    let (requests, inlined) = inline
+                        .get(&(subject.label, concurrency))
+                        .copied()
+                        .unwrap_or_default();
+                    rows.push(Row::new(
+                        format!("{prefix}/m/bench run inline c={concurrency}"),
+                        format!(
+                            "{:.1} % of {requests}",
+                            inlined as f64 * 100.0 / requests.max(1) as f64
+                        ),
+                    ));
+                }
             }
             let module = get(subject.label, client, "/m/bench", 64);
             let health = get(subject.label, client, "/healthz", 64);

@@ -295,6 +295,7 @@ impl Registry {
             {
                 let mut history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
                 history.retired.requests += stats.requests;
+                history.retired.inline_requests += stats.inline_requests;
                 history.retired.errors += stats.request_errors;
                 history.retired.traps += stats.traps;
                 history.retired.messages += stats.messages;

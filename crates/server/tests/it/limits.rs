@@ -208,7 +208,7 @@ async fn graceful_shutdown_under_load_loses_no_accepted_request() {
     config.modules.insert(
         "work".into(),
         wasi_host::ModuleConfig {
-            instances: 4,
+            instances: Some(4),
             ..Default::default()
         },
     );

@@ -560,7 +560,7 @@ async fn a_module_has_at_most_its_concurrency_cap_in_flight() {
     config.modules.insert(
         "proxy".to_owned(),
         ModuleConfig {
-            instances: 4,
+            instances: Some(4),
             ..ModuleConfig::default()
         },
     );

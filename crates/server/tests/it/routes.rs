@@ -353,7 +353,7 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     config.modules.insert(
         "sleepy".into(),
         wasi_host::ModuleConfig {
-            instances: 3,
+            instances: Some(3),
             ..Default::default()
         },
     );

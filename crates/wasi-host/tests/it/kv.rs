@@ -76,7 +76,7 @@ fn keys_outlive_versions_traps_and_instances() {
     );
     // A new version, with four instances, sees the same keys.
     let pool = ModuleConfig {
-        instances: 4,
+        instances: Some(4),
         ..ModuleConfig::default()
     };
     let new = host.load("users", guest_wasm(), &pool).unwrap();

@@ -60,7 +60,7 @@ fn state_moves_from_the_old_version_to_every_instance_of_the_new_one() {
     assert_eq!(snapshot.payload, 41i32.to_le_bytes());
 
     let config = ModuleConfig {
-        instances: 3,
+        instances: Some(3),
         ..ModuleConfig::default()
     };
     let new = load_with(&host, "keeper", &stateful(0, None, None), &config);

@@ -174,3 +174,79 @@ fn a_drain_that_never_ends_times_out_with_a_warning_value() {
     );
     module.close();
 }
+
+/// A module with one `handle`, with or without the shared-nothing marker and `snapshot`.
+fn pool_module(shared_nothing: bool, snapshot: bool) -> String {
+    let marker = if shared_nothing {
+        r#"(func (export "modhost_shared_nothing"))"#
+    } else {
+        ""
+    };
+    let snapshot = if snapshot {
+        r#"(func (export "snapshot") (result i64) (i64.const 0))
+           (func (export "restore") (param i32 i32) (result i32) (i32.const 0))"#
+    } else {
+        ""
+    };
+    format!(
+        r#"(module (memory (export "memory") 1)
+             (func (export "modhost_abi_version") (result i32) (i32.const 1))
+             (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+             (func (export "handle") (param i32 i32) (result i64) (i64.const 0))
+             {marker} {snapshot})"#
+    )
+}
+
+#[test]
+fn a_shared_nothing_module_gets_an_instance_per_request_thread_unless_configured() {
+    let host = Host::new(
+        wasi_host::HostConfig {
+            request_threads: Some(3),
+            ..Default::default()
+        },
+        bus::Bus::new(),
+        std::sync::Arc::new(wasi_host::NoBroadcast),
+    )
+    .unwrap();
+    let pool = |name: &str, source: String, config: &ModuleConfig| {
+        let module = host.load(name, &wasm(&source), config).unwrap();
+        let instances = module.instances();
+        module.close();
+        instances
+    };
+    let default = ModuleConfig::default();
+    assert_eq!(pool("plain", pool_module(false, false), &default), 1);
+    assert_eq!(pool("stateless", pool_module(true, false), &default), 3);
+    let two = ModuleConfig {
+        instances: Some(2),
+        ..ModuleConfig::default()
+    };
+    assert_eq!(
+        pool("configured", pool_module(true, false), &two),
+        2,
+        "the operator's setting wins"
+    );
+    assert_eq!(pool("plain-configured", pool_module(false, false), &two), 2);
+    assert_eq!(
+        pool("contradiction", pool_module(true, true), &default),
+        1,
+        "a module that hands in-memory state over keeps one instance"
+    );
+}
+
+#[test]
+fn the_shared_nothing_marker_must_take_and_give_nothing() {
+    let host = Host::standalone().unwrap();
+    let error = load(
+        &host,
+        "odd",
+        r#"(module (memory (export "memory") 1)
+             (func (export "modhost_abi_version") (result i32) (i32.const 1))
+             (func (export "modhost_shared_nothing") (result i32) (i32.const 1)))"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "module \"odd\": export \"modhost_shared_nothing\" has type () -> i32, expected () -> ()"
+    );
+}

@@ -64,7 +64,7 @@ impl Module for Auth {
     }
 }
 
-guest::export!(Auth, Auth::from_env());
+guest::export!(Auth, Auth::from_env(), shared_nothing);
 
 #[cfg(test)]
 mod tests {

@@ -16,6 +16,11 @@
 //!   published less than all of their messages).
 //! - `GET /m/bench/kv/{key}` reads a key of the module's store (404 when absent) and
 //!   `PUT /m/bench/kv/{key}` writes the body there: the state scenario.
+//!
+//! The module is declared shared-nothing (`guest::export!(Bench, shared_nothing)`), so the
+//! server runs an instance per request thread: its HTTP routes keep nothing in the instance.
+//! The bus counters behind `/received` do, one count per instance; the scenarios that read
+//! them run the receiving copy with `instances = 1`.
 
 use std::time::Duration;
 
@@ -129,7 +134,7 @@ impl Module for Bench {
     }
 }
 
-guest::export!(Bench);
+guest::export!(Bench, shared_nothing);
 
 #[cfg(test)]
 mod tests {

@@ -35,7 +35,7 @@ impl Module for Pages {
     }
 }
 
-guest::export!(Pages);
+guest::export!(Pages, shared_nothing);
 
 #[cfg(test)]
 mod tests {

@@ -123,7 +123,7 @@ impl Module for Proxy {
     }
 }
 
-guest::export!(Proxy);
+guest::export!(Proxy, shared_nothing);
 
 #[cfg(test)]
 mod tests {

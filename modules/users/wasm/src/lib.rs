@@ -267,7 +267,7 @@ impl Module for Users {
     }
 }
 
-guest::export!(Users);
+guest::export!(Users, shared_nothing);
 
 #[cfg(test)]
 mod tests {
