@@ -10,6 +10,7 @@ use binary::Message;
 use crate::config::Limits;
 use crate::kv::KvAccess;
 use crate::logs::GuestLog;
+use crate::inbox::InboxSender;
 use crate::worker::Job;
 
 /// Receives every `ws_broadcast` a module makes; the server relays them to WebSocket clients.
@@ -88,7 +89,7 @@ pub struct ModuleStats {
 
 /// Feeds a module's inbox from the bus: one mailbox for all of its subscriptions.
 pub(crate) struct InboxMailbox {
-    pub jobs: crossbeam_channel::Sender<Job>,
+    pub jobs: InboxSender,
 }
 
 impl bus::Mailbox for InboxMailbox {
@@ -131,7 +132,7 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub log: Arc<GuestLog>,
     pub subscriptions: Mutex<SubscriptionTable>,
-    pub jobs: crossbeam_channel::Sender<Job>,
+    pub jobs: InboxSender,
     pub kv: KvAccess,
     pub outbound: Option<Arc<dyn crate::Outbound>>,
 }
