@@ -12,6 +12,7 @@
 //! runs in the same rounds, so figures stay comparable with the results log.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -49,65 +50,111 @@ pub async fn coldstart(settings: &Settings) -> anyhow::Result<Section> {
         }
     }
     let linear = wasm::initial_memory_bytes(&source)?;
-    let settle = Duration::from_millis(500);
-    // The earlier form's cache, filled once, unmeasured.
-    let warming = settings.modhost(&earlier, "warming.log").start()?;
-    check_loaded(&warming, earlier_n).await?;
-    drop(warming);
-
-    let mut runs = Runs::default();
-    for round in 0..settings.rounds {
-        let cache = dir.join("dist/.cache");
-        if cache.exists() {
-            std::fs::remove_dir_all(&cache)?;
-        }
-        let started = settings.modhost(&dir, "cold.log").start()?;
-        check_loaded(&started, n).await?;
-        runs.cold.push(millis(started.startup));
-        drop(started);
-
-        let started = settings.modhost(&dir, "warm.log").start()?;
-        runs.warm.push(millis(started.startup));
-        serve_every_module(started.addr, n).await?;
-        runs.ready.push(millis(started.spawned.elapsed()));
-        check_loaded(&started, n).await?;
-        tokio::time::sleep(settle).await;
-        runs.rss_loaded.push(started.rss_bytes()? as f64);
-        runs.loaded.push(smaps::breakdown(started.pid())?);
-        drop(started);
-
-        let started = settings.modhost(&earlier, "earlier.log").start()?;
-        check_loaded(&started, earlier_n).await?;
-        runs.earlier_warm.push(millis(started.startup));
-        tokio::time::sleep(settle).await;
-        runs.earlier_rss.push(started.rss_bytes()? as f64);
-        serve_every_module(started.addr, earlier_n).await?;
-        tokio::time::sleep(settle).await;
-        runs.earlier.push(smaps::breakdown(started.pid())?);
-        drop(started);
-
-        let bare = settings.modhost(&empty, "empty.log").start()?;
-        runs.empty_start.push(millis(bare.startup));
-        get_text(bare.addr, http::Method::GET, "/healthz").await?;
-        tokio::time::sleep(settle).await;
-        runs.rss_empty.push(bare.rss_bytes()? as f64);
-        runs.empty.push(smaps::breakdown(bare.pid())?);
-        drop(bare);
-
-        let loaded = &runs.loaded[round];
-        let bare = &runs.empty[round];
-        eprintln!(
-            "coldstart round {round}: {n} modules cold {:.0} ms, warm {:.0} ms to listening, {:.0} ms to all serving; {earlier_n} warm {:.0} ms; RSS {:.1} MiB with {n} modules ({:.1} MiB linear memory), {:.1} MiB without",
-            runs.cold[round],
-            runs.warm[round],
-            runs.ready[round],
-            runs.earlier_warm[round],
-            loaded.total() as f64 / 1048576.0,
-            loaded.of(Kind::LinearMemory) as f64 / 1048576.0,
-            bare.total() as f64 / 1048576.0,
-        );
+    // The binary under test, and the `--compare` one (an earlier build) in the same rounds.
+    let mut binaries = vec![("", settings.modhost.clone())];
+    if let Some(before) = &settings.compare {
+        binaries.push(("before-", before.clone()));
     }
-    Ok(runs.section(n, earlier_n, linear))
+    for (label, binary) in &binaries {
+        // The earlier form's cache, filled once, unmeasured.
+        let warming = start(settings, binary, &earlier, &format!("{label}warming.log"))?;
+        check_loaded(&warming, earlier_n).await?;
+        drop(warming);
+    }
+    let dirs = Dirs {
+        all: dir,
+        earlier,
+        empty,
+    };
+    let mut runs: Vec<Runs> = binaries.iter().map(|_| Runs::default()).collect();
+    for round in 0..settings.rounds {
+        for ((label, binary), runs) in binaries.iter().zip(&mut runs) {
+            measure(settings, binary, label, &dirs, runs).await?;
+            let loaded = &runs.loaded[round];
+            let bare = &runs.empty[round];
+            eprintln!(
+                "coldstart round {round} {}: {n} modules cold {:.0} ms, warm {:.0} ms to listening, {:.0} ms to all serving; {earlier_n} warm {:.0} ms; RSS {:.1} MiB with {n} modules ({:.1} MiB linear memory), {:.1} MiB without",
+                binary.display(),
+                runs.cold[round],
+                runs.warm[round],
+                runs.ready[round],
+                runs.earlier_warm[round],
+                loaded.total() as f64 / 1048576.0,
+                loaded.of(Kind::LinearMemory) as f64 / 1048576.0,
+                bare.total() as f64 / 1048576.0,
+            );
+        }
+    }
+    let mut runs = runs.into_iter();
+    let current = runs.next().context("no runs")?;
+    let before = runs.next();
+    Ok(current.section(before, n, earlier_n, linear))
+}
+
+/// The scenario's dist directories.
+struct Dirs {
+    /// Every module.
+    all: PathBuf,
+    /// The earlier form's 50.
+    earlier: PathBuf,
+    /// None.
+    empty: PathBuf,
+}
+
+fn start(settings: &Settings, binary: &Path, dir: &Path, log: &str) -> anyhow::Result<Server> {
+    let mut modhost = settings.modhost(dir, log);
+    modhost.binary = binary.to_path_buf();
+    modhost.start()
+}
+
+/// One round of every measurement with `binary`.
+async fn measure(
+    settings: &Settings,
+    binary: &Path,
+    label: &str,
+    dirs: &Dirs,
+    runs: &mut Runs,
+) -> anyhow::Result<()> {
+    let n = settings.modules;
+    let earlier_n = EARLIER_MODULES.min(n);
+    let settle = Duration::from_millis(500);
+    let cache = dirs.all.join("dist/.cache");
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache)?;
+    }
+    let started = start(settings, binary, &dirs.all, &format!("{label}cold.log"))?;
+    check_loaded(&started, n).await?;
+    runs.cold.push(millis(started.startup));
+    drop(started);
+
+    let started = start(settings, binary, &dirs.all, &format!("{label}warm.log"))?;
+    runs.warm.push(millis(started.startup));
+    serve_every_module(started.addr, n).await?;
+    runs.ready.push(millis(started.spawned.elapsed()));
+    check_loaded(&started, n).await?;
+    tokio::time::sleep(settle).await;
+    runs.rss_loaded.push(started.rss_bytes()? as f64);
+    runs.loaded.push(smaps::breakdown(started.pid())?);
+    drop(started);
+
+    let started = start(settings, binary, &dirs.earlier, &format!("{label}earlier.log"))?;
+    check_loaded(&started, earlier_n).await?;
+    runs.earlier_warm.push(millis(started.startup));
+    tokio::time::sleep(settle).await;
+    runs.earlier_rss.push(started.rss_bytes()? as f64);
+    serve_every_module(started.addr, earlier_n).await?;
+    tokio::time::sleep(settle).await;
+    runs.earlier.push(smaps::breakdown(started.pid())?);
+    drop(started);
+
+    let bare = start(settings, binary, &dirs.empty, &format!("{label}empty.log"))?;
+    runs.empty_start.push(millis(bare.startup));
+    get_text(bare.addr, http::Method::GET, "/healthz").await?;
+    tokio::time::sleep(settle).await;
+    runs.rss_empty.push(bare.rss_bytes()? as f64);
+    runs.empty.push(smaps::breakdown(bare.pid())?);
+    drop(bare);
+    Ok(())
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -122,6 +169,17 @@ enum Base {
     Empty,
     /// The server with the earlier form's modules: what each further module adds.
     Earlier,
+}
+
+impl Base {
+    /// Against the earlier form when there are more modules than it has.
+    fn for_sizes(n: usize, earlier_n: usize) -> Base {
+        if n > earlier_n {
+            Base::Earlier
+        } else {
+            Base::Empty
+        }
+    }
 }
 
 /// Every round's figures.
@@ -162,22 +220,98 @@ impl Runs {
         median(&deltas)
     }
 
-    fn section(self, n: usize, earlier_n: usize, linear: u64) -> Section {
+    /// Resident bytes per module beyond its touched linear memory, against `base`.
+    fn beyond_linear(&self, base: Base, n: usize, earlier_n: usize) -> f64 {
+        self.per_module(None, base, n, earlier_n)
+            - self.per_module(Some(Kind::LinearMemory), base, n, earlier_n)
+    }
+
+    /// Rows comparing these runs (an earlier binary's, `--compare`) with `after`'s.
+    fn comparison(&self, after: &Runs, n: usize, earlier_n: usize) -> Vec<Row> {
+        let base = Base::for_sizes(n, earlier_n);
+        let ms = |value: f64| format!("{value:.0} ms");
+        let kib = |bytes: f64| format!("{:.0} KiB", bytes / 1024.0);
+        let row = |metric: String, after: f64, before: f64, unit: &dyn Fn(f64) -> String| {
+            Row::new(format!("after vs before (`--compare`): {metric}"), unit(after))
+                .baseline(format!("{} before", unit(before)), after / before)
+        };
+        let mut rows = vec![
+            row(
+                format!("start with {n} modules, spawn → every module answered"),
+                median(&after.ready),
+                median(&self.ready),
+                &ms,
+            ),
+            row(
+                format!("start with {n} modules, spawn → listening"),
+                median(&after.warm),
+                median(&self.warm),
+                &ms,
+            ),
+            row(
+                format!("start with {earlier_n} modules, spawn → listening"),
+                median(&after.earlier_warm),
+                median(&self.earlier_warm),
+                &ms,
+            ),
+            row(
+                format!("start with {n} modules, cold cache"),
+                median(&after.cold),
+                median(&self.cold),
+                &ms,
+            ),
+            row(
+                "RSS per idle module beyond its touched linear memory".into(),
+                after.beyond_linear(base, n, earlier_n),
+                self.beyond_linear(base, n, earlier_n),
+                &kib,
+            ),
+            row(
+                format!("RSS per idle module beyond its touched linear memory ({n} vs none)"),
+                after.beyond_linear(Base::Empty, n, earlier_n),
+                self.beyond_linear(Base::Empty, n, earlier_n),
+                &kib,
+            ),
+        ];
+        for kind in Kind::ALL {
+            rows.push(row(
+                format!("per module: {}", kind.name()),
+                after.per_module(Some(kind), base, n, earlier_n),
+                self.per_module(Some(kind), base, n, earlier_n),
+                &kib,
+            ));
+        }
+        rows
+    }
+
+    /// Every figure, for the JSON report.
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "cold_ms": self.cold,
+            "warm_listening_ms": self.warm,
+            "warm_all_serving_ms": self.ready,
+            "earlier_warm_ms": self.earlier_warm,
+            "empty_start_ms": self.empty_start,
+            "rss_loaded_bytes": self.rss_loaded,
+            "rss_empty_bytes": self.rss_empty,
+            "earlier_rss_bytes": self.earlier_rss,
+            "smaps_loaded": self.loaded.iter().map(Breakdown::json).collect::<Vec<_>>(),
+            "smaps_earlier": self.earlier.iter().map(Breakdown::json).collect::<Vec<_>>(),
+            "smaps_empty": self.empty.iter().map(Breakdown::json).collect::<Vec<_>>(),
+        })
+    }
+
+    fn section(self, before: Option<Runs>, n: usize, earlier_n: usize, linear: u64) -> Section {
         let mib = |bytes: f64| format!("{:.2} MiB", bytes / 1048576.0);
         let kib = |bytes: f64| format!("{:.0} KiB", bytes / 1024.0);
         // What one more idle module costs: the 100-module server against the 50-module one
         // (both after every module served a request), so fixed costs cancel out. With no
         // more modules than the earlier form, against the empty server instead.
-        let base = if n > earlier_n {
-            Base::Earlier
-        } else {
-            Base::Empty
-        };
+        let base = Base::for_sizes(n, earlier_n);
         let everything = self.per_module(None, base, n, earlier_n);
         let touched = self.per_module(Some(Kind::LinearMemory), base, n, earlier_n);
-        let beyond = everything - touched;
-        let beyond_empty = self.per_module(None, Base::Empty, n, earlier_n)
-            - self.per_module(Some(Kind::LinearMemory), Base::Empty, n, earlier_n);
+        let beyond = self.beyond_linear(base, n, earlier_n);
+        let beyond_empty = self.beyond_linear(Base::Empty, n, earlier_n);
         let marginal = match base {
             Base::Earlier => format!("{n} vs {earlier_n} modules"),
             Base::Empty => format!("{n} modules vs none"),
@@ -255,6 +389,9 @@ impl Runs {
                 kib(self.per_module(Some(kind), base, n, earlier_n)),
             ));
         }
+        if let Some(before) = &before {
+            rows.extend(before.comparison(&self, n, earlier_n));
+        }
         Section {
             scenario: "coldstart".into(),
             title: format!(
@@ -262,17 +399,8 @@ impl Runs {
             ),
             rows,
             runs: json!({
-                "cold_ms": self.cold,
-                "warm_listening_ms": self.warm,
-                "warm_all_serving_ms": self.ready,
-                "earlier_warm_ms": self.earlier_warm,
-                "empty_start_ms": self.empty_start,
-                "rss_loaded_bytes": self.rss_loaded,
-                "rss_empty_bytes": self.rss_empty,
-                "earlier_rss_bytes": self.earlier_rss,
-                "smaps_loaded": self.loaded.iter().map(Breakdown::json).collect::<Vec<_>>(),
-                "smaps_earlier": self.earlier.iter().map(Breakdown::json).collect::<Vec<_>>(),
-                "smaps_empty": self.empty.iter().map(Breakdown::json).collect::<Vec<_>>(),
+                "after": self.json(),
+                "before": before.map(|before| before.json()),
                 "linear_memory_bytes": linear,
                 "modules": n,
                 "earlier_modules": earlier_n,
