@@ -196,7 +196,7 @@ mod tests {
         assert!(matches!(cache.get("abc"), Lookup::Miss));
         cache.put("abc", b"artifact bytes").unwrap();
         assert!(
-            matches!(cache.get("abc"), Lookup::Hit(artifact) if artifact.bytes() == &b"artifact bytes"[..])
+            matches!(cache.get("abc"), Lookup::Hit(artifact) if artifact.bytes() == b"artifact bytes"[..])
         );
         let Lookup::Hit(artifact) = cache.get("abc") else {
             panic!("the entry is gone")

@@ -40,6 +40,8 @@ pub(crate) struct InboxSender {
 
 impl InboxSender {
     /// Queues `job` unless `capacity` jobs are queued already or every receiver is gone.
+    // crossbeam's own `try_send` signature: a refused job comes back whole, not boxed.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn try_send(&self, job: Job) -> Result<(), TrySendError<Job>> {
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.queued.fetch_sub(1, Ordering::AcqRel);
