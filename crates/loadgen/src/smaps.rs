@@ -148,10 +148,8 @@ fn parse(text: &str) -> anyhow::Result<Vec<Mapping>> {
         let mut fields = line.split_whitespace();
         let Some(first) = fields.next() else { continue };
         if let Some((start, end)) = first.split_once('-')
-            && let (Ok(start), Ok(end)) = (
-                u64::from_str_radix(start, 16),
-                u64::from_str_radix(end, 16),
-            )
+            && let (Ok(start), Ok(end)) =
+                (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
         {
             let perms = fields.next().context("smaps header without permissions")?;
             // offset, device, inode, then the path (which may contain spaces).
@@ -176,7 +174,9 @@ fn parse(text: &str) -> anyhow::Result<Vec<Mapping>> {
 fn classify(mappings: &[Mapping]) -> Breakdown {
     let mut breakdown = Breakdown::default();
     for (index, mapping) in mappings.iter().enumerate() {
-        let next = mappings.get(index + 1).filter(|next| next.start == mapping.end);
+        let next = mappings
+            .get(index + 1)
+            .filter(|next| next.start == mapping.end);
         let previous = index
             .checked_sub(1)
             .map(|previous| &mappings[previous])
@@ -200,9 +200,7 @@ fn classify(mappings: &[Mapping]) -> Breakdown {
                 == ARENA_HEAP
         {
             Kind::MallocHeap
-        } else if mapping.read_write()
-            && previous.is_some_and(|guard| guard.reserved())
-        {
+        } else if mapping.read_write() && previous.is_some_and(|guard| guard.reserved()) {
             if mapping.size() == MIB {
                 Kind::WasmStack
             } else {
@@ -226,7 +224,10 @@ mod tests {
     const PAGE: u64 = 4096;
 
     fn header(start: u64, end: u64, perms: &str, path: &str) -> String {
-        format!("{start:x}-{end:x} {perms} 00000000 00:00 0 {path}\nRss: {} kB\n", 0)
+        format!(
+            "{start:x}-{end:x} {perms} 00000000 00:00 0 {path}\nRss: {} kB\n",
+            0
+        )
     }
 
     #[test]
@@ -251,7 +252,12 @@ mod tests {
         // A wasm stack: a guard page, then 1 MiB.
         let wasm_stack = base + 9 * GIB;
         text.push_str(&header(wasm_stack, wasm_stack + PAGE, "---p", ""));
-        text.push_str(&header(wasm_stack + PAGE, wasm_stack + PAGE + MIB, "rw-p", ""));
+        text.push_str(&header(
+            wasm_stack + PAGE,
+            wasm_stack + PAGE + MIB,
+            "rw-p",
+            "",
+        ));
         rss(&mut text, 8);
         // An arena heap: 64 MiB-aligned, 132 KiB used of 64 MiB.
         let arena = base + 10 * GIB;
@@ -262,7 +268,12 @@ mod tests {
         let code = base + 11 * GIB;
         text.push_str(&header(code, code + 2 * PAGE, "r-xp", ""));
         rss(&mut text, 8);
-        text.push_str(&header(code + 4 * PAGE, code + 8 * PAGE, "r--p", "/usr/lib/libc.so.6"));
+        text.push_str(&header(
+            code + 4 * PAGE,
+            code + 8 * PAGE,
+            "r--p",
+            "/usr/lib/libc.so.6",
+        ));
         rss(&mut text, 16);
         text.push_str(&header(code + 16 * PAGE, code + 20 * PAGE, "rw-p", ""));
         rss(&mut text, 4);

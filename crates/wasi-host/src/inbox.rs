@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{
+    Receiver, RecvTimeoutError, SendError, Sender, TryRecvError, TrySendError,
+};
 
 use crate::worker::Job;
 
@@ -117,7 +119,10 @@ mod tests {
         sender.try_send(message()).unwrap();
         sender.try_send(message()).unwrap();
         assert!(sender.is_full());
-        assert!(matches!(sender.try_send(message()), Err(TrySendError::Full(_))));
+        assert!(matches!(
+            sender.try_send(message()),
+            Err(TrySendError::Full(_))
+        ));
         assert!(receiver.try_recv().is_ok());
         assert!(!sender.is_full());
         sender.try_send(message()).unwrap();

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use binary::Message;
 
 use crate::config::Limits;
+use crate::inbox::InboxSender;
 use crate::kv::KvAccess;
 use crate::logs::GuestLog;
-use crate::inbox::InboxSender;
 use crate::worker::Job;
 
 /// Receives every `ws_broadcast` a module makes; the server relays them to WebSocket clients.

@@ -137,7 +137,12 @@ async fn measure(
     runs.loaded.push(smaps::breakdown(started.pid())?);
     drop(started);
 
-    let started = start(settings, binary, &dirs.earlier, &format!("{label}earlier.log"))?;
+    let started = start(
+        settings,
+        binary,
+        &dirs.earlier,
+        &format!("{label}earlier.log"),
+    )?;
     check_loaded(&started, earlier_n).await?;
     runs.earlier_warm.push(millis(started.startup));
     tokio::time::sleep(settle).await;
@@ -232,8 +237,11 @@ impl Runs {
         let ms = |value: f64| format!("{value:.0} ms");
         let kib = |bytes: f64| format!("{:.0} KiB", bytes / 1024.0);
         let row = |metric: String, after: f64, before: f64, unit: &dyn Fn(f64) -> String| {
-            Row::new(format!("after vs before (`--compare`): {metric}"), unit(after))
-                .baseline(format!("{} before", unit(before)), after / before)
+            Row::new(
+                format!("after vs before (`--compare`): {metric}"),
+                unit(after),
+            )
+            .baseline(format!("{} before", unit(before)), after / before)
         };
         let mut rows = vec![
             row(
