@@ -13,6 +13,7 @@ mod baseline;
 mod load;
 mod process;
 mod scenarios;
+mod smaps;
 mod stats;
 mod wasm;
 mod wrk;

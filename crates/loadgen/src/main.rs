@@ -71,7 +71,7 @@ struct Run {
     #[arg(long, default_value_t = 100)]
     swaps: usize,
     /// Modules in the cold-start scenario.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 100)]
     modules: usize,
     /// Messages per bus run.
     #[arg(long, default_value_t = 200_000)]

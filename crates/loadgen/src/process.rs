@@ -17,6 +17,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// From spawn to listening (for modhost: every module in dist loaded).
     pub startup: Duration,
+    /// When the process was spawned.
+    pub spawned: Instant,
 }
 
 impl Server {
@@ -114,6 +116,7 @@ impl Modhost {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             startup: Duration::ZERO,
+            spawned: started,
         };
         match addr.recv_timeout(self.start_timeout) {
             Ok((addr, at)) => {
@@ -152,6 +155,7 @@ pub fn baseline(which: &str) -> anyhow::Result<Server> {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         startup: Duration::ZERO,
+        spawned: started,
     };
     let line = receiver
         .recv_timeout(Duration::from_secs(10))

@@ -12,7 +12,7 @@ use wasmer_wasix::PluggableRuntime;
 use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
 
 use crate::abi::{self, Shape};
-use crate::cache::{DiskCache, Lookup, sha256_hex};
+use crate::cache::{Artifact, DiskCache, Lookup, sha256_hex};
 use crate::config::{HostConfig, ModuleConfig};
 use crate::error::LoadError;
 use crate::instance::Blueprint;
@@ -40,6 +40,8 @@ pub struct Compiled {
     name: String,
     hash: String,
     module: wasmer::Module,
+    /// The mapped cache entry the module reads its metadata from, if it came from one.
+    artifact: Option<Artifact>,
     shape: Shape,
     source: CompileSource,
     time: Duration,
@@ -81,7 +83,7 @@ impl Compiled {
 struct Inner {
     engine: Engine,
     disk: Option<DiskCache>,
-    memory_cache: Mutex<HashMap<String, wasmer::Module>>,
+    memory_cache: Mutex<HashMap<String, (wasmer::Module, Option<Artifact>)>>,
     runtime: Arc<dyn wasmer_wasix::Runtime + Send + Sync>,
     tokio: tokio::runtime::Handle,
     own_tokio: Mutex<Option<tokio::runtime::Runtime>>,
@@ -217,16 +219,16 @@ impl Host {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&hash)
             .cloned();
-        let (module, source) = match cached {
-            Some(module) => (module, CompileSource::MemoryCache),
+        let ((module, artifact), source) = match cached {
+            Some(cached) => (cached, CompileSource::MemoryCache),
             None => {
-                let (module, source) = self.compile_uncached(name, &hash, bytes)?;
+                let (module, artifact, source) = self.compile_uncached(name, &hash, bytes)?;
                 self.inner
                     .memory_cache
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(hash.clone(), module.clone());
-                (module, source)
+                    .insert(hash.clone(), (module.clone(), artifact.clone()));
+                ((module, artifact), source)
             }
         };
         let shape = abi::check(name, &module)?;
@@ -234,6 +236,7 @@ impl Host {
             name: name.to_owned(),
             hash,
             module,
+            artifact,
             shape,
             source,
             time: started.elapsed(),
@@ -245,22 +248,16 @@ impl Host {
         name: &str,
         hash: &str,
         bytes: &[u8],
-    ) -> Result<(wasmer::Module, CompileSource), LoadError> {
+    ) -> Result<(wasmer::Module, Option<Artifact>, CompileSource), LoadError> {
         let engine = &self.inner.engine;
         if let Some(disk) = &self.inner.disk {
             match disk.get(hash) {
-                Lookup::Hit(artifact) => {
-                    // SAFETY: the artifact was written by `Module::serialize` in a process with
-                    // the same engine identity (the file name carries it) and its SHA-256,
-                    // checked just now, matches what was written; a damaged or foreign file
-                    // never gets here.
-                    match unsafe { wasmer::Module::deserialize(engine, artifact) } {
-                        Ok(module) => return Ok((module, CompileSource::DiskCache)),
-                        Err(error) => {
-                            tracing::warn!(module = %name, "compiled-module cache entry unusable, recompiling: {error}")
-                        }
+                Lookup::Hit(artifact) => match deserialize(engine, &artifact) {
+                    Ok(module) => return Ok((module, Some(artifact), CompileSource::DiskCache)),
+                    Err(error) => {
+                        tracing::warn!(module = %name, "compiled-module cache entry unusable, recompiling: {error}")
                     }
-                }
+                },
                 Lookup::Invalid(reason) => {
                     tracing::warn!(module = %name, "compiled-module cache entry invalid, recompiling: {reason}")
                 }
@@ -279,6 +276,12 @@ impl Host {
                 Ok(artifact) => {
                     if let Err(error) = disk.put(hash, &artifact) {
                         tracing::warn!(module = %name, "cannot write the compiled-module cache: {error}");
+                    } else if let Lookup::Hit(artifact) = disk.get(hash)
+                        && let Ok(mapped) = deserialize(engine, &artifact)
+                    {
+                        // The same module, its artifact mapped from the entry just written
+                        // instead of held in the heap (see `cache`): what a warm start has.
+                        return Ok((mapped, Some(artifact), CompileSource::Compiled));
                     }
                 }
                 Err(error) => {
@@ -286,7 +289,7 @@ impl Host {
                 }
             }
         }
-        Ok((module, CompileSource::Compiled))
+        Ok((module, None, CompileSource::Compiled))
     }
 
     /// Compiles and instantiates `bytes` as module `name`: see [`Host::instantiate`].
@@ -301,8 +304,9 @@ impl Host {
         self.instantiate_timed(&compiled, config, started)
     }
 
-    /// Starts the module's pool: each instance is created on its own worker thread, runs
-    /// `_initialize` and `init`; subscriptions made in `init` are recorded dormant until
+    /// Starts the module's pool: each instance is created and runs `_initialize` and `init` on
+    /// the calling thread (a blocking thread: this runs guest code), then gets its own worker
+    /// thread; subscriptions made in `init` are recorded dormant until
     /// [`LoadedModule::go_live`] or [`LoadedModule::take_over_from`].
     pub fn instantiate(
         &self,
@@ -366,7 +370,7 @@ impl Host {
 
         let version = compiled.hash[..16].to_owned();
         let capacity = config.inbox_capacity.max(1);
-        let (jobs, inbox) = crossbeam_channel::bounded(capacity);
+        let (jobs, inbox) = crate::inbox::bounded(capacity);
         let shared = Arc::new(Shared {
             name: name.clone(),
             log: Arc::new(GuestLog::new(
@@ -428,6 +432,11 @@ impl Host {
                 }
             }
         }
+        // Instantiation read what it needs of the mapped artifact; idle, the module needs
+        // none of it (a replacement instance reads it back from the page cache).
+        if let Some(artifact) = &compiled.artifact {
+            artifact.release_pages();
+        }
         Ok(LoadedModule::new(
             blueprint,
             jobs,
@@ -437,4 +446,18 @@ impl Host {
             compiled.source,
         ))
     }
+}
+
+/// A module from a verified cache entry; the entry's pages are released from the process
+/// once the code is in executable memory ([`crate::cache::Artifact::release_pages`]).
+fn deserialize(
+    engine: &Engine,
+    artifact: &Artifact,
+) -> Result<wasmer::Module, wasmer::DeserializeError> {
+    // SAFETY: the artifact was written by `Module::serialize` in a process with the same
+    // engine identity (the file name carries it) and its BLAKE3, checked when it was mapped,
+    // matches what was written; a damaged or foreign file never gets here.
+    let module = unsafe { wasmer::Module::deserialize(engine, artifact.bytes()) }?;
+    artifact.release_pages();
+    Ok(module)
 }

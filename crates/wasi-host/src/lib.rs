@@ -34,6 +34,7 @@ mod dirs;
 mod error;
 mod host;
 mod imports;
+mod inbox;
 mod instance;
 mod kv;
 mod logs;

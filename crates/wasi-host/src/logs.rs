@@ -94,7 +94,8 @@ impl GuestLog {
                 lines: 0,
                 dropped_reported: 0,
             }),
-            ring: Mutex::new(VecDeque::with_capacity(RING)),
+            // Grows to `RING` lines as the module logs: most modules log little or nothing.
+            ring: Mutex::new(VecDeque::new()),
             dropped: Default::default(),
         }
     }

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use binary::{HttpRequest, HttpResponse, Message};
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::inbox::InboxSender;
+
 use crate::abi::AbiVersion;
 use crate::abi::{RESTORE_EXPORT, SNAPSHOT_EXPORT};
 use crate::error::{CallError, CallErrorKind, SnapshotError, SnapshotErrorKind};
@@ -23,7 +25,7 @@ struct WorkerHandle {
 
 pub(crate) struct Inner {
     pub blueprint: Arc<Blueprint>,
-    pub jobs: Sender<Job>,
+    pub jobs: InboxSender,
     pub capacity: usize,
     workers: Mutex<Vec<WorkerHandle>>,
     /// Each instance's slot with its worker's order channel, in pool order: what a request
@@ -123,7 +125,7 @@ impl DrainReport {
 impl LoadedModule {
     pub(crate) fn new(
         blueprint: Arc<Blueprint>,
-        jobs: Sender<Job>,
+        jobs: InboxSender,
         capacity: usize,
         workers: Vec<(Sender<Control>, std::thread::JoinHandle<()>, Arc<Slot>)>,
         load_time: Duration,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use binary::Message;
 
 use crate::config::Limits;
+use crate::inbox::InboxSender;
 use crate::kv::KvAccess;
 use crate::logs::GuestLog;
 use crate::worker::Job;
@@ -97,7 +98,7 @@ pub struct ModuleStats {
 
 /// Feeds a module's inbox from the bus: one mailbox for all of its subscriptions.
 pub(crate) struct InboxMailbox {
-    pub jobs: crossbeam_channel::Sender<Job>,
+    pub jobs: InboxSender,
 }
 
 impl bus::Mailbox for InboxMailbox {
@@ -140,7 +141,7 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub log: Arc<GuestLog>,
     pub subscriptions: Mutex<SubscriptionTable>,
-    pub jobs: crossbeam_channel::Sender<Job>,
+    pub jobs: InboxSender,
     pub kv: KvAccess,
     pub outbound: Option<Arc<dyn crate::Outbound>>,
 }

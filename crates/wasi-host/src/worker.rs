@@ -12,6 +12,7 @@ use binary::{Envelope, HttpRequest, HttpResponse, Message, MessageBatch};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use crate::abi::{ON_MESSAGES_EXPORT, RESTORE_EXPORT, SNAPSHOT_EXPORT};
+use crate::inbox::InboxReceiver;
 use crate::error::{CallError, CallErrorKind, LoadError, SnapshotError, SnapshotErrorKind};
 use crate::instance::{BatchFailure, Blueprint, Live};
 use crate::shared::Shared;
@@ -198,7 +199,7 @@ pub enum DrainOutcome {
 
 pub(crate) struct Worker {
     blueprint: Arc<Blueprint>,
-    jobs: Receiver<Job>,
+    jobs: InboxReceiver,
     control: Receiver<Control>,
     slot: Arc<Slot>,
     /// Between `Pause` and `Resume`: orders only, no jobs (the slot says the same to inline
@@ -246,30 +247,27 @@ impl BatchSize {
     }
 }
 
-/// Starts a worker for `slot`; returns once its instance has run `init` (or failed to).
+/// Creates `slot`'s instance (instantiate, `_initialize`, `init`) on the calling thread, then
+/// starts the worker that serves it; an error when the instance could not be made.
+///
+/// The instance is made here rather than on the worker thread so the worker's stack only ever
+/// holds calls: instantiation and the WASI environment's set-up run deep, and every page of
+/// stack a thread has touched stays resident for its life (about 40 KiB per instance).
+/// A [`Live`] may move to another thread between calls (see [`SlotState`]).
 pub(crate) fn spawn(
     blueprint: Arc<Blueprint>,
     index: usize,
-    jobs: Receiver<Job>,
+    jobs: InboxReceiver,
     control: Receiver<Control>,
     slot: Arc<Slot>,
 ) -> Result<std::thread::JoinHandle<()>, LoadError> {
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let name = blueprint.shared.name.clone();
-    let thread_name = format!("mod:{name}#{index}");
-    let thread = std::thread::Builder::new()
-        .name(thread_name)
+    let live = Live::create(&blueprint)?;
+    slot.lock().live = Some(live);
+    let kept = slot.clone();
+    std::thread::Builder::new()
+        .name(format!("mod:{name}#{index}"))
         .spawn(move || {
-            match Live::create(&blueprint) {
-                Ok(live) => {
-                    slot.lock().live = Some(live);
-                    let _ = ready_tx.send(Ok(()));
-                }
-                Err(error) => {
-                    let _ = ready_tx.send(Err(error));
-                    return;
-                }
-            }
             let kept = slot.clone();
             let limits = &blueprint.shared.limits;
             let batch = BatchSize::new(limits.max_message_batch, limits.message_deadline);
@@ -286,24 +284,13 @@ pub(crate) fn spawn(
             // not with the last handle to the module.
             kept.lock().live = None;
         })
-        .map_err(|error| LoadError::Host {
-            module: name.clone(),
-            reason: format!("cannot start a worker thread: {error}"),
-        })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(thread),
-        Ok(Err(error)) => {
-            let _ = thread.join();
-            Err(error)
-        }
-        Err(_) => {
-            let _ = thread.join();
-            Err(LoadError::Host {
+        .map_err(|error| {
+            kept.lock().live = None;
+            LoadError::Host {
                 module: name,
-                reason: "worker thread died during init".into(),
-            })
-        }
-    }
+                reason: format!("cannot start a worker thread: {error}"),
+            }
+        })
 }
 
 impl Worker {
@@ -322,8 +309,11 @@ impl Worker {
                         return;
                     }
                 }
-                recv(self.jobs) -> job => match job {
-                    Ok(job) => self.run_with_queued(job),
+                recv(self.jobs.channel()) -> job => match job {
+                    Ok(job) => {
+                        let job = self.jobs.taken(job);
+                        self.run_with_queued(job);
+                    }
                     Err(_) => return,
                 },
             }
@@ -355,7 +345,7 @@ impl Worker {
                 self.paused = false;
             }
             Control::TakeQueued { reply } => {
-                let queued: Vec<Job> = self.jobs.try_iter().collect();
+                let queued: Vec<Job> = self.jobs.take_all();
                 // Nobody waits any more (the caller timed out): run them here rather than
                 // drop them.
                 if let Err(returned) = reply.send(queued) {
