@@ -60,6 +60,11 @@ impl InboxSender {
         self.queued.load(Ordering::Acquire) >= self.capacity
     }
 
+    /// Jobs queued now (a send in progress counts).
+    pub(crate) fn len(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
     /// Whether nothing is queued (a send in progress counts as queued).
     pub(crate) fn is_empty(&self) -> bool {
         self.queued.load(Ordering::Acquire) == 0
