@@ -12,8 +12,8 @@ use binary::{Envelope, HttpRequest, HttpResponse, Message, MessageBatch};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, select};
 
 use crate::abi::{ON_MESSAGES_EXPORT, RESTORE_EXPORT, SNAPSHOT_EXPORT};
-use crate::inbox::InboxReceiver;
 use crate::error::{CallError, CallErrorKind, LoadError, SnapshotError, SnapshotErrorKind};
+use crate::inbox::InboxReceiver;
 use crate::instance::{BatchFailure, Blueprint, Live};
 use crate::shared::Shared;
 

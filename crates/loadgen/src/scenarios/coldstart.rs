@@ -43,7 +43,10 @@ pub async fn coldstart(settings: &Settings) -> anyhow::Result<Section> {
     // One instance per module: `bench` declares itself shared-nothing, which would give each
     // copy one per server thread; the figures are per module of one instance.
     for root in [&dir, &earlier, &empty] {
-        std::fs::write(root.join("modhost.toml"), "[modules.\"*\"]\ninstances = 1\n")?;
+        std::fs::write(
+            root.join("modhost.toml"),
+            "[modules.\"*\"]\ninstances = 1\n",
+        )?;
     }
     for index in 0..n {
         // Distinct bytes per module, so the cold start compiles every one of them.
