@@ -68,6 +68,17 @@ impl Inline {
         self.eligible && self.streak.load(Ordering::Relaxed) >= INLINE_STREAK
     }
 
+    /// Starts where `previous` (the version this one replaces) stands: a module whose calls
+    /// were short keeps running inline across a swap instead of sending its first
+    /// [`INLINE_STREAK`] requests through the new version's worker thread. One slow call of
+    /// the new version sends it back to its worker, as for any module.
+    pub(crate) fn inherit(&self, previous: &Inline) {
+        if self.eligible && previous.eligible {
+            self.streak
+                .store(previous.streak.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// Counts one finished `handle` call.
     fn record(&self, elapsed: Duration) {
         if !self.eligible {
@@ -197,7 +208,10 @@ pub(crate) struct Worker {
     paused: bool,
 }
 
-/// Starts a worker for `slot`; returns once its instance has run `init` (or failed to).
+/// Creates the instance for `slot` on the calling thread (instantiation, `_initialize` and
+/// `init`), then starts its worker thread and returns without waiting for it: the worker
+/// finds the instance in the slot. A loader that waited for a new thread to be scheduled
+/// before the swap could proceed paid a wake-up on a busy machine for nothing.
 pub(crate) fn spawn(
     blueprint: Arc<Blueprint>,
     index: usize,
@@ -205,22 +219,14 @@ pub(crate) fn spawn(
     control: Receiver<Control>,
     slot: Arc<Slot>,
 ) -> Result<std::thread::JoinHandle<()>, LoadError> {
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
     let name = blueprint.shared.name.clone();
+    let live = Live::create(&blueprint)?;
+    slot.lock().live = Some(live);
     let thread_name = format!("mod:{name}#{index}");
-    let thread = std::thread::Builder::new()
+    let kept = slot.clone();
+    std::thread::Builder::new()
         .name(thread_name)
         .spawn(move || {
-            match Live::create(&blueprint) {
-                Ok(live) => {
-                    slot.lock().live = Some(live);
-                    let _ = ready_tx.send(Ok(()));
-                }
-                Err(error) => {
-                    let _ = ready_tx.send(Err(error));
-                    return;
-                }
-            }
             let kept = slot.clone();
             Worker {
                 blueprint,
@@ -234,24 +240,13 @@ pub(crate) fn spawn(
             // not with the last handle to the module.
             kept.lock().live = None;
         })
-        .map_err(|error| LoadError::Host {
-            module: name.clone(),
-            reason: format!("cannot start a worker thread: {error}"),
-        })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(thread),
-        Ok(Err(error)) => {
-            let _ = thread.join();
-            Err(error)
-        }
-        Err(_) => {
-            let _ = thread.join();
-            Err(LoadError::Host {
+        .map_err(|error| {
+            kept.lock().live = None;
+            LoadError::Host {
                 module: name,
-                reason: "worker thread died during init".into(),
-            })
-        }
-    }
+                reason: format!("cannot start a worker thread: {error}"),
+            }
+        })
 }
 
 impl Worker {

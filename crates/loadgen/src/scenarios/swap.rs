@@ -235,7 +235,8 @@ pub async fn swap(settings: &Settings) -> anyhow::Result<Section> {
         } else {
             let before = percentile(&result.warm, 0.99);
             if before > 0.0 {
-                warm_row = warm_row.baseline(format!("p99 {before:.1} ms"), current_warm_p99 / before);
+                warm_row =
+                    warm_row.baseline(format!("p99 {before:.1} ms"), current_warm_p99 / before);
             }
         }
         rows.push(warm_row);
@@ -254,8 +255,11 @@ pub async fn swap(settings: &Settings) -> anyhow::Result<Section> {
             .target("0", result.non_2xx == 0),
         );
         rows.push(
-            Row::new(format!("{prefix}socket errors"), result.socket_errors.to_string())
-                .target("0", result.socket_errors == 0),
+            Row::new(
+                format!("{prefix}socket errors"),
+                result.socket_errors.to_string(),
+            )
+            .target("0", result.socket_errors == 0),
         );
         rows.push(Row::new(
             format!("{prefix}load average (1 min) at each round's start"),
