@@ -73,6 +73,7 @@ impl ServerBuilder {
             cache_dir: config.cache_path(),
             tokio: None,
             store,
+            compiler: config.compiler,
         };
         // Cluster mode only: broadcasts also go to the other nodes, once the bridge is up.
         let slot: crate::clustered::Slot = Arc::default();

@@ -16,6 +16,21 @@ pub struct HostConfig {
     /// The key-value store modules reach through the `kv` import (every version and instance
     /// of a module sees the same keys). `None`: the import answers "no store".
     pub store: Option<Arc<dyn state::Store>>,
+    /// The compiler that turns modules into machine code.
+    pub compiler: Compiler,
+}
+
+/// Which wasmer compiler a [`crate::Host`] uses. Compiled-module cache entries are kept
+/// apart per compiler (the engine's identity is part of their name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compiler {
+    /// Cranelift: an optimising compiler; the default.
+    #[default]
+    Cranelift,
+    /// Singlepass: compiles in one pass over the code, several times faster than Cranelift,
+    /// into code that runs slower. Made for `modhost dev`, where every edit is new code.
+    Singlepass,
 }
 
 /// Per-module settings: limits, instance count and capability grants.

@@ -136,7 +136,12 @@ impl Host {
                 (runtime.handle().clone(), Some(runtime))
             }
         };
-        let engine = Engine::default();
+        let engine = match config.compiler {
+            crate::Compiler::Cranelift => Engine::default(),
+            crate::Compiler::Singlepass => Engine::from(wasmer::sys::EngineBuilder::new(
+                wasmer_compiler_singlepass::Singlepass::default(),
+            )),
+        };
         let mut runtime = PluggableRuntime::new(Arc::new(DeadlineTasks(TokioTaskManager::new(
             tokio.clone(),
         ))));

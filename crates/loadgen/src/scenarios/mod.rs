@@ -169,6 +169,7 @@ impl Settings {
             modules_dir: dir.join("modules"),
             log: dir.join(log),
             start_timeout: Duration::from_secs(120),
+            args: Vec::new(),
         }
     }
 
