@@ -49,23 +49,29 @@ struct NewBytes {
     hash: String,
 }
 
+/// What [`LoadJob::read`] found: new bytes to load, or the end of the reload.
+enum Read {
+    New(NewBytes),
+    Done(Found),
+}
+
 impl LoadJob {
     /// Reads the module's file and compares it with the serving version.
-    fn read(&self) -> Result<NewBytes, Found> {
+    fn read(&self) -> Read {
         let bytes = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Found::Missing);
+                return Read::Done(Found::Missing);
             }
-            Err(error) => return Err(Found::Unreadable(error)),
+            Err(error) => return Read::Done(Found::Unreadable(error)),
         };
         let hash = wasi_host::content_hash(&bytes);
         if self.serving.as_deref() == Some(&hash[..16]) {
-            return Err(Found::Unchanged {
+            return Read::Done(Found::Unchanged {
                 version: hash[..16].to_owned(),
             });
         }
-        Ok(NewBytes { bytes, hash })
+        Read::New(NewBytes { bytes, hash })
     }
 
     /// Compiles (unless cached), instantiates and initialises the new bytes.
@@ -129,9 +135,9 @@ impl Registry {
         let old = self.get(name);
         let job = self.load_job(name, &old);
         let found = match job.read() {
-            Ok(new) if !self.host.is_compiled(&new.hash) => return None,
-            Ok(new) => job.load(new),
-            Err(found) => found,
+            Read::New(new) if !self.host.is_compiled(&new.hash) => return None,
+            Read::New(new) => job.load(new),
+            Read::Done(found) => found,
         };
         let result = runtime.block_on(self.finish(name, old, found));
         self.count(&result);
@@ -180,8 +186,8 @@ impl Registry {
         // Reading, hashing and loading on one blocking thread: one hand-off, not one each.
         let job = self.load_job(name, &old);
         let found = tokio::task::spawn_blocking(move || match job.read() {
-            Ok(new) => job.load(new),
-            Err(found) => found,
+            Read::New(new) => job.load(new),
+            Read::Done(found) => found,
         })
         .await
         .map_err(|error| ReloadError::Task {
