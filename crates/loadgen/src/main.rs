@@ -80,7 +80,8 @@ struct Run {
     /// scenario uses loadgen's own client only, and says so).
     #[arg(long)]
     wrk: Option<PathBuf>,
-    /// An earlier modhost binary for the `http` scenario to measure in the same rounds.
+    /// An earlier modhost binary for the `http` and `swap` scenarios to measure in the same
+    /// rounds.
     #[arg(long)]
     compare: Option<PathBuf>,
     /// A modhost.toml for the `--compare` server (without `--compare`: the same binary with

@@ -72,6 +72,8 @@ pub struct Modhost {
     pub log: PathBuf,
     /// Longest wait for it to listen.
     pub start_timeout: Duration,
+    /// More arguments after the standard ones (e.g. `--compiler cranelift`).
+    pub args: Vec<String>,
 }
 
 impl Modhost {
@@ -88,6 +90,7 @@ impl Modhost {
             .arg(&self.dist_dir)
             .arg("--modules-dir")
             .arg(&self.modules_dir)
+            .args(&self.args)
             .env(
                 "RUST_LOG",
                 "info,wasmer_wasix=warn,wasmer=warn,cranelift=warn",

@@ -30,6 +30,9 @@ pub struct ServerConfig {
     pub watch_dist: bool,
     /// Where compiled modules are cached on disk (default: `<dist_dir>/.cache`).
     pub cache: CompiledCache,
+    /// The compiler modules are compiled with (default Cranelift; `modhost dev` uses
+    /// Singlepass, see `docs/PERFORMANCE.md`).
+    pub compiler: wasi_host::Compiler,
     /// HTTP limits.
     pub http: HttpLimits,
     /// WebSocket relay settings.
@@ -197,6 +200,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(5),
             watch_dist: true,
             cache: CompiledCache::default(),
+            compiler: wasi_host::Compiler::default(),
             http: HttpLimits::default(),
             websocket: WebSocketConfig::default(),
             admin_token: None,
@@ -310,6 +314,7 @@ impl ServerConfig {
 /// ```toml
 /// admin_token = "s3cret"          # optional
 /// max_body_bytes = 1048576         # optional HTTP limits
+/// compiler = "cranelift"           # or "singlepass" (`modhost dev`'s default)
 ///
 /// [modules.users]                  # per module; [modules."*"] sets the default
 /// instances = 2                    # pool size (default: 1, or one per server thread for a
@@ -364,6 +369,8 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     /// See [`ServerConfig::drain_timeout`], in milliseconds.
     pub drain_timeout_ms: Option<u64>,
+    /// See [`ServerConfig::compiler`]: `"cranelift"` or `"singlepass"`.
+    pub compiler: Option<FileCompiler>,
     /// Per-module sections.
     #[serde(default)]
     pub modules: BTreeMap<String, FileModule>,
@@ -373,6 +380,25 @@ pub struct FileConfig {
     pub outbound: Option<FileOutbound>,
     /// The `[cluster]` section.
     pub cluster: Option<FileCluster>,
+}
+
+/// The `compiler` key: see [`wasi_host::Compiler`].
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileCompiler {
+    /// Cranelift (optimised code).
+    Cranelift,
+    /// Singlepass (compiles faster, runs slower).
+    Singlepass,
+}
+
+impl From<FileCompiler> for wasi_host::Compiler {
+    fn from(compiler: FileCompiler) -> wasi_host::Compiler {
+        match compiler {
+            FileCompiler::Cranelift => wasi_host::Compiler::Cranelift,
+            FileCompiler::Singlepass => wasi_host::Compiler::Singlepass,
+        }
+    }
 }
 
 /// The `[outbound]` section: see [`OutboundConfig`].
@@ -645,6 +671,9 @@ impl FileConfig {
     pub fn apply(&self, config: &mut ServerConfig) {
         if let Some(token) = &self.admin_token {
             config.admin_token = Some(token.clone());
+        }
+        if let Some(compiler) = self.compiler {
+            config.compiler = compiler.into();
         }
         if let Some(max) = self.max_body_bytes {
             config.http.max_body_bytes = max;

@@ -103,6 +103,20 @@ struct Options {
     /// This node's name in the cluster [default: node-<pid>].
     #[arg(long, value_name = "NAME")]
     node: Option<String>,
+    /// The compiler for modules: cranelift (optimised code) or singlepass (compiles several
+    /// times faster, runs slower) [default: cranelift for `serve`, singlepass for `dev`].
+    #[arg(long, value_name = "NAME", value_parser = parse_compiler)]
+    compiler: Option<wasi_host::Compiler>,
+}
+
+fn parse_compiler(text: &str) -> Result<wasi_host::Compiler, String> {
+    match text {
+        "cranelift" => Ok(wasi_host::Compiler::Cranelift),
+        "singlepass" => Ok(wasi_host::Compiler::Singlepass),
+        _ => Err(format!(
+            "unknown compiler {text:?}: use cranelift or singlepass"
+        )),
+    }
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -128,8 +142,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl Options {
-    fn server_config(&self) -> anyhow::Result<ServerConfig> {
+    /// The configuration: `compiler` (the command's default), then the config file, then
+    /// the command line.
+    fn server_config(&self, compiler: wasi_host::Compiler) -> anyhow::Result<ServerConfig> {
         let mut config = ServerConfig::at(&self.root);
+        config.compiler = compiler;
         config.modules_dir = self.modules_dir.clone();
         config.dist_dir = self.dist_dir.clone();
         config.listen = self.listen;
@@ -140,6 +157,9 @@ impl Options {
         };
         if let Some(path) = file {
             config.apply_file(&path)?;
+        }
+        if let Some(compiler) = self.compiler {
+            config.compiler = compiler;
         }
         if let Some(dir) = &self.state_dir {
             config.state.dir = dir.clone();
@@ -184,9 +204,11 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::New(options) => new_module(&options),
-            Command::Serve(options) => serve(options.server_config()?, None).await,
+            Command::Serve(options) => {
+                serve(options.server_config(wasi_host::Compiler::Cranelift)?, None).await
+            }
             Command::Dev(options) => {
-                let config = options.server_config()?;
+                let config = options.server_config(wasi_host::Compiler::Singlepass)?;
                 let builder = dev::start(&config)?;
                 serve(config, Some(builder)).await
             }

@@ -75,6 +75,7 @@ impl ServerBuilder {
             store,
             // A shared-nothing module gets an instance per thread that serves requests.
             request_threads: Some(tokio::runtime::Handle::current().metrics().num_workers()),
+            compiler: config.compiler,
         };
         // Cluster mode only: broadcasts also go to the other nodes, once the bridge is up.
         let slot: crate::clustered::Slot = Arc::default();

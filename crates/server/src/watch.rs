@@ -7,7 +7,8 @@
 //! not trigger the next reload. A burst of events is coalesced per module: at most one reload
 //! runs and at most one more is pending, and each reads whatever the file holds when it
 //! starts, so the last bytes written always win. Temp files (`.name.wasm.tmp`, anything not
-//! `<name>.wasm`) are ignored.
+//! `<name>.wasm`) are ignored. A version whose compiled module is in memory is swapped in on
+//! the watcher's own thread; one that needs compiling, on a tokio task (see [`schedule`]).
 //!
 //! Why not `notify-debouncer-full` here (the build's source watcher uses it): its timer adds
 //! its timeout plus a tick to every swap (100–125 ms at the old setting), and its tick thread
@@ -85,6 +86,12 @@ pub(crate) fn watch(dist: &Path, registry: Arc<Registry>) -> anyhow::Result<Dist
 }
 
 /// Starts a reload of `name`, or asks the running one to go again when it finishes.
+///
+/// A version whose compiled module is in memory (one served before: a rollback, or two
+/// builds alternating) is swapped in right here on the watcher's thread, which is awake
+/// anyway: no task for a busy tokio worker to pick up, no blocking thread to wake, before the
+/// new version serves ([`Registry::reload_here`]). Anything to compile goes to a tokio task,
+/// so a long compilation never keeps the watcher from reading the next events.
 fn schedule(
     runtime: &tokio::runtime::Handle,
     registry: &Arc<Registry>,
@@ -99,24 +106,58 @@ fn schedule(
         }
         state.running.insert(name.clone(), false);
     }
+    loop {
+        let started = std::time::Instant::now();
+        match registry.reload_here(&name, runtime) {
+            Some(result) => {
+                log(&name, &result, started);
+                if finished(pending, &name) {
+                    return;
+                }
+            }
+            None => break,
+        }
+    }
     let registry = registry.clone();
     let pending = pending.clone();
     runtime.spawn(async move {
         loop {
-            match registry.reload(&name).await {
-                Ok(outcome) => tracing::debug!(module = %name, "dist change: {outcome:?}"),
-                Err(reason) => tracing::debug!(module = %name, "dist change rejected: {reason}"),
-            }
-            let mut state = pending.lock().unwrap_or_else(PoisonError::into_inner);
-            match state.running.get_mut(&name) {
-                Some(again) if *again => *again = false,
-                _ => {
-                    state.running.remove(&name);
-                    return;
-                }
+            let started = std::time::Instant::now();
+            let result = registry.reload(&name).await;
+            log(&name, &result, started);
+            if finished(&pending, &name) {
+                return;
             }
         }
     });
+}
+
+fn log(
+    name: &str,
+    result: &Result<crate::registry::ReloadOutcome, crate::error::ReloadError>,
+    started: std::time::Instant,
+) {
+    let reload_ms = started.elapsed().as_secs_f64() * 1e3;
+    match result {
+        Ok(outcome) => tracing::debug!(module = %name, reload_ms, "dist change: {outcome:?}"),
+        Err(reason) => tracing::debug!(module = %name, reload_ms, "dist change rejected: {reason}"),
+    }
+}
+
+/// Ends a reload of `name`: `true` when no other was asked for meanwhile; otherwise clears
+/// the request and returns `false` (go again).
+fn finished(pending: &Mutex<Pending>, name: &str) -> bool {
+    let mut state = pending.lock().unwrap_or_else(PoisonError::into_inner);
+    match state.running.get_mut(name) {
+        Some(again) if *again => {
+            *again = false;
+            false
+        }
+        _ => {
+            state.running.remove(name);
+            true
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,10 @@
 //! - `grants`: the `pages` example module instantiated without and with a directory grant
 //!   (group `instantiate_pages`), and its `index.html` answered from the grant (a WASI file
 //!   read) vs from a copy compiled into the module (group `serve_index_html`); run just these
-//!   with `cargo bench -p wasi-host --bench host -- 'instantiate_pages|serve_index_html'`.
+//!   with `cargo bench -p wasi-host --bench host -- 'instantiate_pages|serve_index_html'`;
+//! - `tiers`: the `users` example module compiled with Cranelift vs Singlepass (group
+//!   `compile_users`), and `GET /` listing 20 users on an instance of each (group
+//!   `list_users`): `cargo bench -p wasi-host --bench host -- 'compile_users|list_users'`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use binary::{Envelope, HttpRequest, HttpResponse};
 use criterion::{Criterion, criterion_group, criterion_main};
-use wasi_host::{DirGrant, Grants, Host, HostConfig, ModuleConfig, NoBroadcast};
+use wasi_host::{Compiler, DirGrant, Grants, Host, HostConfig, ModuleConfig, NoBroadcast};
 
 /// A v1 module whose `handle` returns a fixed encoded response stored at offset 0.
 fn echo_module() -> Vec<u8> {
@@ -201,5 +204,67 @@ fn grants(c: &mut Criterion) {
     module.close();
 }
 
-criterion_group!(benches, handle, compile, grants);
+fn tiers(c: &mut Criterion) {
+    let bytes = testkit::example_module("users");
+    let config_for = |compiler| HostConfig {
+        compiler,
+        store: Some(Arc::new(state::MemoryStore::new(state::Config::default()))),
+        ..HostConfig::default()
+    };
+    let fresh =
+        |compiler| Host::new(config_for(compiler), bus::Bus::new(), Arc::new(NoBroadcast)).unwrap();
+    let tiers = [
+        ("cranelift", Compiler::Cranelift),
+        ("singlepass", Compiler::Singlepass),
+    ];
+
+    let mut group = c.benchmark_group("compile_users");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
+    for (name, compiler) in tiers {
+        group.bench_function(name, |b| {
+            // A new host each time: nothing cached.
+            b.iter_batched(
+                || fresh(compiler),
+                |host| black_box(host.compile("users", &bytes).unwrap()),
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("list_users");
+    for (name, compiler) in tiers {
+        let host = fresh(compiler);
+        let module = host
+            .load("users", &bytes, &ModuleConfig::default())
+            .unwrap();
+        module.go_live().unwrap();
+        for index in 0..20 {
+            let create = HttpRequest {
+                body: format!(r#"{{"name":"User {index}","email":"user{index}@example.com"}}"#)
+                    .into_bytes(),
+                ..HttpRequest::new("POST", "/")
+            };
+            let created = module.handle_blocking(create).unwrap();
+            assert_eq!(
+                created.status,
+                201,
+                "{}",
+                String::from_utf8_lossy(&created.body)
+            );
+        }
+        let list = HttpRequest::new("GET", "/");
+        let first = module.handle_blocking(list.clone()).unwrap();
+        assert_eq!(first.status, 200);
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(module.handle_blocking(list.clone()).unwrap()))
+        });
+        module.close();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, handle, compile, grants, tiers);
 criterion_main!(benches);

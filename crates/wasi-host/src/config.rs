@@ -21,6 +21,21 @@ pub struct HostConfig {
     /// each of them can find one free and run its request inline. `None`: the machine's
     /// available parallelism (tokio's default number of worker threads).
     pub request_threads: Option<usize>,
+    /// The compiler that turns modules into machine code.
+    pub compiler: Compiler,
+}
+
+/// Which wasmer compiler a [`crate::Host`] uses. Compiled-module cache entries are kept
+/// apart per compiler (the engine's identity is part of their name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compiler {
+    /// Cranelift: an optimising compiler; the default.
+    #[default]
+    Cranelift,
+    /// Singlepass: compiles in one pass over the code, several times faster than Cranelift,
+    /// into code that runs slower. Made for `modhost dev`, where every edit is new code.
+    Singlepass,
 }
 
 /// Per-module settings: limits, instance count and capability grants.

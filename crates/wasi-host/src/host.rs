@@ -140,7 +140,12 @@ impl Host {
                 (runtime.handle().clone(), Some(runtime))
             }
         };
-        let engine = Engine::default();
+        let engine = match config.compiler {
+            crate::Compiler::Cranelift => Engine::default(),
+            crate::Compiler::Singlepass => Engine::from(wasmer::sys::EngineBuilder::new(
+                wasmer_compiler_singlepass::Singlepass::default(),
+            )),
+        };
         let mut runtime = PluggableRuntime::new(Arc::new(DeadlineTasks(TokioTaskManager::new(
             tokio.clone(),
         ))));
@@ -198,6 +203,22 @@ impl Host {
     /// Validates and compiles `bytes`, using the in-memory and on-disk caches, and checks the
     /// ABI. Runs no guest code.
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, LoadError> {
+        self.compile_hashed(name, bytes, &sha256_hex(bytes))
+    }
+
+    /// Whether the module with this content hash ([`crate::content_hash`]) is compiled and
+    /// kept in memory, so that loading it runs no compiler and reads no file: a caller may
+    /// then load it on a thread it would not give a compilation to.
+    pub fn is_compiled(&self, hash: &str) -> bool {
+        self.inner
+            .memory_cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(hash)
+    }
+
+    /// [`Host::compile`] for bytes whose content hash the caller has computed already.
+    fn compile_hashed(&self, name: &str, bytes: &[u8], hash: &str) -> Result<Compiled, LoadError> {
         let started = Instant::now();
         let invalid = |reason: String| LoadError::InvalidWasm {
             module: name.to_owned(),
@@ -211,7 +232,7 @@ impl Host {
             };
             return Err(invalid(reason));
         }
-        let hash = sha256_hex(bytes);
+        let hash = hash.to_owned();
         let cached = self
             .inner
             .memory_cache
@@ -299,8 +320,20 @@ impl Host {
         bytes: &[u8],
         config: &ModuleConfig,
     ) -> Result<LoadedModule, LoadError> {
+        self.load_hashed(name, bytes, &sha256_hex(bytes), config)
+    }
+
+    /// [`Host::load`] for bytes whose content hash ([`crate::content_hash`]) the caller has
+    /// computed already: `hash` must be that of `bytes`.
+    pub fn load_hashed(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        hash: &str,
+        config: &ModuleConfig,
+    ) -> Result<LoadedModule, LoadError> {
         let started = Instant::now();
-        let compiled = self.compile(name, bytes)?;
+        let compiled = self.compile_hashed(name, bytes, hash)?;
         self.instantiate_timed(&compiled, config, started)
     }
 

@@ -49,7 +49,9 @@ mod worker;
 pub use abi::{
     ABI_VERSION_EXPORT, AbiVersion, ON_MESSAGES_EXPORT, RESTORE_EXPORT, SNAPSHOT_EXPORT,
 };
-pub use config::{DirGrant, Grants, HostConfig, KvConfig, Limits, ModuleConfig, check_guest_dir};
+pub use config::{
+    Compiler, DirGrant, Grants, HostConfig, KvConfig, Limits, ModuleConfig, check_guest_dir,
+};
 pub use error::{CallError, CallErrorKind, Frame, LoadError, SnapshotError, SnapshotErrorKind};
 pub use host::{CompileSource, Compiled, Host};
 pub use kv::valid_store_name;

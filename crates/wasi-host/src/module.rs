@@ -397,11 +397,16 @@ impl LoadedModule {
     }
 
     /// The swap step of the handoff protocol: under one bus lock, `old`'s subscriptions stop
-    /// and this version's start, so no message goes to both or to neither.
+    /// and this version's start, so no message goes to both or to neither. This version also
+    /// takes over `old`'s standing for inline calls ([`crate::worker::Inline::inherit`]).
     pub fn take_over_from(&self, old: &LoadedModule) -> Result<(), bus::BusError> {
         if Arc::ptr_eq(&self.inner, &old.inner) {
             return Ok(());
         }
+        self.inner
+            .blueprint
+            .inline
+            .inherit(&old.inner.blueprint.inline);
         let mut old_table = old
             .shared()
             .subscriptions

@@ -77,6 +77,17 @@ impl Inline {
         self.eligible && self.streak.load(Ordering::Relaxed) >= INLINE_STREAK
     }
 
+    /// Starts where `previous` (the version this one replaces) stands: a module whose calls
+    /// were short keeps running inline across a swap instead of sending its first
+    /// [`INLINE_STREAK`] requests through the new version's worker thread. One slow call of
+    /// the new version sends it back to its worker, as for any module.
+    pub(crate) fn inherit(&self, previous: &Inline) {
+        if self.eligible && previous.eligible {
+            self.streak
+                .store(previous.streak.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     /// Counts one finished `handle` call.
     fn record(&self, elapsed: Duration) {
         if !self.eligible {

@@ -133,7 +133,7 @@ pub struct Settings {
     pub payload: usize,
     /// The `wrk` binary for the `http` scenario (`None`: loadgen's own client only).
     pub wrk: Option<PathBuf>,
-    /// An earlier `modhost` binary the `http` scenario measures in the same rounds.
+    /// An earlier `modhost` binary the `http` and `swap` scenarios measure in the same rounds.
     pub compare: Option<PathBuf>,
     /// A `modhost.toml` for that second server (with no `compare` binary: the same binary
     /// under this configuration, e.g. with a feature turned off).
@@ -169,6 +169,7 @@ impl Settings {
             modules_dir: dir.join("modules"),
             log: dir.join(log),
             start_timeout: Duration::from_secs(120),
+            args: Vec::new(),
         }
     }
 

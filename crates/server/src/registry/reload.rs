@@ -17,6 +17,77 @@ use crate::config::HandoffConfig;
 use crate::error::{HandoffError, ReloadError};
 use crate::middleware::Rule;
 
+/// What reading `<dist>/<name>.wasm`, and loading it when it is new, found.
+enum Found {
+    /// The file is gone: the module unloads.
+    Missing,
+    /// The file could not be read.
+    Unreadable(std::io::Error),
+    /// The serving version's bytes.
+    Unchanged { version: String },
+    /// New bytes, loaded (or refused by the host).
+    Loaded {
+        version: String,
+        result: Result<LoadedModule, wasi_host::LoadError>,
+        load_time: Duration,
+    },
+}
+
+/// Everything loading a module needs that is not the registry itself, so that it can run on
+/// any thread.
+struct LoadJob {
+    host: wasi_host::Host,
+    name: String,
+    path: std::path::PathBuf,
+    serving: Option<String>,
+    config: wasi_host::ModuleConfig,
+}
+
+/// New bytes read from the dist dir, not loaded yet.
+struct NewBytes {
+    bytes: Vec<u8>,
+    hash: String,
+}
+
+/// What [`LoadJob::read`] found: new bytes to load, or the end of the reload.
+enum Read {
+    New(NewBytes),
+    Done(Found),
+}
+
+impl LoadJob {
+    /// Reads the module's file and compares it with the serving version.
+    fn read(&self) -> Read {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Read::Done(Found::Missing);
+            }
+            Err(error) => return Read::Done(Found::Unreadable(error)),
+        };
+        let hash = wasi_host::content_hash(&bytes);
+        if self.serving.as_deref() == Some(&hash[..16]) {
+            return Read::Done(Found::Unchanged {
+                version: hash[..16].to_owned(),
+            });
+        }
+        Read::New(NewBytes { bytes, hash })
+    }
+
+    /// Compiles (unless cached), instantiates and initialises the new bytes.
+    fn load(&self, new: NewBytes) -> Found {
+        let started = Instant::now();
+        let result = self
+            .host
+            .load_hashed(&self.name, &new.bytes, &new.hash, &self.config);
+        Found::Loaded {
+            version: new.hash[..16].to_owned(),
+            result,
+            load_time: started.elapsed(),
+        }
+    }
+}
+
 impl Registry {
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.reload_locks
@@ -39,7 +110,42 @@ impl Registry {
     /// handoff refuses the new version like a failed load.
     pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
         let result = self.reload_counted(name).await;
-        let index = match &result {
+        self.count(&result);
+        result
+    }
+
+    /// [`Registry::reload`] done on the calling thread, for the dist watcher: when the new
+    /// bytes' compiled module is in memory (a version served before) and no other reload of
+    /// the module runs, the whole swap — read, hash, instantiate, `init`, switch — happens
+    /// here, with no hand-off to another thread before the new version serves. Returns `None`
+    /// (having changed nothing) when the bytes need compiling or the module's reload lock is
+    /// taken: then [`Registry::reload`] is the way. Must not be called from async code;
+    /// `runtime` runs the background work (draining the old version) and a state handoff.
+    pub fn reload_here(
+        &self,
+        name: &str,
+        runtime: &tokio::runtime::Handle,
+    ) -> Option<Result<ReloadOutcome, ReloadError>> {
+        if !valid_name(name) {
+            return None;
+        }
+        let _runtime = runtime.enter();
+        let lock = self.lock_for(name);
+        let _serialized = lock.try_lock().ok()?;
+        let old = self.get(name);
+        let job = self.load_job(name, &old);
+        let found = match job.read() {
+            Read::New(new) if !self.host.is_compiled(&new.hash) => return None,
+            Read::New(new) => job.load(new),
+            Read::Done(found) => found,
+        };
+        let result = runtime.block_on(self.finish(name, old, found));
+        self.count(&result);
+        Some(result)
+    }
+
+    fn count(&self, result: &Result<ReloadOutcome, ReloadError>) {
+        let index = match result {
             Ok(ReloadOutcome::Loaded { .. }) => 0,
             Ok(ReloadOutcome::Swapped { .. }) => 1,
             Ok(ReloadOutcome::Unchanged { .. }) => 2,
@@ -49,7 +155,23 @@ impl Registry {
         };
         self.reloads[index].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.changes.notify_one();
-        result
+    }
+
+    fn load_job(&self, name: &str, old: &Option<Arc<Entry>>) -> LoadJob {
+        let mut config = self.config.module(name).clone();
+        config.outbound = Some(
+            self.outbound
+                .for_module(name, self.config.outbound_policy(name)),
+        );
+        LoadJob {
+            host: self.host.clone(),
+            name: name.to_owned(),
+            path: self.wasm_path(name),
+            serving: old
+                .as_ref()
+                .map(|entry| entry.current().version().to_owned()),
+            config,
+        }
     }
 
     async fn reload_counted(&self, name: &str) -> Result<ReloadOutcome, ReloadError> {
@@ -60,45 +182,50 @@ impl Registry {
         }
         let lock = self.lock_for(name);
         let _serialized = lock.lock().await;
-        let path = self.wasm_path(name);
-        let bytes = match tokio::fs::read(&path).await {
-            Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(self.unload_locked(name));
-            }
-            Err(source) => {
+        let old = self.get(name);
+        // Reading, hashing and loading on one blocking thread: one hand-off, not one each.
+        let job = self.load_job(name, &old);
+        let found = tokio::task::spawn_blocking(move || match job.read() {
+            Read::New(new) => job.load(new),
+            Read::Done(found) => found,
+        })
+        .await
+        .map_err(|error| ReloadError::Task {
+            module: name.to_owned(),
+            reason: error.to_string(),
+        })?;
+        self.finish(name, old, found).await
+    }
+
+    /// What follows reading and loading, under the module's reload lock: unload, keep the
+    /// old version and record why, or switch to the new one.
+    async fn finish(
+        &self,
+        name: &str,
+        old: Option<Arc<Entry>>,
+        found: Found,
+    ) -> Result<ReloadOutcome, ReloadError> {
+        let (version, loaded, load_time) = match found {
+            Found::Missing => return Ok(self.unload_locked(name)),
+            Found::Unreadable(source) => {
                 return Err(ReloadError::Read {
                     module: name.to_owned(),
-                    path,
+                    path: self.wasm_path(name),
                     source,
                 });
             }
-        };
-        let old = self.get(name);
-        let version = wasi_host_version(&bytes);
-        if let Some(entry) = &old {
-            let current = entry.current();
-            if current.version() == version {
-                entry.rule.store(Arc::new(self.rule_for(name)));
+            Found::Unchanged { version } => {
+                if let Some(entry) = &old {
+                    entry.rule.store(Arc::new(self.rule_for(name)));
+                }
                 return Ok(ReloadOutcome::Unchanged { version });
             }
-        }
-
-        let started = Instant::now();
-        let host = self.host.clone();
-        let mut module_config = self.config.module(name).clone();
-        module_config.outbound = Some(
-            self.outbound
-                .for_module(name, self.config.outbound_policy(name)),
-        );
-        let owned_name = name.to_owned();
-        let loaded =
-            tokio::task::spawn_blocking(move || host.load(&owned_name, &bytes, &module_config))
-                .await
-                .map_err(|error| ReloadError::Task {
-                    module: name.to_owned(),
-                    reason: error.to_string(),
-                })?;
+            Found::Loaded {
+                version,
+                result,
+                load_time,
+            } => (version, result, load_time),
+        };
         let new = match loaded {
             Ok(new) => new,
             Err(error) => {
@@ -127,7 +254,6 @@ impl Registry {
                 return Err(error.into());
             }
         };
-        let load_time = started.elapsed();
         let rule = self.rule_for(name);
 
         match old {
@@ -429,9 +555,4 @@ fn hand_over(
     new.resume(waiting);
     entry.current.store(Arc::new(new.clone()));
     Ok(state_bytes)
-}
-
-/// The version string wasi-host gives these bytes (first 16 hex digits of the SHA-256).
-fn wasi_host_version(bytes: &[u8]) -> String {
-    wasi_host::content_hash(bytes)[..16].to_owned()
 }

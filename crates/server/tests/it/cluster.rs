@@ -1181,6 +1181,15 @@ async fn a_deploy_reaches_every_node_including_later_ones() {
     })
     .await;
     assert_eq!(get(node_c.addr(), "/m/greeter").await.body, "v2");
+    // The dist watcher may swap the new file in before the install that wrote it returns and
+    // is counted: wait for the count, then check that it is one.
+    let node_c_ref = &node_c;
+    eventually(PATIENCE, || async move {
+        node_c_ref
+            .cluster_status()
+            .is_some_and(|status| status.messages.deploys_installed > 0)
+    })
+    .await;
     let installed = node_c.cluster_status().unwrap().messages.deploys_installed;
     assert_eq!(installed, 1, "only the latest version");
 
