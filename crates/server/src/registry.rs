@@ -44,6 +44,27 @@ struct Retired {
     kv_errors: u64,
 }
 
+impl Retired {
+    /// Adds a retired version's counters.
+    fn add(&mut self, stats: &wasi_host::ModuleStats) {
+        self.requests += stats.requests;
+        self.inline_requests += stats.inline_requests;
+        self.errors += stats.request_errors;
+        self.traps += stats.traps;
+        self.messages += stats.messages;
+        self.message_errors += stats.message_errors;
+        self.message_batches += stats.message_batches;
+        self.kv_operations += stats.kv_operations;
+        self.kv_errors += stats.kv_errors;
+    }
+
+    /// The totals over all versions: these plus the current version's counters.
+    fn with(mut self, current: &wasi_host::ModuleStats) -> Retired {
+        self.add(current);
+        self
+    }
+}
+
 /// The last swap of a module, as `/_admin/modules` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SwapInfo {
@@ -558,6 +579,7 @@ impl Registry {
                 let stats = current.stats();
                 let history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
                 let usage = current.kv_usage();
+                let totals = history.retired.with(&stats);
                 ModuleStatus {
                     name: entry.name.clone(),
                     version: Some(current.version().to_owned()),
@@ -566,13 +588,13 @@ impl Registry {
                     load_ms: Some(current.load_time().as_secs_f64() * 1e3),
                     compiled_from: Some(CompiledFrom::of(current.compile_source())),
                     instances: current.instances(),
-                    requests: history.retired.requests + stats.requests,
-                    inline_requests: history.retired.inline_requests + stats.inline_requests,
-                    errors: history.retired.errors + stats.request_errors,
-                    traps: history.retired.traps + stats.traps,
-                    messages: history.retired.messages + stats.messages,
-                    message_errors: history.retired.message_errors + stats.message_errors,
-                    message_batches: history.retired.message_batches + stats.message_batches,
+                    requests: totals.requests,
+                    inline_requests: totals.inline_requests,
+                    errors: totals.errors,
+                    traps: totals.traps,
+                    messages: totals.messages,
+                    message_errors: totals.message_errors,
+                    message_batches: totals.message_batches,
                     swaps: history.swaps,
                     last_rejected: history.last_rejected.clone(),
                     last_swap: history.last_swap.clone().map(|mut swap| {
@@ -586,8 +608,8 @@ impl Registry {
                     middleware: entry.rule().as_ref().as_ref().map(MiddlewareStatus::of),
                     kv_keys: usage.map(|usage| usage.keys),
                     kv_bytes: usage.map(|usage| usage.bytes),
-                    kv_operations: history.retired.kv_operations + stats.kv_operations,
-                    kv_errors: history.retired.kv_errors + stats.kv_errors,
+                    kv_operations: totals.kv_operations,
+                    kv_errors: totals.kv_errors,
                     outbound: outbound.remove(&entry.name).unwrap_or_default(),
                 }
             })

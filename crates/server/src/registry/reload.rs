@@ -420,15 +420,7 @@ impl Registry {
             let stats = old.stats();
             {
                 let mut history = entry.history.lock().unwrap_or_else(PoisonError::into_inner);
-                history.retired.requests += stats.requests;
-                history.retired.inline_requests += stats.inline_requests;
-                history.retired.errors += stats.request_errors;
-                history.retired.traps += stats.traps;
-                history.retired.messages += stats.messages;
-                history.retired.message_errors += stats.message_errors;
-                history.retired.message_batches += stats.message_batches;
-                history.retired.kv_operations += stats.kv_operations;
-                history.retired.kv_errors += stats.kv_errors;
+                history.retired.add(&stats);
                 if drain {
                     history.last_drain =
                         Some((old.version().to_owned(), report.elapsed.as_secs_f64() * 1e3));
