@@ -108,6 +108,8 @@ pub struct StateConfig {
     pub durability: state::Durability,
     /// Largest value one key may hold (default 1 MiB).
     pub max_value_bytes: usize,
+    /// Most memory the embedded store keeps for pages of the file (default 32 MiB).
+    pub cache_bytes: usize,
     /// In cluster mode, where state lives (default: shared by every node, in NATS JetStream
     /// KV). Without a cluster the embedded store is used whatever this says.
     pub cluster: StatePlacement,
@@ -131,6 +133,7 @@ impl Default for StateConfig {
             dir: PathBuf::from("state"),
             durability: state::Durability::Immediate,
             max_value_bytes: state::Limits::default().max_value_bytes,
+            cache_bytes: state::DEFAULT_CACHE_BYTES,
             cluster: StatePlacement::Shared,
         }
     }
@@ -352,6 +355,7 @@ impl ServerConfig {
 /// dir = "state"                    # holds modhost.redb
 /// durability = "immediate"         # or "eventual": see the README's State section
 /// max_value_bytes = 1048576
+/// cache_bytes = 33554432           # memory kept for pages of the file (32 MiB)
 /// enabled = true
 /// cluster = "shared"               # in cluster mode: "shared" (NATS KV) or "node" (own file)
 ///
@@ -437,6 +441,8 @@ pub struct FileState {
     pub durability: Option<FileDurability>,
     /// See [`StateConfig::max_value_bytes`].
     pub max_value_bytes: Option<usize>,
+    /// See [`StateConfig::cache_bytes`].
+    pub cache_bytes: Option<usize>,
     /// See [`StateConfig::cluster`].
     pub cluster: Option<StatePlacement>,
 }
@@ -697,6 +703,9 @@ impl FileConfig {
             if let Some(max) = state.max_value_bytes {
                 config.state.max_value_bytes = max;
             }
+            if let Some(bytes) = state.cache_bytes {
+                config.state.cache_bytes = bytes;
+            }
             if let Some(cluster) = state.cluster {
                 config.state.cluster = cluster;
             }
@@ -808,6 +817,7 @@ mod tests {
             dir = "/var/lib/app"
             durability = "eventual"
             max_value_bytes = 4096
+            cache_bytes = 1048576
             [modules.users]
             stores = ["sessions"]
             kv_max_keys = 10
@@ -822,6 +832,7 @@ mod tests {
         );
         assert_eq!(config.state.durability, state::Durability::Eventual);
         assert_eq!(config.state.max_value_bytes, 4096);
+        assert_eq!(config.state.cache_bytes, 1 << 20);
         assert_eq!(
             config.state.cluster,
             StatePlacement::Shared,

@@ -176,12 +176,18 @@ async fn open_store(config: &ServerConfig) -> anyhow::Result<Option<Arc<dyn stat
             ..state::Limits::default()
         },
         durability: config.state.durability,
+        cache_bytes: config.state.cache_bytes,
     };
     let store = Arc::new(
         state::RedbStore::open(&path, store_config)
             .context("opening the module state store (move the file away to start empty)")?,
     );
-    tracing::info!(path = %path.display(), durability = ?config.state.durability, "state store open");
+    tracing::info!(
+        path = %path.display(),
+        durability = ?config.state.durability,
+        cache_bytes = config.state.cache_bytes,
+        "state store open"
+    );
     if config.state.durability == state::Durability::Eventual {
         // Eventual commits become durable at the next durable commit; make one every interval
         // even when writing stops, so an idle server loses at most one interval of writes.

@@ -33,6 +33,8 @@ const SWAPPED: &[&str] = &["bench", "receiver", "sender", "users"];
 const HTTP_CLIENTS: usize = 8;
 const WS_CLIENTS: usize = 2;
 const SWAP_EVERY: Duration = Duration::from_millis(500);
+/// `[state] cache_bytes` for the run.
+const STATE_CACHE_BYTES: usize = 4 << 20;
 /// At a quiet point, retired versions finish draining first (the drain timeout is 5 s);
 /// then the tokio blocking pool, which lets an idle thread go after 10 s, needs `QUIET`;
 /// then samples are taken for `SETTLE` and the lowest counts kept (a leak stays; a thread
@@ -71,6 +73,14 @@ async fn soak() {
     let peak = run_load(addr, server.pid(), &totals, &swapper, main).await;
     let quiet_b = server.quiet_sample(addr).await;
     eprintln!("soak: at the end     {quiet_b}");
+    let state_file = std::fs::metadata(project.root.join("state/modhost.redb"))
+        .map(|meta| meta.len() / 1024)
+        .unwrap_or(0);
+    eprintln!(
+        "soak: state file {state_file} KiB after {} users posted; store cache bounded at {} KiB",
+        NEXT_USER.load(Ordering::Relaxed),
+        STATE_CACHE_BYTES / 1024
+    );
 
     // What the server counted: swaps over all modules, and flaky's traps.
     let status = admin_modules(addr).await;
@@ -374,6 +384,14 @@ impl TempProject {
         let root = std::env::temp_dir().join(format!("modhost-soak-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("modules/dist")).unwrap();
+        // The store's page cache is a bounded cache that fills as `users` writes (its table
+        // grows by a user every fifth request); kept small here so that a leak beside it
+        // shows in the RSS check instead of hiding under the cache's growth.
+        std::fs::write(
+            root.join("modhost.toml"),
+            format!("[state]\ncache_bytes = {STATE_CACHE_BYTES}\n"),
+        )
+        .unwrap();
         TempProject { root }
     }
 

@@ -65,6 +65,6 @@ pub use remote::{DATA_PREFIX, HEAD_KEY, Record, RemoteConfig, RemoteKv, RemoteSt
 pub use stats::{COMMIT_LATENCY_BUCKETS, LatencyHistogram, StoreStats};
 pub use store::Store;
 pub use types::{
-    BatchOutcome, CasOutcome, Config, Durability, EVENTUAL_FLUSH_INTERVAL, Entry, Limits,
-    MAX_NAMESPACE_BYTES, Namespace, Page, Quota, Usage, WriteOp,
+    BatchOutcome, CasOutcome, Config, DEFAULT_CACHE_BYTES, Durability, EVENTUAL_FLUSH_INTERVAL,
+    Entry, Limits, MAX_NAMESPACE_BYTES, Namespace, Page, Quota, Usage, WriteOp,
 };

@@ -65,7 +65,11 @@ impl RedbStore {
             std::fs::create_dir_all(parent)
                 .map_err(|error| OpenError::new(path, OpenErrorKind::Io(error)))?;
         }
-        RedbStore::open_with(path, config, || redb::Database::create(path))
+        RedbStore::open_with(path, config, || {
+            redb::Builder::new()
+                .set_cache_size(config.cache_bytes)
+                .create(path)
+        })
     }
 
     /// Opens the database `open` returns; `path` names it in errors.

@@ -179,10 +179,28 @@ pub enum Durability {
 pub const EVENTUAL_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How a store behaves; `Config::default()` is the production setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// Size limits of keys, values, pages and batches.
     pub limits: Limits,
     /// When writes reach the disk.
     pub durability: Durability,
+    /// Most memory the [`RedbStore`](crate::RedbStore) keeps for pages it has read or written
+    /// (default [`DEFAULT_CACHE_BYTES`]). Pages beyond it are read from the file (and the
+    /// kernel's page cache) again. Without a bound, redb keeps every page it touches up to
+    /// 1 GiB, so a growing table grows the process by its own size.
+    pub cache_bytes: usize,
+}
+
+/// The default [`Config::cache_bytes`]: 32 MiB.
+pub const DEFAULT_CACHE_BYTES: usize = 32 << 20;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            limits: Limits::default(),
+            durability: Durability::default(),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
 }
