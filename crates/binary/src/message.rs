@@ -221,6 +221,11 @@ impl MessageBatch {
         &self.bytes
     }
 
+    /// The encoding, taken.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// Empties the batch, keeping its buffer.
     pub fn clear(&mut self) {
         self.bytes.truncate(8);

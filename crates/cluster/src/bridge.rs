@@ -5,12 +5,12 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use binary::{DecodeOptions, Envelope as _, Message, MessageKind};
+use binary::{DecodeOptions, Envelope as _, Message, MessageBatch, MessageKind};
 use bus::RequestError;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 
-use crate::node::{Inner, Kind};
+use crate::node::{Inner, Payload};
 use crate::stats::bump;
 use crate::subject;
 
@@ -29,13 +29,7 @@ impl bus::Bridge for BusBridge {
             return;
         };
         let subject = subject::bus(&inner.config.cluster_name, &message.topic);
-        // Encoding costs nothing worth saving when the subject check fails; keep one path.
-        let payload = if subject.is_some() {
-            Bytes::from(message.encode())
-        } else {
-            Bytes::new()
-        };
-        inner.send(Kind::Bus, subject, payload);
+        inner.send(subject, || Payload::Bus(message.clone()));
     }
 
     fn request(&self, message: Message, timeout: Duration) -> Result<Message, RequestError> {
@@ -160,21 +154,38 @@ async fn remote_request(
     }
 }
 
-/// Checks one bus event from the wire (origin, subject, envelope); `Some` to deliver it.
-pub(crate) fn accept_bus(inner: &Inner, message: &async_nats::Message) -> Option<Message> {
+/// Checks one bus message from the wire (origin, subject, envelope, and for a batch its
+/// [`subject::BATCH`] count); `Some` with its events, in order, to deliver them. A batch with
+/// one bad event is dropped whole.
+pub(crate) fn accept_bus(inner: &Inner, message: &async_nats::Message) -> Option<Vec<Message>> {
     if !inner.accept_origin(message) {
         return None;
     }
     let checked = (|| {
         let topic = subject::bus_topic(&inner.config.cluster_name, message.subject.as_str())?;
+        binary::topic::validate_topic(topic).ok()?;
         let options = DecodeOptions {
             max_size: inner.config.max_message_bytes,
         };
-        let decoded = Message::decode_with(&message.payload, &options).ok()?;
-        (decoded.kind == MessageKind::Event
-            && decoded.topic == topic
-            && binary::topic::validate_topic(topic).is_ok())
-        .then_some(decoded)
+        let batch = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(subject::BATCH));
+        let events = match batch {
+            None => vec![Message::decode_with(&message.payload, &options).ok()?],
+            Some(count) => {
+                let count: usize = count.as_str().parse().ok()?;
+                if !(2..=subject::MAX_BATCH).contains(&count) {
+                    return None;
+                }
+                let events = MessageBatch::decode_with(&message.payload, &options).ok()?;
+                (events.len() == count).then_some(events)?
+            }
+        };
+        events
+            .iter()
+            .all(|event| event.kind == MessageKind::Event && event.topic == topic)
+            .then_some(events)
     })();
     if checked.is_none() {
         bump(&inner.counters.dropped);
@@ -182,7 +193,8 @@ pub(crate) fn accept_bus(inner: &Inner, message: &async_nats::Message) -> Option
     checked
 }
 
-/// The sending node's id and sequence number of a bus event, when it has both.
+/// The sending node's id and sequence number of a bus message (its first event's, for a
+/// batch), when it has both.
 fn origin_seq(message: &async_nats::Message) -> Option<(&str, u64)> {
     let headers = message.headers.as_ref()?;
     let origin = headers.get(subject::ORIGIN)?.as_str();
@@ -215,16 +227,21 @@ pub(crate) async fn bus_loop(
         let Some(message) = message else {
             break;
         };
-        let Some(decoded) = accept_bus(&inner, &message) else {
+        let Some(events) = accept_bus(&inner, &message) else {
             continue;
         };
-        let delivered = inner
-            .interest
-            .once(origin_seq(&message), || inner.bus.publish_bridged(decoded));
-        match delivered {
-            Some(Ok(_)) => bump(&inner.counters.bus_in),
-            Some(Err(error)) => tracing::debug!("cluster: bus event not delivered: {error}"),
-            None => bump(&inner.counters.duplicates),
+        // A batch's events are numbered from its sequence number on.
+        let first = origin_seq(&message);
+        for (event, number) in events.into_iter().zip(0_u64..) {
+            let key = first.map(|(origin, seq)| (origin, seq.saturating_add(number)));
+            let delivered = inner
+                .interest
+                .once(key, || inner.bus.publish_bridged(event));
+            match delivered {
+                Some(Ok(_)) => bump(&inner.counters.bus_in),
+                Some(Err(error)) => tracing::debug!("cluster: bus event not delivered: {error}"),
+                None => bump(&inner.counters.duplicates),
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use binary::{Envelope as _, Message, MessageBatch};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use tokio::sync::{Notify, mpsc};
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 use crate::config::ClusterConfig;
 use crate::error::{ClusterError, ForwardError};
 use crate::peers::{Heartbeat, Peers};
-use crate::stats::{ClusterStatus, ConnectionState, Counters, bump};
+use crate::stats::{ClusterStatus, ConnectionState, Counters, add, bump};
 use crate::subject;
 
 /// A future answering a forwarded call.
@@ -41,17 +42,28 @@ pub trait LocalNode: Send + Sync + 'static {
 /// A future installing a deployed module.
 pub type InstallFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-/// Which kind of message waits in the outbound queue.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Kind {
-    Bus,
-    Ws,
+/// What waits in the outbound queue.
+pub(crate) enum Payload {
+    /// A bus event, encoded when it is sent (consecutive events on one subject go as one
+    /// batch).
+    Bus(Message),
+    /// A WebSocket broadcast's bytes.
+    Ws(Bytes),
+}
+
+impl Payload {
+    /// The bytes it takes on the wire alone.
+    fn len(&self) -> usize {
+        match self {
+            Payload::Bus(message) => message.encoded_len(),
+            Payload::Ws(bytes) => bytes.len(),
+        }
+    }
 }
 
 pub(crate) struct Outbound {
-    pub(crate) kind: Kind,
     pub(crate) subject: String,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Payload,
 }
 
 /// What the bridge's tasks share.
@@ -86,20 +98,17 @@ impl Inner {
     }
 
     /// Queues a local message for the other nodes; counts it as not bridged when it cannot go.
-    pub(crate) fn send(&self, kind: Kind, subject: Option<String>, payload: Bytes) {
+    pub(crate) fn send(&self, subject: Option<String>, payload: impl FnOnce() -> Payload) {
         let Some(subject) = subject else {
             bump(&self.counters.not_bridged);
             return;
         };
+        let payload = payload();
         if payload.len() > self.config.max_message_bytes || !self.connected() {
             bump(&self.counters.not_bridged);
             return;
         }
-        let message = Outbound {
-            kind,
-            subject,
-            payload,
-        };
+        let message = Outbound { subject, payload };
         if self.outbound.try_send(message).is_err() {
             bump(&self.counters.not_bridged);
         }
@@ -259,7 +268,7 @@ impl Cluster {
     pub fn ws_broadcast(&self, topic: &str, payload: &[u8]) {
         let subject = subject::ws(&self.inner.config.cluster_name, topic);
         self.inner
-            .send(Kind::Ws, subject, Bytes::copy_from_slice(payload));
+            .send(subject, || Payload::Ws(Bytes::copy_from_slice(payload)));
     }
 
     /// Calls `module` on a node that has it, waiting at most `timeout`.
@@ -357,35 +366,72 @@ fn random_suffix() -> u32 {
     suffix
 }
 
-/// Most queued messages taken per wake-up of [`publish_loop`].
-const PUBLISH_BATCH: usize = 256;
+/// Most queued messages taken per wake-up of [`publish_loop`], and so most bus events in one
+/// batch on the wire.
+const PUBLISH_BATCH: usize = subject::MAX_BATCH;
 
 /// Sends queued messages in order; one task, so per-publisher order holds on the wire. Bus
-/// events carry this node's sequence number ([`subject::SEQ`]) besides its origin.
+/// events carry this node's sequence number ([`subject::SEQ`]) besides its origin, and
+/// consecutive ones on one subject go as one NATS message ([`subject::BATCH`]) as long as
+/// they fit `max_message_bytes`: one publish, one header map and one wake-up of the
+/// connection for up to [`PUBLISH_BATCH`] events.
 async fn publish_loop(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outbound>) {
     let origin = inner.origin_headers();
     let mut seq = 0_u64;
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
-        for message in batch.drain(..) {
-            if !inner.connected() {
-                bump(&inner.counters.not_bridged);
-                continue;
-            }
+    let mut taken = Vec::with_capacity(PUBLISH_BATCH);
+    while queue.recv_many(&mut taken, PUBLISH_BATCH).await > 0 {
+        let mut queued = taken.drain(..).peekable();
+        while let Some(first) = queued.next() {
+            let (subject, payload) = (first.subject, first.payload);
             let mut headers = origin.clone();
-            if let Kind::Bus = message.kind {
-                seq += 1;
-                headers.insert(subject::SEQ, seq.to_string());
+            let (payload, events) = match payload {
+                Payload::Ws(bytes) => (bytes, 0),
+                Payload::Bus(message) => {
+                    let mut size = 8 + message.encoded_len();
+                    let fits = |next: &Outbound, size: usize| {
+                        next.subject == subject
+                            && matches!(next.payload, Payload::Bus(_))
+                            && size + next.payload.len() <= inner.config.max_message_bytes
+                    };
+                    let mut batch: Option<MessageBatch> = None;
+                    while let Some(next) = queued.next_if(|next| fits(next, size)) {
+                        let Payload::Bus(next) = next.payload else {
+                            unreachable!("`fits` takes bus events only")
+                        };
+                        size += next.encoded_len();
+                        batch
+                            .get_or_insert_with(|| {
+                                let mut batch = MessageBatch::new();
+                                batch.push(&message);
+                                batch
+                            })
+                            .push(&next);
+                    }
+                    headers.insert(subject::SEQ, (seq + 1).to_string());
+                    match batch {
+                        Some(batch) => {
+                            headers.insert(subject::BATCH, batch.len().to_string());
+                            let events = batch.len() as u64;
+                            (Bytes::from(batch.into_bytes()), events)
+                        }
+                        None => (Bytes::from(message.encode()), 1),
+                    }
+                }
+            };
+            seq += events;
+            if !inner.connected() {
+                add(&inner.counters.not_bridged, events.max(1));
+                continue;
             }
             let sent = inner
                 .client
-                .publish_with_headers(message.subject, headers, message.payload)
+                .publish_with_headers(subject, headers, payload)
                 .await;
-            match (sent, message.kind) {
-                (Ok(()), Kind::Bus) => bump(&inner.counters.bus_out),
-                (Ok(()), Kind::Ws) => bump(&inner.counters.ws_out),
-                (Err(error), _) => {
-                    bump(&inner.counters.not_bridged);
+            match sent {
+                Ok(()) if events == 0 => bump(&inner.counters.ws_out),
+                Ok(()) => add(&inner.counters.bus_out, events),
+                Err(error) => {
+                    add(&inner.counters.not_bridged, events.max(1));
                     tracing::debug!("cluster: publish failed: {error}");
                 }
             }

@@ -10,6 +10,11 @@ pub const TIMEOUT_MS: &str = "Modhost-Timeout-Ms";
 /// The header of a bus event: the sending node's sequence number for it (decimal, from 1), so
 /// a node that receives it through two of its subscriptions delivers it once.
 pub const SEQ: &str = "Modhost-Seq";
+/// The header of a bus message that carries several events (a `MessageBatch`): their count,
+/// decimal, at least 2 and at most [`MAX_BATCH`]. They are numbered from its [`SEQ`] on.
+pub const BATCH: &str = "Modhost-Batch";
+/// The most events one bus message may carry.
+pub const MAX_BATCH: usize = 256;
 /// The header of a failed request reply: `no-responders`, `timeout`, `busy` or `closed`.
 pub const ERROR: &str = "Modhost-Error";
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use binary::{Envelope as _, Message};
+use binary::{Envelope as _, Message, MessageBatch};
 use futures_util::StreamExt;
 use server::{ClusterConfig, ServerBuilder, ServerHandle};
 use testkit::NatsServer;
@@ -173,6 +173,11 @@ async fn bus_events_reach_every_node_once_and_in_order() {
     // Only what local subscribers select.
     let b = node_b.cluster_status().unwrap();
     assert_eq!(b.subscriptions, ["modhost.bus.bus.orders.created"]);
+    // What goes on the wire, seen by a plain NATS client.
+    let observer = async_nats::connect(url.as_str()).await.unwrap();
+    let mut wire = observer.subscribe("modhost.bus.bus.>").await.unwrap();
+    // A round trip (the server's "no responders"): the subscription is in place after it.
+    let _ = observer.request("modhost.bus.nobody", "".into()).await;
     const COUNT: usize = 500;
     for index in 0..COUNT {
         let report = node_a
@@ -204,6 +209,45 @@ async fn bus_events_reach_every_node_once_and_in_order() {
     for inbox in [&local_inbox, &b_inbox, &c_inbox] {
         assert!(inbox.recv_timeout(Duration::from_millis(300)).is_err());
     }
+    // On the wire: consecutive events on one subject share a message (`Modhost-Batch`), and
+    // the numbers run on without a gap from one message to the next.
+    let (mut events, mut messages, mut batches, mut next_seq) = (0, 0, 0, 1_u64);
+    while events < COUNT {
+        let message = tokio::time::timeout(PATIENCE, wire.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let headers = message.headers.as_ref().unwrap();
+        let seq: u64 = headers
+            .get("Modhost-Seq")
+            .unwrap()
+            .as_str()
+            .parse()
+            .unwrap();
+        assert_eq!(seq, next_seq, "numbered on from the last message");
+        let decoded = match headers.get("Modhost-Batch") {
+            Some(count) => {
+                let batch = MessageBatch::decode(&message.payload).unwrap();
+                assert_eq!(count.as_str(), batch.len().to_string());
+                assert!((2..=256).contains(&batch.len()), "{}", batch.len());
+                batches += 1;
+                batch
+            }
+            None => vec![Message::decode(&message.payload).unwrap()],
+        };
+        let carried = decoded.len() as u64;
+        for event in decoded {
+            assert_eq!(event.payload, format!("{events}").as_bytes());
+            events += 1;
+        }
+        next_seq = seq + carried;
+        messages += 1;
+    }
+    assert_eq!(events, COUNT);
+    assert!(
+        batches > 0 && messages < COUNT,
+        "{COUNT} events published at once went as {messages} messages, {batches} batches"
+    );
     let a = node_a.cluster_status().unwrap().messages;
     assert_eq!(a.bus_out, COUNT as u64);
     assert_eq!(a.not_bridged, 1);
@@ -722,6 +766,20 @@ async fn hostile_wire_input_is_dropped_and_counted() {
     let good = |payload: &str| {
         bytes::Bytes::from(Message::event("t.a", payload.as_bytes().to_vec()).encode())
     };
+    let batched = |origin: &str, seq: &str, count: &str| {
+        let mut headers = numbered(origin, seq);
+        headers.insert("Modhost-Batch", count);
+        headers
+    };
+    let batch = |messages: &[Message]| {
+        let mut batch = MessageBatch::new();
+        for message in messages {
+            batch.push(message);
+        }
+        bytes::Bytes::from(batch.into_bytes())
+    };
+    let event = |topic: &str, payload: &str| Message::event(topic, payload.as_bytes().to_vec());
+    let two = || batch(&[event("t.a", "1"), event("t.a", "2")]);
     let subject = "modhost.evil.bus.t.a";
     let mut hostile: Vec<(&str, async_nats::HeaderMap, bytes::Bytes)> = vec![
         // Too large.
@@ -762,7 +820,32 @@ async fn hostile_wire_input_is_dropped_and_counted() {
             headers("x-1"),
             bytes::Bytes::from(vec![b'x'; 8000]),
         ),
-        // A forwarded call that is not an envelope (no reply subject: dropped).
+        // Batches: a count under 2, a count that disagrees with the batch, a count that is
+        // not a number, a count over 256, bytes that are not a batch, and a batch with one
+        // event on another topic or of a reply kind: each dropped whole.
+        (
+            subject,
+            batched("x-3", "10", "1"),
+            batch(&[event("t.a", "1")]),
+        ),
+        (subject, batched("x-3", "10", "3"), two()),
+        (subject, batched("x-3", "10", "many"), two()),
+        (subject, batched("x-3", "10", "257"), two()),
+        (
+            subject,
+            batched("x-3", "10", "2"),
+            bytes::Bytes::from_static(b"\x02\0\0\0\0\0\0\0 not messages"),
+        ),
+        (
+            subject,
+            batched("x-3", "10", "2"),
+            batch(&[event("t.a", "1"), event("t.b", "2")]),
+        ),
+        (
+            subject,
+            batched("x-3", "10", "2"),
+            batch(&[event("t.a", "1"), Message::request("t.a", 4, b"2".to_vec())]),
+        ),
     ];
     for (subject, headers, payload) in hostile.drain(..) {
         client
@@ -775,6 +858,23 @@ async fn hostile_wire_input_is_dropped_and_counted() {
     for origin in ["x-1", "x-1", "x-2"] {
         client
             .publish_with_headers(subject, numbered(origin, "7"), good(origin))
+            .await
+            .unwrap();
+    }
+    // A good batch is events 10, 11 and 12 of its node: sent twice it arrives once, and
+    // event 12 sent alone afterwards is a second copy too.
+    let good_batch = batch(&[
+        event("t.a", "b10"),
+        event("t.a", "b11"),
+        event("t.a", "b12"),
+    ]);
+    for (headers, payload) in [
+        (batched("x-3", "10", "3"), good_batch.clone()),
+        (batched("x-3", "10", "3"), good_batch),
+        (numbered("x-3", "12"), good("b12 again")),
+    ] {
+        client
+            .publish_with_headers(subject, headers, payload)
             .await
             .unwrap();
     }
@@ -792,7 +892,7 @@ async fn hostile_wire_input_is_dropped_and_counted() {
         .await
         .unwrap();
     client.flush().await.unwrap();
-    for expected in ["x-1", "x-2", "fine"] {
+    for expected in ["x-1", "x-2", "b10", "b11", "b12", "fine"] {
         let delivered = inbox.recv_timeout(PATIENCE).unwrap();
         assert_eq!(
             (delivered.topic.as_str(), &delivered.payload[..]),
@@ -805,10 +905,10 @@ async fn hostile_wire_input_is_dropped_and_counted() {
         "nothing else got through"
     );
     let counts = node_a.cluster_status().unwrap().messages;
-    assert_eq!(counts.dropped, 7, "{counts:?}");
+    assert_eq!(counts.dropped, 14, "{counts:?}");
     assert_eq!(counts.own_origin, 1, "{counts:?}");
-    assert_eq!(counts.duplicates, 1, "{counts:?}");
-    assert_eq!((counts.bus_in, counts.ws_in), (3, 1), "{counts:?}");
+    assert_eq!(counts.duplicates, 5, "{counts:?}");
+    assert_eq!((counts.bus_in, counts.ws_in), (6, 1), "{counts:?}");
 
     // A forwarded call with a broken envelope gets a 400 answer, and the node keeps serving.
     project.install("greeter", &hello("still here"));
