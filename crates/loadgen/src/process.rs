@@ -31,6 +31,11 @@ impl Server {
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
         rss_bytes(self.child.id())
     }
+
+    /// CPU time used so far, user plus system, over all threads.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time(self.child.id())
+    }
 }
 
 impl Drop for Server {
@@ -53,6 +58,26 @@ pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
         .context("empty VmRSS line")?
         .parse()?;
     Ok(kib * 1024)
+}
+
+/// CPU time `pid` has used, user plus system, over all its threads: `utime` and `stime` of
+/// `/proc/<pid>/stat`, in clock ticks of 10 ms (`USER_HZ`, which Linux fixes at 100 for
+/// everything it reports to user space).
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces; count after it.
+    let (_, rest) = stat
+        .rsplit_once(')')
+        .context("no command name in /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    let ticks = |index: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(index)
+            .context("/proc/<pid>/stat is too short")?
+            .parse()?)
+    };
+    Ok(Duration::from_millis((ticks(11)? + ticks(12)?) * 10))
 }
 
 /// How to start `modhost`.
@@ -169,4 +194,43 @@ pub fn baseline(which: &str) -> anyhow::Result<Server> {
         .with_context(|| format!("baseline server printed {line:?}"))?;
     server.startup = started.elapsed();
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// This thread's CPU time, from the scheduler's own nanosecond count.
+    fn thread_cpu() -> Duration {
+        let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        let nanos: u64 = schedstat
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Duration::from_nanos(nanos)
+    }
+
+    #[test]
+    fn cpu_time_agrees_with_the_schedulers_count() {
+        let (process, thread) = (cpu_time(std::process::id()).unwrap(), thread_cpu());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut spin = 0_u64;
+        while thread_cpu() - thread < Duration::from_millis(300) && Instant::now() < deadline {
+            spin = std::hint::black_box(spin.wrapping_add(1));
+        }
+        let spun = thread_cpu() - thread;
+        let counted = cpu_time(std::process::id()).unwrap() - process;
+        assert!(
+            spun >= Duration::from_millis(300),
+            "only {spun:?} of CPU in 20 s"
+        );
+        // Ticks of 10 ms at both ends, and the test harness's other threads.
+        let gap = counted.as_secs_f64() - spun.as_secs_f64();
+        assert!(
+            (-0.03..=0.06).contains(&gap),
+            "/proc/<pid>/stat {counted:?}, scheduler {spun:?}"
+        );
+    }
 }

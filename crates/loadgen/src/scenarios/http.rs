@@ -3,6 +3,11 @@
 //! `--compare BIN` a second modhost binary (an earlier build), or with `--compare-config FILE`
 //! the same binary under another `modhost.toml`, is measured in the same rounds, so a change
 //! to the request path shows as before/after from one machine state.
+//!
+//! Besides each client's figures, the server's own CPU time per request (user + system, all
+//! threads, from `/proc`) over each `wrk` run: on a machine shared with the client and other
+//! work, req/s moves with how the cores are shared out, while the CPU a request costs the
+//! server moves much less.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -90,6 +95,8 @@ pub async fn http(settings: &Settings) -> anyhow::Result<Section> {
     };
     // (subject, client, route, concurrency) → runs.
     let mut runs: BTreeMap<(&str, &str, &str, usize), Vec<LoadResult>> = BTreeMap::new();
+    // (subject, route, concurrency) → the server's CPU µs per request of each wrk run.
+    let mut cpu: BTreeMap<(&str, &str, usize), Vec<f64>> = BTreeMap::new();
     // (subject, concurrency) → `/m/bench` requests served, and of them inline.
     let mut inline: BTreeMap<(&str, usize), (u64, u64)> = BTreeMap::new();
     for round in 0..settings.rounds {
@@ -108,14 +115,25 @@ pub async fn http(settings: &Settings) -> anyhow::Result<Section> {
                                 let url = format!("http://{}{route}", subject.server.addr);
                                 let seconds = settings.seconds;
                                 // One unmeasured second first, as loadgen warms up too.
-                                tokio::task::spawn_blocking(move || {
-                                    if round == 0 {
-                                        wrk.run(&url, concurrency, std::time::Duration::ZERO)?;
-                                    }
+                                if round == 0 {
+                                    let (wrk, url) = (wrk.clone(), url.clone());
+                                    tokio::task::spawn_blocking(move || {
+                                        wrk.run(&url, concurrency, std::time::Duration::ZERO)
+                                    })
+                                    .await
+                                    .context("the wrk thread")??;
+                                }
+                                let before = subject.server.cpu_time()?;
+                                let result = tokio::task::spawn_blocking(move || {
                                     wrk.run(&url, concurrency, seconds)
                                 })
                                 .await
-                                .context("the wrk thread")??
+                                .context("the wrk thread")??;
+                                let used = subject.server.cpu_time()? - before;
+                                cpu.entry((subject.label, route, concurrency))
+                                    .or_default()
+                                    .push(used.as_secs_f64() * 1e6 / result.requests.max(1) as f64);
+                                result
                             }
                             _ => {
                                 settings
@@ -190,6 +208,22 @@ pub async fn http(settings: &Settings) -> anyhow::Result<Section> {
                     ));
                 }
             }
+            if client == "wrk" {
+                for &concurrency in &LEVELS {
+                    let median = |route: &str| {
+                        cpu.get(&(subject.label, route, concurrency))
+                            .map_or(0.0, |runs| crate::stats::median(runs))
+                    };
+                    let (module, health) = (median("/m/bench"), median("/healthz"));
+                    rows.push(
+                        Row::new(
+                            format!("{prefix}server CPU per request c={concurrency} (wrk runs)"),
+                            format!("{module:.1} µs"),
+                        )
+                        .baseline(format!("{health:.1} µs"), module / health.max(0.001)),
+                    );
+                }
+            }
             let module = get(subject.label, client, "/m/bench", 64);
             let health = get(subject.label, client, "/healthz", 64);
             let (a, b) = (p99(module), p99(health));
@@ -247,6 +281,12 @@ pub async fn http(settings: &Settings) -> anyhow::Result<Section> {
             "concurrency": LEVELS,
             "clients": clients,
             "runs": raw,
+            "server_cpu_us_per_request": cpu
+                .iter()
+                .map(|((label, route, concurrency), runs)| {
+                    (format!("{label} wrk {route} c={concurrency}"), json!(runs))
+                })
+                .collect::<serde_json::Map<_, _>>(),
         }),
     })
 }
