@@ -57,6 +57,53 @@ fn eventual_writes_are_kept_by_a_clean_close() {
 }
 
 #[test]
+fn a_store_far_larger_than_its_cache_reads_back_whole() {
+    // 2 MiB of values through caches of nothing and of 64 KiB, with Eventual commits (redb
+    // keeps those pages in its write buffer, which the cache bound also limits); then read
+    // back, listed, and read again after a reopen with the default cache.
+    for cache_bytes in [0, 64 << 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("modhost.redb");
+        let ns = Namespace::new("big");
+        let value = |index: u32| vec![(index % 251) as u8; 1000 + (index % 7) as usize];
+        for durability in [Durability::Immediate, Durability::Eventual] {
+            let config = Config {
+                cache_bytes,
+                durability,
+                ..Config::default()
+            };
+            let store = RedbStore::open(&path, config).unwrap();
+            let offset = if durability == Durability::Immediate {
+                0
+            } else {
+                1000
+            };
+            for index in offset..offset + 1000 {
+                store
+                    .set(&ns, format!("k{index:05}").as_bytes(), &value(index))
+                    .unwrap();
+            }
+            for index in (0..offset + 1000).step_by(97) {
+                let entry = store.get(&ns, format!("k{index:05}").as_bytes()).unwrap();
+                assert_eq!(
+                    entry.unwrap().value,
+                    value(index),
+                    "cache {cache_bytes}, k{index}"
+                );
+            }
+        }
+        let store = open(&path);
+        assert_eq!(store.usage(&ns).unwrap().keys, 2000);
+        let page = store.list(&ns, b"k0199", None, 3).unwrap();
+        assert_eq!(page.keys, [&b"k01990"[..], b"k01991", b"k01992"]);
+        assert_eq!(
+            store.get(&ns, b"k01999").unwrap().unwrap().value,
+            value(1999)
+        );
+    }
+}
+
+#[test]
 fn a_second_opener_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("modhost.redb");
