@@ -373,13 +373,16 @@ const PUBLISH_BATCH: usize = subject::MAX_BATCH;
 /// Sends queued messages in order; one task, so per-publisher order holds on the wire. Bus
 /// events carry this node's sequence number ([`subject::SEQ`]) besides its origin, and
 /// consecutive ones on one subject go as one NATS message ([`subject::BATCH`]) as long as
-/// they fit `max_message_bytes`: one publish, one header map and one wake-up of the
-/// connection for up to [`PUBLISH_BATCH`] events.
+/// they fit `max_message_bytes` and every live peer's heartbeat says it reads batches: one
+/// publish, one header map and one wake-up of the connection for up to [`PUBLISH_BATCH`]
+/// events.
 async fn publish_loop(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outbound>) {
     let origin = inner.origin_headers();
     let mut seq = 0_u64;
     let mut taken = Vec::with_capacity(PUBLISH_BATCH);
     while queue.recv_many(&mut taken, PUBLISH_BATCH).await > 0 {
+        // A node of a version before batches drops them; while one is heard from, none go.
+        let batching = inner.peers.all_read_batches(inner.config.heartbeat_timeout);
         let mut queued = taken.drain(..).peekable();
         while let Some(first) = queued.next() {
             let (subject, payload) = (first.subject, first.payload);
@@ -389,7 +392,8 @@ async fn publish_loop(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outbound>) {
                 Payload::Bus(message) => {
                     let mut size = 8 + message.encoded_len();
                     let fits = |next: &Outbound, size: usize| {
-                        next.subject == subject
+                        batching
+                            && next.subject == subject
                             && matches!(next.payload, Payload::Bus(_))
                             && size + next.payload.len() <= inner.config.max_message_bytes
                     };
@@ -456,6 +460,7 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
             id: inner.id.clone(),
             modules: inner.local.modules(),
             topics,
+            batches: true,
         };
         let Ok(payload) = serde_json::to_vec(&heartbeat) else {
             continue;

@@ -15,6 +15,11 @@ pub struct Heartbeat {
     pub modules: Vec<String>,
     /// Bus topics and patterns with a live subscription on it: where requests can go.
     pub topics: Vec<String>,
+    /// It reads several bus events in one NATS message (`Modhost-Batch`). Absent (false) in
+    /// the heartbeats of versions that predate batches: while such a node is heard from,
+    /// nobody sends batches.
+    #[serde(default)]
+    pub batches: bool,
 }
 
 /// One other node, as `/_admin/cluster` lists it.
@@ -63,6 +68,14 @@ impl Peers {
         peers
     }
 
+    /// Whether every live peer reads batched bus events (true with no peers).
+    pub(crate) fn all_read_batches(&self, timeout: Duration) -> bool {
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        table
+            .values()
+            .all(|(seen, heartbeat)| heartbeat.batches || seen.elapsed() > timeout)
+    }
+
     /// Ids of live peers with a subscription matching `topic`, most recently heard first.
     pub(crate) fn responders(&self, topic: &str, timeout: Duration) -> Vec<String> {
         let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
@@ -92,7 +105,26 @@ mod tests {
             id: id.to_owned(),
             modules: vec![],
             topics: topics.iter().map(|topic| (*topic).to_owned()).collect(),
+            batches: true,
         }
+    }
+
+    #[test]
+    fn batches_go_out_only_while_every_live_peer_reads_them() {
+        let peers = Peers::default();
+        let timeout = Duration::from_secs(60);
+        assert!(peers.all_read_batches(timeout), "alone");
+        peers.seen(heartbeat("new", &[]));
+        assert!(peers.all_read_batches(timeout));
+        // A heartbeat of an older version has no `batches` field.
+        let old: Heartbeat =
+            serde_json::from_str(r#"{"node":"old","id":"old-1","modules":[],"topics":[]}"#)
+                .unwrap();
+        assert!(!old.batches);
+        peers.seen(old);
+        assert!(!peers.all_read_batches(timeout));
+        // Once it is no longer heard from, batches go out again.
+        assert!(peers.all_read_batches(Duration::ZERO));
     }
 
     #[test]

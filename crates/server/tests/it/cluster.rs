@@ -260,6 +260,110 @@ async fn bus_events_reach_every_node_once_and_in_order() {
     }
 }
 
+/// Reads bus messages off the wire until `count` events have passed: (NATS messages, of them
+/// batches).
+async fn read_wire(wire: &mut async_nats::Subscriber, count: usize) -> (usize, usize) {
+    let (mut events, mut messages, mut batches) = (0, 0, 0);
+    while events < count {
+        let message = tokio::time::timeout(PATIENCE, wire.next())
+            .await
+            .expect("bus messages on the wire")
+            .unwrap();
+        messages += 1;
+        match message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Modhost-Batch"))
+        {
+            Some(_) => {
+                batches += 1;
+                events += MessageBatch::decode(&message.payload).unwrap().len();
+            }
+            None => events += 1,
+        }
+    }
+    assert_eq!(events, count, "no more than published");
+    (messages, batches)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bus_events_go_one_by_one_while_a_node_that_cannot_read_batches_is_heard() {
+    let nats = NatsServer::start();
+    let url = nats.url();
+    let (_a, node_a) = node(&url, "mixed", "a", &[]).await;
+    let (_b, node_b) = node(&url, "mixed", "b", &[]).await;
+    wait_joined(&[&node_a, &node_b]).await;
+    let (_sub, b_inbox) = node_b.bus().subscribe_channel("t.x").unwrap();
+    wait_subscribed(&node_b, "modhost.mixed.bus.t.x").await;
+    let client = async_nats::connect(url.as_str()).await.unwrap();
+    let mut wire = client.subscribe("modhost.mixed.bus.>").await.unwrap();
+    let _ = client.request("modhost.mixed.nobody", "".into()).await;
+    // A node of an older version: its heartbeats have no `batches`.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let old = tokio::spawn({
+        let client = client.clone();
+        async move {
+            let beat = r#"{"node":"old","id":"old-1","modules":[],"topics":[]}"#;
+            let mut stopped = stopped;
+            loop {
+                client
+                    .publish("modhost.mixed.heartbeat", beat.into())
+                    .await
+                    .unwrap();
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    });
+    eventually(PATIENCE, || {
+        let names = peer_names(&node_a);
+        async move { names.contains(&"old".to_owned()) }
+    })
+    .await;
+    const COUNT: usize = 500;
+    let burst = |tag: &'static str| {
+        for index in 0..COUNT {
+            node_a
+                .bus()
+                .publish(Message::event("t.x", format!("{tag}{index}").into_bytes()))
+                .unwrap();
+        }
+    };
+    burst("one-by-one ");
+    let (messages, batches) = read_wire(&mut wire, COUNT).await;
+    assert_eq!(
+        (messages, batches),
+        (COUNT, 0),
+        "no batch while the old node is heard"
+    );
+    // Once it is no longer heard from (the heartbeat timeout), batches go out again.
+    stop.send(()).unwrap();
+    old.await.unwrap();
+    eventually(PATIENCE, || {
+        let names = peer_names(&node_a);
+        async move { !names.contains(&"old".to_owned()) }
+    })
+    .await;
+    burst("batched ");
+    let (messages, batches) = read_wire(&mut wire, COUNT).await;
+    assert!(
+        batches > 0 && messages < COUNT,
+        "{messages} messages, {batches} batches"
+    );
+    // b got every event of both bursts, in order.
+    for tag in ["one-by-one ", "batched "] {
+        for index in 0..COUNT {
+            let message = b_inbox.recv_timeout(PATIENCE).unwrap();
+            assert_eq!(message.payload, format!("{tag}{index}").as_bytes());
+        }
+    }
+    for server in [node_a, node_b] {
+        server.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_receives_only_what_its_subscribers_select_and_overlaps_deliver_once() {
     let nats = NatsServer::start();
