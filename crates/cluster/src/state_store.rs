@@ -23,6 +23,11 @@ use state::{Record, StoreErrorKind};
 
 use crate::error::ClusterError;
 
+/// How often, and how far apart, a node whose bucket creation was refused looks for the
+/// bucket another node made in the same moment.
+const BUCKET_RACE_CHECKS: usize = 10;
+const BUCKET_RACE_PAUSE: Duration = Duration::from_millis(50);
+
 /// The cluster's shared state store.
 pub type JetStreamStore = state::RemoteStore<JetStreamKv>;
 
@@ -186,7 +191,8 @@ impl JetStreamKv {
         }
     }
 
-    /// The namespace's bucket, created on first use.
+    /// The namespace's bucket, created on first use; when another node creates it in the
+    /// same moment, the one it made.
     fn bucket(&self, namespace: &str) -> Result<jetstream::kv::Store, StoreErrorKind> {
         if let Some(bucket) = self
             .buckets
@@ -204,9 +210,8 @@ impl JetStreamKv {
                 return Ok(bucket);
             }
             // The stream a KV bucket is, made directly: async-nats' `create_key_value` first
-            // queries the account, whose answer from a 2.9 server it cannot parse. Creating
-            // the same stream twice (two nodes at once) is accepted by JetStream.
-            context
+            // queries the account, whose answer from a 2.9 server it cannot parse.
+            let created = context
                 .create_stream(jetstream::stream::Config {
                     name: format!("KV_{name}"),
                     description: Some("modhost module state".to_owned()),
@@ -220,12 +225,21 @@ impl JetStreamKv {
                     discard: jetstream::stream::DiscardPolicy::New,
                     ..Default::default()
                 })
-                .await
-                .map_err(|error| {
-                    StoreErrorKind::Storage(format!(
-                        "creating bucket {name}: {error} (is JetStream on? nats-server -js)"
-                    ))
-                })?;
+                .await;
+            if let Err(error) = created {
+                // Another node creating the same stream in the same moment makes JetStream
+                // refuse this one ("subjects overlap with an existing stream", 10065) even
+                // though the configurations are equal: if the bucket is there now, use it.
+                for _ in 0..BUCKET_RACE_CHECKS {
+                    tokio::time::sleep(BUCKET_RACE_PAUSE).await;
+                    if let Ok(bucket) = context.get_key_value(&name).await {
+                        return Ok(bucket);
+                    }
+                }
+                return Err(StoreErrorKind::Storage(format!(
+                    "creating bucket {name}: {error} (is JetStream on? nats-server -js)"
+                )));
+            }
             context
                 .get_key_value(&name)
                 .await
