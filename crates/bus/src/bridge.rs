@@ -15,8 +15,9 @@ use crate::error::RequestError;
 pub trait Bridge: Send + Sync + 'static {
     /// A message was published on this bus and delivered to the local subscribers (an event
     /// or any other non-reply kind, not a request made with [`crate::Bus::request`]). Called on
-    /// the publisher's thread, in publish order: it must not block.
-    fn published(&self, message: &Message);
+    /// the publisher's thread, in publish order: it must not block. The message is the bus's
+    /// own copy, the bridge's to keep.
+    fn published(&self, message: Message);
 
     /// [`crate::Bus::request`] found no local subscriber for `message.topic`: answer it
     /// elsewhere, waiting at most `timeout`. The reply keeps `message.id`. Return
@@ -43,8 +44,8 @@ mod tests {
     }
 
     impl Bridge for Arc<Recorder> {
-        fn published(&self, message: &Message) {
-            self.published.lock().unwrap().push(message.clone());
+        fn published(&self, message: Message) {
+            self.published.lock().unwrap().push(message);
         }
 
         fn request(&self, message: Message, _timeout: Duration) -> Result<Message, RequestError> {

@@ -382,7 +382,7 @@ impl Bus {
             Some(bridge) => {
                 let copy = message.clone();
                 let report = self.deliver(message)?;
-                bridge.published(&copy);
+                bridge.published(copy);
                 Ok(report)
             }
         }
@@ -417,7 +417,7 @@ impl Bus {
             match self.deliver_if_room(message)? {
                 Ok(report) => {
                     if let (Some(bridge), Some(copy)) = (self.inner.bridge.get(), copy) {
-                        bridge.published(&copy);
+                        bridge.published(copy);
                     }
                     return Ok(report);
                 }

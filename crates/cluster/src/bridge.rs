@@ -24,12 +24,12 @@ pub(crate) struct BusBridge {
 }
 
 impl bus::Bridge for BusBridge {
-    fn published(&self, message: &Message) {
+    fn published(&self, message: Message) {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
         let subject = subject::bus(&inner.config.cluster_name, &message.topic);
-        inner.send(subject, || Payload::Bus(message.clone()));
+        inner.send(subject, || Payload::Bus(message));
     }
 
     fn request(&self, message: Message, timeout: Duration) -> Result<Message, RequestError> {
