@@ -385,41 +385,18 @@ async fn publish_loop(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outbound>) {
         let batching = inner.peers.all_read_batches(inner.config.heartbeat_timeout);
         let mut queued = taken.drain(..).peekable();
         while let Some(first) = queued.next() {
-            let (subject, payload) = (first.subject, first.payload);
+            let subject = first.subject;
             let mut headers = origin.clone();
-            let (payload, events) = match payload {
+            let (payload, events) = match first.payload {
                 Payload::Ws(bytes) => (bytes, 0),
                 Payload::Bus(message) => {
-                    let mut size = 8 + message.encoded_len();
-                    let fits = |next: &Outbound, size: usize| {
-                        batching
-                            && next.subject == subject
-                            && matches!(next.payload, Payload::Bus(_))
-                            && size + next.payload.len() <= inner.config.max_message_bytes
-                    };
-                    let mut batch: Option<MessageBatch> = None;
-                    while let Some(next) = queued.next_if(|next| fits(next, size)) {
-                        let Payload::Bus(next) = next.payload else {
-                            unreachable!("`fits` takes bus events only")
-                        };
-                        size += next.encoded_len();
-                        batch
-                            .get_or_insert_with(|| {
-                                let mut batch = MessageBatch::new();
-                                batch.push(&message);
-                                batch
-                            })
-                            .push(&next);
-                    }
+                    let limit = batching.then_some(inner.config.max_message_bytes);
+                    let (payload, events) = bus_payload(message, &subject, &mut queued, limit);
                     headers.insert(subject::SEQ, (seq + 1).to_string());
-                    match batch {
-                        Some(batch) => {
-                            headers.insert(subject::BATCH, batch.len().to_string());
-                            let events = batch.len() as u64;
-                            (Bytes::from(batch.into_bytes()), events)
-                        }
-                        None => (Bytes::from(message.encode()), 1),
+                    if events > 1 {
+                        headers.insert(subject::BATCH, events.to_string());
                     }
+                    (payload, events)
                 }
             };
             seq += events;
@@ -440,6 +417,46 @@ async fn publish_loop(inner: Arc<Inner>, mut queue: mpsc::Receiver<Outbound>) {
                 }
             }
         }
+    }
+}
+
+/// The payload of one bus message on the wire and the events it carries: `first` alone as a
+/// `Message`, or, with a `limit` (batches allowed), a `MessageBatch` of `first` and the bus
+/// events queued right behind it on the same `subject`, as many as fit `limit` bytes.
+fn bus_payload(
+    first: Message,
+    subject: &str,
+    queued: &mut std::iter::Peekable<impl Iterator<Item = Outbound>>,
+    limit: Option<usize>,
+) -> (Bytes, u64) {
+    let Some(limit) = limit else {
+        return (Bytes::from(first.encode()), 1);
+    };
+    let mut batch: Option<MessageBatch> = None;
+    let mut size = 8 + first.encoded_len();
+    while let Some(next) = queued.next_if(|next| {
+        next.subject == subject
+            && matches!(next.payload, Payload::Bus(_))
+            && size + next.payload.len() <= limit
+    }) {
+        let Payload::Bus(next) = next.payload else {
+            unreachable!("only bus events are taken")
+        };
+        size += next.encoded_len();
+        batch
+            .get_or_insert_with(|| {
+                let mut batch = MessageBatch::new();
+                batch.push(&first);
+                batch
+            })
+            .push(&next);
+    }
+    match batch {
+        Some(batch) => {
+            let events = batch.len() as u64;
+            (Bytes::from(batch.into_bytes()), events)
+        }
+        None => (Bytes::from(first.encode()), 1),
     }
 }
 
