@@ -402,8 +402,7 @@ impl Host {
         ));
 
         let version = compiled.hash[..16].to_owned();
-        let capacity = config.inbox_capacity.max(1);
-        let (jobs, inbox) = crate::inbox::bounded(capacity);
+        let (jobs, inbox) = crate::inbox::bounded(config.inbox_capacity.max(1));
         let shared = Arc::new(Shared {
             name: name.clone(),
             log: Arc::new(GuestLog::new(
@@ -473,7 +472,6 @@ impl Host {
         Ok(LoadedModule::new(
             blueprint,
             jobs,
-            capacity,
             workers,
             started.elapsed(),
             compiled.source,

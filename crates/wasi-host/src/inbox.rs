@@ -55,6 +55,11 @@ impl InboxSender {
         })
     }
 
+    /// Most jobs it holds.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether a send would be refused as full now.
     pub(crate) fn is_full(&self) -> bool {
         self.queued.load(Ordering::Acquire) >= self.capacity

@@ -8,11 +8,10 @@ use std::time::{Duration, Instant, SystemTime};
 use binary::{HttpRequest, HttpResponse, Message};
 use crossbeam_channel::{Sender, TrySendError};
 
-use crate::inbox::InboxSender;
-
 use crate::abi::AbiVersion;
 use crate::abi::{RESTORE_EXPORT, SNAPSHOT_EXPORT};
 use crate::error::{CallError, CallErrorKind, SnapshotError, SnapshotErrorKind};
+use crate::inbox::InboxSender;
 use crate::instance::Blueprint;
 use crate::logs::LogLine;
 use crate::shared::{ModuleStats, Shared};
@@ -26,7 +25,6 @@ struct WorkerHandle {
 pub(crate) struct Inner {
     pub blueprint: Arc<Blueprint>,
     pub jobs: InboxSender,
-    pub capacity: usize,
     workers: Mutex<Vec<WorkerHandle>>,
     /// Each instance's slot with its worker's order channel, in pool order: what a request
     /// run inline needs, without the lock of `workers`.
@@ -126,7 +124,6 @@ impl LoadedModule {
     pub(crate) fn new(
         blueprint: Arc<Blueprint>,
         jobs: InboxSender,
-        capacity: usize,
         workers: Vec<(Sender<Control>, std::thread::JoinHandle<()>, Arc<Slot>)>,
         load_time: Duration,
         compile: crate::host::CompileSource,
@@ -146,7 +143,6 @@ impl LoadedModule {
             inner: Arc::new(Inner {
                 blueprint,
                 jobs,
-                capacity,
                 workers: Mutex::new(workers),
                 slots,
                 closed: AtomicBool::new(false),
@@ -263,7 +259,7 @@ impl LoadedModule {
                 Err(self.error(
                     export,
                     CallErrorKind::Overloaded {
-                        capacity: self.inner.capacity,
+                        capacity: self.inner.jobs.capacity(),
                     },
                 ))
             }
@@ -333,7 +329,7 @@ impl LoadedModule {
                 Queued::Done(Ok(Err(self.error(
                     "handle",
                     CallErrorKind::Overloaded {
-                        capacity: self.inner.capacity,
+                        capacity: self.inner.jobs.capacity(),
                     },
                 ))))
             }
